@@ -1,0 +1,3 @@
+from ffray.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""Where ffray keeps its state: ``--data-dir``, else ``$FFRAY_HOME``, else ``~/.ffray``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get("FFRAY_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    return (Path.home() / ".ffray").resolve()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp name beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,157 @@
+"""Frame-exact chunk input: the driver cuts compressed packets, the worker decodes them.
+
+Workers never receive decoded frames and never need the input file: the driver demuxes the source
+once, sequentially, and hands each chunk its packets (from the keyframe it starts at to the last
+packet it needs) plus the decoder parameters. The worker decodes those packets and keeps exactly
+the frames whose pts belong to the chunk.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from ffray.errors import MediaError
+from ffray.video.plan import ChunkSpec
+from ffray.video.probe import Color, PacketIndex, open_input
+
+_NO_DTS = np.iinfo(np.int64).min
+
+# AVColorSpace -> swscale colourspace constant (SWS_CS_*), for YUV<->BGR conversion.
+_SWS_SPACE = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+
+
+def sws_space(color: Color, height: int) -> int:
+    """The YUV matrix to convert with: the declared one, else BT.709 for HD and BT.601 for SD."""
+    return _SWS_SPACE.get(color.space, 1 if height >= 720 else 5)
+
+
+def sws_range(color: Color) -> int:
+    return 2 if color.range == 2 else 1
+
+
+@dataclass
+class ChunkPayload:
+    """What a worker needs to decode one chunk: compressed packets and decoder parameters."""
+
+    spec: ChunkSpec
+    codec: str
+    extradata: bytes | None
+    width: int
+    height: int
+    time_base: Fraction
+    color: Color
+    packets: list[bytes]
+    pts: list[int]
+    dts: list[int | None]
+    frame_pts: list[int]  # the chunk's frames, presentation order
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(p) for p in self.packets)
+
+
+def iter_payloads(path: str, index: PacketIndex, chunks: list[ChunkSpec]) -> Iterator[ChunkPayload]:
+    """Yield the payload of each chunk in ``chunks`` (ascending index) from one sequential demux.
+
+    Memory stays bounded by the packets between the oldest keyframe still needed and the current
+    packet."""
+    if not chunks:
+        return
+    chunks = sorted(chunks, key=lambda c: c.index)
+    frame_pts_all = index.frame_pts
+    # The earliest packet any later chunk still needs, so the buffer can be trimmed.
+    need_from = [min(c.key_packet for c in chunks[i:]) for i in range(len(chunks))]
+    with open_input(path) as c:
+        vs = c.streams.video[0]
+        cc = vs.codec_context
+        color = Color(int(cc.color_range), int(cc.colorspace), int(cc.color_primaries),
+                      int(cc.color_trc))
+        buf: list[tuple[int, bytes, int, int | None]] = []
+        ci = 0
+        i = -1
+        try:
+            for pkt in c.demux(vs):
+                if pkt.size == 0:
+                    continue
+                i += 1
+                if i >= need_from[ci]:
+                    buf.append((i, bytes(pkt), pkt.pts, pkt.dts))
+                while ci < len(chunks) and i == chunks[ci].last_packet:
+                    spec = chunks[ci]
+                    sel = [b for b in buf if b[0] >= spec.key_packet]
+                    yield ChunkPayload(
+                        spec=spec, codec=cc.name, extradata=cc.extradata, width=cc.width,
+                        height=cc.height, time_base=vs.time_base, color=color,
+                        packets=[b[1] for b in sel], pts=[b[2] for b in sel],
+                        dts=[b[3] for b in sel],
+                        frame_pts=[int(x) for x in frame_pts_all[spec.first_frame:spec.end_frame]])
+                    ci += 1
+                    if ci == len(chunks):
+                        return
+                    buf = [b for b in buf if b[0] >= need_from[ci]]
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{path}: read error at packet {i} ({e})") from None
+    raise MediaError(f"{path}: ended before chunk {chunks[ci].index} (file changed or truncated?)")
+
+
+def decode_payload(payload: ChunkPayload, threads: int = 0) -> Iterator[av.VideoFrame]:
+    """Decode a payload and yield exactly its frames, in presentation order."""
+    ctx = av.CodecContext.create(payload.codec, "r")
+    if payload.extradata:
+        ctx.extradata = payload.extradata
+    ctx.width, ctx.height = payload.width, payload.height
+    ctx.thread_type = "AUTO"
+    ctx.thread_count = threads
+    wanted = payload.frame_pts
+    lo, hi = wanted[0], wanted[-1]
+    seen = 0
+
+    def keep(frames: Iterable[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        nonlocal seen
+        for f in frames:
+            if f.pts is None or f.pts < lo or f.pts > hi:
+                continue
+            j = bisect.bisect_left(wanted, f.pts)
+            if j != seen or wanted[j] != f.pts:
+                raise MediaError(f"chunk {payload.spec.index}: decoded frame pts {f.pts} where "
+                                 f"{wanted[seen] if seen < len(wanted) else 'none'} was expected")
+            seen += 1
+            yield f
+
+    try:
+        for data, pts, dts in zip(payload.packets, payload.pts, payload.dts):
+            pkt = av.Packet(data)
+            pkt.pts, pkt.time_base = pts, payload.time_base
+            if dts is not None:
+                pkt.dts = dts
+            yield from keep(ctx.decode(pkt))
+        yield from keep(ctx.decode(None))
+    except av.error.FFmpegError as e:
+        raise MediaError(f"chunk {payload.spec.index}: decode error ({e})") from None
+    if seen != len(wanted):
+        raise MediaError(f"chunk {payload.spec.index}: decoded {seen} of {len(wanted)} frames "
+                         "(corrupt source?)")
+
+
+class BgrConverter:
+    """Decoded frames to BGR uint8 arrays with the source's YUV matrix and range (one swscale
+    context reused for the whole chunk)."""
+
+    def __init__(self, color: Color, height: int):
+        self._space = sws_space(color, height)
+        self._range = sws_range(color)
+        self._sws = av.video.reformatter.VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        if frame.format.name == "bgr24":
+            return frame.to_ndarray()
+        out = self._sws.reformat(frame, format="bgr24", src_colorspace=self._space,
+                                 dst_colorspace=self._space, src_color_range=self._range,
+                                 dst_color_range=2)
+        return out.to_ndarray()

@@ -1,0 +1,90 @@
+"""Chunk planning (pure): split the frames into time ranges and say which packets each needs.
+
+A chunk is the frames ``[first_frame, end_frame)`` in presentation order. To decode them exactly a
+worker needs the packets ``[key_packet, last_packet]`` in decode order: ``key_packet`` is the latest
+keyframe that comes, in decode order, before every frame of the chunk and is presented no later than
+its first frame (so open-GOP leading pictures still find their references); ``last_packet`` is the
+last packet, in decode order, that carries a frame of the chunk. Frames outside the chunk that this
+range decodes are dropped by pts, so seeking never relies on seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from ffray.errors import FFrayError
+from ffray.video.probe import PacketIndex
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    index: int
+    first_frame: int  # presentation-order frame numbers of the (trimmed) source
+    end_frame: int
+    first_pts: int
+    last_pts: int
+    key_packet: int  # decode-order packet index of the keyframe to start decoding at
+    key_pts: int
+    last_packet: int  # decode-order packet index of the last packet needed
+
+    @property
+    def frames(self) -> int:
+        return self.end_frame - self.first_frame
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def select_frames(frame_pts: np.ndarray, time_base: Fraction, trim_start: float | None,
+                  trim_end: float | None) -> tuple[int, int]:
+    """Frame range [a, b) whose presentation time lies in [trim_start, trim_end) seconds."""
+    if trim_start is not None and trim_start < 0 or trim_end is not None and trim_end <= 0:
+        raise FFrayError("--trim-start must be >= 0 and --trim-end > 0")
+    t0 = int(frame_pts[0])
+    secs = (frame_pts - t0).astype(np.float64) * float(time_base)
+    a = 0 if trim_start is None else int(np.searchsorted(secs, trim_start - 1e-9, side="left"))
+    b = len(frame_pts) if trim_end is None else int(np.searchsorted(secs, trim_end - 1e-9, side="left"))
+    if b <= a:
+        raise FFrayError(f"the trim range [{trim_start}, {trim_end}) s selects no frames "
+                         f"(video is {secs[-1]:.3f} s long)")
+    return a, b
+
+
+def plan_chunks(index: PacketIndex, time_base: Fraction, chunk_seconds: float,
+                frame_range: tuple[int, int] | None = None,
+                min_tail: float = 0.25) -> list[ChunkSpec]:
+    """Split frames ``frame_range`` into chunks of about ``chunk_seconds`` (by timestamps, so VFR
+    sources get equal durations); a tail shorter than ``min_tail`` of a chunk joins the one before."""
+    if chunk_seconds <= 0:
+        raise FFrayError("--chunk-seconds must be > 0")
+    order = index.frame_packets  # decode index of each frame, presentation order
+    fpts = index.pts[order]
+    a, b = frame_range if frame_range is not None else (0, len(order))
+    ticks = max(1, int(round(chunk_seconds / float(time_base))))
+    rel = fpts[a:b] - fpts[a]
+    bucket = rel // ticks
+    starts = list(a + np.flatnonzero(np.diff(bucket, prepend=-1)))
+    if len(starts) > 1:
+        tail_ticks = fpts[b - 1] - fpts[starts[-1]] + (fpts[b - 1] - fpts[b - 2] if b - a > 1 else 1)
+        if tail_ticks < min_tail * ticks:
+            starts.pop()
+    ends = starts[1:] + [b]
+    key_idx = np.flatnonzero(index.key)
+    chunks = []
+    for i, (s, e) in enumerate(zip(starts, ends)):
+        dec = order[s:e]
+        lo, hi = int(dec.min()), int(dec.max())
+        first_pts = int(fpts[s])
+        # Keyframes early enough in decode order and presented no later than the first frame.
+        ok = key_idx[(key_idx <= lo) & (index.pts[key_idx] <= first_pts)]
+        if len(ok) == 0:
+            raise FFrayError(f"no keyframe before frame {s}: the video cannot be decoded from "
+                             "there (does it start with a keyframe?)")
+        k = int(ok[-1])
+        chunks.append(ChunkSpec(index=i, first_frame=int(s), end_frame=int(e), first_pts=first_pts,
+                                last_pts=int(fpts[e - 1]), key_packet=k,
+                                key_pts=int(index.pts[k]), last_packet=hi))
+    return chunks
