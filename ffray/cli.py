@@ -1,0 +1,210 @@
+"""The ``ffray`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ffray import __version__
+from ffray.errors import FFrayError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        self.exit(2, f"ffray: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _seconds(text: str) -> float:
+    """Seconds as 12.5, or [HH:]MM:SS[.ms]."""
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds or HH:MM:SS.ms)") from None
+    if len(parts) > 3:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r}")
+    value = 0.0
+    for p in parts:
+        value = value * 60 + p
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="Ray cluster to use: auto, HOST:PORT or ray://HOST:PORT "
+                   "(default: start a local Ray instance)")
+    p.add_argument("--data-dir", help="state folder (default $FFRAY_HOME or ~/.ffray)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Ray and worker logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="ffray", description="Distributed video face swap on Ray, with GPU telemetry.")
+    ap.add_argument("--version", action="version", version=f"ffray {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("swap", help="process a video on the cluster")
+    s.add_argument("input", help="input video")
+    s.add_argument("-s", "--source", action="append", default=[], metavar="FACE",
+                   help="source face image (repeatable)")
+    s.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    s.add_argument("--chunk-seconds", type=float, default=10.0, help="chunk length (default 10)")
+    s.add_argument("--trim-start", type=_seconds, help="start time (seconds or HH:MM:SS.ms)")
+    s.add_argument("--trim-end", type=_seconds, help="end time, exclusive")
+    s.add_argument("--codec", default="h264", help="h264 (libx264, default) or hevc (libx265)")
+    s.add_argument("--crf", type=float, default=18.0, help="constant rate factor (default 18)")
+    s.add_argument("--preset", default="veryfast", help="encoder preset (default veryfast)")
+    s.add_argument("--pix-fmt", help="output pixel format (default: the source's, else yuv420p)")
+    s.add_argument("--processor", default="standin",
+                   help="frame processor: standin (default), identity, stamp, or module:attribute")
+    s.add_argument("--batch-size", type=int, default=8, help="frames per processor call")
+    s.add_argument("--actors", type=int, help="worker actors (default: one per GPU, or CPUs/2)")
+    s.add_argument("--gpu-per-actor", type=float,
+                   help="GPUs per actor, fractions allowed (default 1 when the cluster has GPUs)")
+    s.add_argument("--cpu-per-actor", type=float, default=0.0, help="CPUs reserved per actor")
+    s.add_argument("--max-attempts", type=int, default=3, help="attempts per chunk (default 3)")
+    _add_run_options(s)
+
+    r = sub.add_parser("resume", help="finish an interrupted job (redoes only unfinished chunks)")
+    r.add_argument("job_id")
+    _add_run_options(r)
+
+    p = sub.add_parser("probe", help="print a video's stream facts as JSON")
+    p.add_argument("file")
+
+    d = sub.add_parser("demo", help="make a sample video and run the full pipeline offline")
+    d.add_argument("--seconds", type=float, default=8.0)
+    d.add_argument("--actors", type=int, default=2)
+    _add_run_options(d)
+
+    j = sub.add_parser("jobs", help="list jobs in the data dir")
+    j.add_argument("--data-dir")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"swap": cmd_swap, "resume": cmd_resume, "probe": cmd_probe, "demo": cmd_demo,
+                "jobs": cmd_jobs}[args.cmd](args)
+    except FFrayError as e:
+        print(f"ffray: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ffray: interrupted (finished chunks are kept; see `ffray jobs`, `ffray resume`)",
+              file=sys.stderr)
+        return 130
+
+
+def cmd_probe(args) -> int:
+    from ffray.video.probe import probe
+
+    info, _ = probe(args.file)
+    print(json.dumps(info.to_json(), indent=2))
+    return 0
+
+
+def _request(args):
+    from ffray.cluster.jobs import SwapRequest
+    from ffray.processors import ProcessorSpec
+    from ffray.video.encode import EncodeSettings
+
+    if args.batch_size < 1:
+        raise FFrayError("--batch-size must be >= 1")
+    return SwapRequest(
+        input=args.input, output=args.output, sources=args.source, overwrite=args.overwrite,
+        chunk_seconds=args.chunk_seconds, trim_start=args.trim_start, trim_end=args.trim_end,
+        encode=EncodeSettings(codec=args.codec, crf=args.crf, preset=args.preset,
+                              pix_fmt=args.pix_fmt),
+        processor=ProcessorSpec(kind=args.processor, batch_size=args.batch_size),
+        actors=args.actors, gpu_per_actor=args.gpu_per_actor, cpu_per_actor=args.cpu_per_actor,
+        max_attempts=args.max_attempts, address=args.address)
+
+
+def cmd_swap(args) -> int:
+    from ffray.cluster.jobs import prepare_swap
+    from ffray.settings import data_dir
+
+    if not args.source and args.processor not in ("identity", "stamp"):
+        raise FFrayError("give at least one source face with -s FACE")
+    ledger = prepare_swap(_request(args), data_dir(args.data_dir))
+    return _run(ledger, args)
+
+
+def cmd_resume(args) -> int:
+    from ffray.cluster.ledger import JobLedger
+    from ffray.settings import data_dir
+
+    ledger = JobLedger.open(data_dir(args.data_dir), args.job_id)
+    if ledger.spec.get("status") == "done" and Path(ledger.spec["output"]).exists():
+        print(f"job {args.job_id} is already done: {ledger.spec['output']}")
+        return 0
+    return _run(ledger, args)
+
+
+def _run(ledger, args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ffray.cluster.jobs import run_job
+
+    console = Console(stderr=True)
+    console.print(f"job [bold]{ledger.job_id}[/] (ledger {ledger.root})")
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                   TextColumn("{task.completed:.0f}/{task.total:.0f} frames"),
+                   TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(),
+                   TextColumn("chunks {task.fields[chunks]} | in flight {task.fields[inflight]} | "
+                              "retries {task.fields[retries]}"),
+                   console=console, transient=False, disable=not console.is_terminal)
+    state = {"t0": None, "f0": 0}
+
+    def on_progress(p):
+        if state["t0"] is None:
+            state["t0"], state["f0"] = time.time(), p.frames_done
+        dt = max(1e-6, time.time() - state["t0"])
+        bar.update(task, completed=p.frames_done, total=p.total_frames, inflight=p.inflight,
+                   retries=p.retries, chunks=f"{p.chunks_done}/{p.total_chunks}",
+                   fps=(p.frames_done - state["f0"]) / dt)
+
+    with bar:
+        task = bar.add_task("swap", total=ledger.spec["frames"], fps=0.0, inflight=0, retries=0,
+                            chunks="0")
+        res = run_job(ledger, on_progress=on_progress, on_note=lambda s: console.print(s),
+                      address=getattr(args, "address", None), verbose=args.verbose)
+    fps = res.frames / res.wall_s if res.wall_s else 0.0
+    console.print(f"wrote [bold]{res.output}[/]: {res.frames} frames in {res.chunks} chunks "
+                  f"({res.chunks_run} run now, {res.retries} retries), {res.wall_s:.1f} s, "
+                  f"{fps:.1f} frames/s")
+    print(res.output)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ffray.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_jobs(args) -> int:
+    from ffray.settings import data_dir
+
+    root = data_dir(args.data_dir) / "jobs"
+    if not root.is_dir():
+        print(f"no jobs in {root}")
+        return 0
+    for d in sorted(root.iterdir()):
+        try:
+            spec = json.loads((d / "job.json").read_text())
+        except (OSError, ValueError):
+            continue
+        done = len(list((d / "chunks").glob("*.json")))
+        print(f"{d.name}  {spec.get('status', '?'):8s} {done}/{spec.get('chunks', '?')} chunks  "
+              f"{spec.get('input')} -> {spec.get('output')}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())

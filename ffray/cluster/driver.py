@@ -1,0 +1,168 @@
+"""The driver's scheduling loop over a pool of ChunkWorker actors.
+
+- at most ``inflight`` chunks per actor (default 2: one running, one queued, so an actor never
+  idles waiting for the driver);
+- payloads are cut lazily from one sequential demux of the input and put into the object store
+  once; a retry reuses the same object;
+- a chunk whose actor dies goes back to the front of the queue and is given to another actor when
+  one is free; a replacement actor is started in place of the dead one;
+- attempts are counted per chunk; a chunk that fails ``max_attempts`` times fails the job (the
+  finished chunks stay in the ledger for ``ffray resume``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from ffray.errors import JobFailed
+from ffray.video.decode import ChunkPayload
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    actors: int
+    gpu_per_actor: float = 0.0
+    cpu_per_actor: float = 0.0
+    max_attempts: int = 3
+    inflight: int = 2
+    max_replacements: int | None = None  # default: 2 x actors
+
+
+@dataclass
+class Progress:
+    total_frames: int
+    total_chunks: int
+    frames_done: int = 0
+    chunks_done: int = 0
+    inflight: int = 0
+    retries: int = 0
+    actors: int = 0
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Actor:
+    handle: object
+    key: int
+    inflight: int = 0
+    alive: bool = True
+
+
+def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
+             on_done: Callable[[dict], None], opts: PoolOptions, progress: Progress,
+             on_progress: Callable[[Progress], None] = lambda p: None,
+             on_event: Callable[..., None] = lambda **kw: None) -> None:
+    """Run every payload through the pool; ``on_done`` gets each result (data + stats)."""
+    actors: list[_Actor] = []
+    replacements = opts.max_replacements if opts.max_replacements is not None else 2 * opts.actors
+
+    def spawn() -> None:
+        actors.append(_Actor(handle=make_actor(), key=len(actors)))
+
+    for _ in range(opts.actors):
+        spawn()
+    progress.actors = opts.actors
+    refs: dict = {}  # payload object refs by chunk index, kept until the chunk is done
+    sizes: dict[int, int] = {}
+    attempts: dict[int, int] = {}
+    failed_on: dict[int, set[int]] = {}
+    retry: deque[int] = deque()
+    pending: dict = {}  # task ref -> (actor, chunk index, attempt)
+    source = iter(payloads)
+    exhausted = False
+
+    def next_chunk(actor: _Actor) -> int | None:
+        nonlocal exhausted
+        # A retry goes to an actor it has not failed on when possible.
+        for i, c in enumerate(retry):
+            tried = failed_on.get(c, set())
+            if actor.key not in tried or all(b.key in tried for b in _alive()):
+                del retry[i]
+                return c
+        if exhausted:
+            return None
+        try:
+            p = next(source)
+        except StopIteration:
+            exhausted = True
+            return None
+        refs[p.spec.index] = ray.put(p)
+        sizes[p.spec.index] = p.spec.frames
+        return p.spec.index
+
+    def _alive() -> list[_Actor]:
+        return [a for a in actors if a.alive]
+
+    def fill() -> None:
+        for a in sorted(_alive(), key=lambda a: a.inflight):
+            while a.inflight < opts.inflight:
+                c = next_chunk(a)
+                if c is None:
+                    return
+                attempts[c] = attempts.get(c, 0) + 1
+                ref = a.handle.process.remote(refs[c], attempts[c])
+                pending[ref] = (a, c, attempts[c])
+                a.inflight += 1
+
+    def fail(actor: _Actor, chunk: int, attempt: int, reason: str) -> None:
+        progress.retries += 1
+        failed_on.setdefault(chunk, set()).add(actor.key)
+        on_event(kind="attempt_failed", chunk=chunk, attempt=attempt, actor=actor.key, reason=reason)
+        if attempt >= opts.max_attempts:
+            raise JobFailed(f"chunk {chunk} failed {attempt} times; last error: {reason}. "
+                            "Finished chunks are kept: fix the cause and run `ffray resume`")
+        retry.appendleft(chunk)
+
+    fill()
+    while pending or retry:
+        progress.inflight = len(pending)
+        on_progress(progress)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+        for ref in ready:
+            actor, chunk, attempt = pending.pop(ref)
+            actor.inflight -= 1
+            try:
+                result = ray.get(ref)
+            except RayActorError as e:
+                if actor.alive:
+                    actor.alive = False
+                    on_event(kind="actor_died", actor=actor.key, reason=_first_line(e))
+                    if replacements > 0:
+                        replacements -= 1
+                        spawn()
+                fail(actor, chunk, attempt, f"worker died ({_first_line(e)})")
+                if not _alive():
+                    raise JobFailed("every worker actor died; finished chunks are kept for "
+                                    "`ffray resume`") from None
+                continue
+            except RayTaskError as e:
+                fail(actor, chunk, attempt, _first_line(e.cause if e.cause else e))
+                continue
+            on_done(result)
+            progress.frames_done += sizes.get(chunk, result["stats"]["frames"])
+            progress.chunks_done += 1
+            refs.pop(chunk, None)
+        fill()
+    progress.inflight = 0
+    on_progress(progress)
+    for a in actors:
+        if a.alive:
+            try:
+                ray.kill(a.handle)
+            except (RayActorError, GetTimeoutError, ValueError):
+                pass
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):  # Ray puts the original error last
+        if "Error" in ln or "error" in ln:
+            return ln.strip()[:300]
+    return (lines[-1] if lines else type(e).__name__)[:300]

@@ -1,0 +1,229 @@
+"""Jobs end to end: validate, plan, record in the ledger, run on Ray, assemble, report.
+
+``prepare_swap`` does every check that needs no cluster (so bad input fails in a second with one
+line); ``run_job`` runs the unfinished chunks of a ledgered job and assembles the output, for a new
+job and for ``ffray resume`` alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import ray
+
+from ffray.cluster.driver import PoolOptions, Progress, run_pool
+from ffray.cluster.ledger import JobLedger
+from ffray.cluster.runtime import ClusterInfo, connect, disconnect
+from ffray.cluster.worker import ChunkWorker
+from ffray.errors import FFrayError, MediaError
+from ffray.processors import ProcessorSpec, resolve
+from ffray.video.assemble import assemble, output_format
+from ffray.video.decode import iter_payloads
+from ffray.video.encode import EncodeSettings
+from ffray.video.plan import plan_chunks, select_frames
+from ffray.video.probe import fingerprint, probe
+
+log = logging.getLogger("ffray")
+
+
+@dataclass
+class SwapRequest:
+    input: str
+    output: str
+    sources: list[str] = field(default_factory=list)
+    overwrite: bool = False
+    chunk_seconds: float = 10.0
+    trim_start: float | None = None
+    trim_end: float | None = None
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+    processor: ProcessorSpec = field(default_factory=ProcessorSpec)
+    actors: int | None = None
+    gpu_per_actor: float | None = None
+    cpu_per_actor: float = 0.0
+    max_attempts: int = 3
+    address: str | None = None
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    output: str
+    frames: int
+    chunks: int
+    chunks_run: int
+    retries: int
+    wall_s: float
+    worker_s: float
+    assemble_s: float
+    plan_s: float
+    ledger: str
+    summary: dict = field(default_factory=dict)
+
+
+def check_output(output: Path, input_path: Path, overwrite: bool, codec: str) -> None:
+    fmt = output_format(output)
+    if output.exists() and input_path.exists() and os.path.samefile(output, input_path) \
+            or output.resolve() == input_path.resolve():
+        raise FFrayError(f"output is the input file: {output}")
+    if output.is_dir():
+        raise FFrayError(f"output is a directory: {output}")
+    if output.exists() and not overwrite:
+        raise FFrayError(f"output exists: {output} (use --overwrite to replace it)")
+    parent = output.parent
+    if not parent.is_dir():
+        raise FFrayError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FFrayError(f"cannot write to output folder: {parent}")
+    import av
+
+    with av.open(os.devnull, "w", format=fmt) as c:
+        if codec not in c.supported_codecs:
+            raise FFrayError(f"{output.suffix} files cannot hold {codec} video")
+
+
+def read_sources(paths: list[str]) -> list[tuple[str, bytes]]:
+    out = []
+    for s in paths:
+        p = Path(s)
+        if not p.is_file():
+            raise FFrayError(f"source face image not found: {p}")
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise FFrayError(f"cannot read source face image {p}: {e.strerror}") from None
+        if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None:
+            raise FFrayError(f"source face image is not a readable image: {p}")
+        out.append((p.name, data))
+    return out
+
+
+def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
+    """All checks that need no cluster, then a new ledgered job with its plan."""
+    t = time.perf_counter()
+    inp, out = Path(req.input).expanduser().resolve(), Path(req.output).expanduser().absolute()
+    resolve(req.processor.kind)
+    sources = read_sources(req.sources)
+    if req.max_attempts < 1:
+        raise FFrayError("--max-attempts must be >= 1")
+    if req.actors is not None and req.actors < 1:
+        raise FFrayError("--actors must be >= 1")
+    if req.gpu_per_actor is not None and req.gpu_per_actor < 0:
+        raise FFrayError("--gpu-per-actor must be >= 0")
+    info, index = probe(inp)
+    check_output(out, inp, req.overwrite, req.encode.stream_codec)
+    frames = select_frames(index.frame_pts, info.video.time_base, req.trim_start, req.trim_end)
+    chunks = plan_chunks(index, info.video.time_base, req.chunk_seconds, frames)
+    spec = {"input": str(inp), "input_sha256": fingerprint(inp, index), "output": str(out),
+            "overwrite": req.overwrite, "chunk_seconds": req.chunk_seconds,
+            "trim": [req.trim_start, req.trim_end], "frame_range": list(frames),
+            "trimmed": frames != (0, info.video.frame_count),
+            "encode": asdict(req.encode), "processor": asdict(req.processor),
+            "actors": req.actors, "gpu_per_actor": req.gpu_per_actor,
+            "cpu_per_actor": req.cpu_per_actor, "max_attempts": req.max_attempts,
+            "address": req.address, "frames": frames[1] - frames[0], "chunks": len(chunks),
+            "sources": [s for s in req.sources], "video": info.to_json()["video"],
+            "plan_s": time.perf_counter() - t}
+    ledger = JobLedger.create(data_dir, spec)
+    ledger.save_plan(chunks)
+    ledger.save_sources(sources)
+    return ledger
+
+
+def _pool_options(spec: dict, cluster: ClusterInfo) -> tuple[PoolOptions, list[str]]:
+    notes = []
+    gpa = spec.get("gpu_per_actor")
+    if gpa is None:
+        gpa = 1.0 if cluster.gpus > 0 else 0.0
+    if gpa > 0 and cluster.gpus == 0:
+        raise FFrayError(f"--gpu-per-actor {gpa} asks for GPUs but the cluster has none")
+    if gpa == 0 and cluster.gpus == 0:
+        notes.append("no GPU in the cluster: workers run on the CPU")
+    actors = spec.get("actors")
+    if actors is None:
+        actors = max(1, int(cluster.gpus // gpa)) if gpa > 0 else max(1, int(cluster.cpus // 2))
+    if gpa > 0 and actors * gpa > cluster.gpus + 1e-9:
+        raise FFrayError(f"{actors} actors x {gpa} GPU need {actors * gpa:g} GPUs; the cluster has "
+                         f"{cluster.gpus:g}")
+    return PoolOptions(actors=actors, gpu_per_actor=gpa, cpu_per_actor=spec.get("cpu_per_actor", 0.0),
+                       max_attempts=spec.get("max_attempts", 3)), notes
+
+
+def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: None,
+            address: str | None = None, verbose: bool = False) -> JobResult:
+    """Run the unfinished chunks of ``ledger``'s job on Ray, then assemble the output."""
+    t_start = time.perf_counter()
+    spec = ledger.spec
+    inp, out = Path(spec["input"]), Path(spec["output"])
+    info, index = probe(inp)
+    if fingerprint(inp, index) != spec["input_sha256"]:
+        raise MediaError(f"{inp} changed since job {ledger.job_id} was planned; start a new job")
+    chunks = ledger.load_plan()
+    done = ledger.done_chunks()
+    todo = [c for c in chunks if c.index not in done]
+    enc = EncodeSettings(**spec["encode"])
+    proc = ProcessorSpec(**spec["processor"])
+    plan_s = time.perf_counter() - t_start + spec.get("plan_s", 0.0)
+    progress = Progress(total_frames=spec["frames"], total_chunks=len(chunks))
+    progress.frames_done = sum(c.frames for c in chunks if c.index in done)
+    progress.chunks_done = len(done)
+    ledger.update(status="running")
+    ledger.event(kind="run", todo=len(todo), done=len(done))
+    t_pool = time.perf_counter()
+    if todo:
+        cluster = connect(address if address is not None else spec.get("address"), verbose)
+        try:
+            opts, notes = _pool_options(spec, cluster)
+            for n in notes:
+                on_note(n)
+            on_note(f"{opts.actors} worker actor(s), {opts.gpu_per_actor:g} GPU each, on "
+                    f"{cluster.nodes} node(s); {len(todo)} of {len(chunks)} chunks to run")
+            sources = ledger.load_sources()
+            rate = info.video.avg_rate
+            cls = ray.remote(ChunkWorker)
+
+            def make_actor():
+                return cls.options(num_gpus=opts.gpu_per_actor, num_cpus=opts.cpu_per_actor,
+                                   scheduling_strategy="SPREAD", max_concurrency=1).remote(
+                    proc, enc, sources, info.video.pix_fmt, rate)
+
+            def on_done(result: dict) -> None:
+                st = result["stats"]
+                ledger.record_chunk(st["chunk"], result["data"], st)
+
+            def on_event(**kw) -> None:
+                ledger.event(**kw)
+
+            run_pool(make_actor, iter_payloads(str(inp), index, todo), on_done, opts, progress,
+                     on_progress, on_event)
+        except BaseException as e:
+            ledger.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            raise
+        finally:
+            disconnect(cluster)
+    t_asm = time.perf_counter()
+    pool_s = t_asm - t_pool
+    if out.exists() and not spec.get("overwrite"):
+        raise FFrayError(f"output exists: {out} (use --overwrite to replace it)")
+    try:
+        summary = assemble([ledger.chunk_path(c.index) for c in chunks], chunks, str(inp), info, out,
+                           bool(spec.get("trimmed")),
+                           index.frame_pts[spec["frame_range"][0]:spec["frame_range"][1]])
+    except BaseException as e:
+        ledger.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise
+    assemble_s = time.perf_counter() - t_asm
+    wall = time.perf_counter() - t_start
+    stats = ledger.chunk_stats()
+    worker_s = sum(s.get("wall_s", 0.0) for s in stats)
+    ledger.update(status="done", wall_s=wall, assemble_s=assemble_s, pool_s=pool_s,
+                  retries=progress.retries, assembled=summary)
+    return JobResult(job_id=ledger.job_id, output=str(out), frames=spec["frames"],
+                     chunks=len(chunks), chunks_run=len(todo), retries=progress.retries,
+                     wall_s=wall, worker_s=worker_s, assemble_s=assemble_s, plan_s=plan_s,
+                     ledger=str(ledger.root), summary=summary)

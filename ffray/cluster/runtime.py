@@ -1,0 +1,54 @@
+"""Connecting to Ray: an embedded local instance by default, or an existing cluster.
+
+- no ``--address``: start a private local instance (``address="local"``; never attach to a
+  stale cluster by accident) and shut it down afterwards;
+- ``--address auto|HOST:PORT``: attach to a running cluster (token auth as the cluster has it);
+- ``--address ray://HOST:10001``: Ray Client.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import ray
+
+from ffray.errors import FFrayError
+
+NAMESPACE = "ffray"
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    address: str
+    started_here: bool
+    cpus: float
+    gpus: float
+    nodes: int
+
+
+def connect(address: str | None = None, verbose: bool = False) -> ClusterInfo:
+    """Connect (or start) Ray; reuses an already initialised connection in this process."""
+    started = False
+    if not ray.is_initialized():
+        common = {"namespace": NAMESPACE, "logging_level": logging.INFO if verbose else logging.ERROR}
+        try:
+            if address in (None, "", "local"):
+                ray.init(address="local", include_dashboard=False, log_to_driver=verbose, **common)
+                started = True
+            elif address.startswith("ray://"):
+                ray.init(address=address, **common)
+            else:
+                ray.init(address=address, log_to_driver=verbose, **common)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise FFrayError(f"cannot connect to Ray at {address or 'local'}: {first}") from None
+    res = ray.cluster_resources()
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    return ClusterInfo(address=address or "local", started_here=started,
+                       cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)), nodes=nodes)
+
+
+def disconnect(info: ClusterInfo) -> None:
+    if ray.is_initialized() and info.started_here:
+        ray.shutdown()
