@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 
@@ -27,6 +29,16 @@ class ClusterInfo:
     nodes: int
 
 
+def _token_auth_for_clients() -> None:
+    """Ray clients only send the cluster token when RAY_AUTH_MODE=token; clusters started by
+    `ray start` (Ray >= 2.5x) require it. Keep auth on: use the token when one is available."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def connect(address: str | None = None, verbose: bool = False) -> ClusterInfo:
     """Connect (or start) Ray; reuses an already initialised connection in this process."""
     started = False
@@ -37,8 +49,10 @@ def connect(address: str | None = None, verbose: bool = False) -> ClusterInfo:
                 ray.init(address="local", include_dashboard=False, log_to_driver=verbose, **common)
                 started = True
             elif address.startswith("ray://"):
+                _token_auth_for_clients()
                 ray.init(address=address, **common)
             else:
+                _token_auth_for_clients()
                 ray.init(address=address, log_to_driver=verbose, **common)
         except (ConnectionError, RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -26,6 +26,16 @@ from ffray.video.plan import ChunkSpec
 from ffray.video.probe import MediaInfo, open_input
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+# libavformat's codec query accepts more than its mp4 muxer writes (PCM, for one): mp4 audio that
+# is known to stream-copy; anything else is re-encoded to AAC.
+MP4_AUDIO = {"aac", "mp3", "mp2", "ac3", "eac3", "alac", "flac", "opus", "dts", "truehd"}
+
+
+_STD_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def can_copy_audio(fmt: str, codec: str, supported: set[str]) -> bool:
+    return codec in MP4_AUDIO if fmt == "mp4" else codec in supported
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -164,15 +174,16 @@ def assemble(chunk_paths: list[Path], specs: list[ChunkSpec], source: str, info:
                 vs.set_display_rotation(info.video.rotation)
             pairs = []
             for a in src.streams.audio:
-                if a.codec_context.name in out.supported_codecs:
+                if can_copy_audio(fmt, a.codec_context.name, out.supported_codecs):
                     o = out.add_stream_from_template(a)
                     if a.language:
                         o.metadata["language"] = a.language
                     pairs.append((a, o, None))
                 else:
-                    o = out.add_stream("aac", rate=a.codec_context.sample_rate)
-                    o.layout = a.codec_context.layout
-                    pairs.append((a, o, av.AudioResampler(format="fltp", layout=a.codec_context.layout,
+                    # AAC needs a standard channel layout (PCM often has none)
+                    layout = _STD_LAYOUTS.get(a.codec_context.channels, "stereo")
+                    o = out.add_stream("aac", rate=a.codec_context.sample_rate, layout=layout)
+                    pairs.append((a, o, av.AudioResampler(format="fltp", layout=layout,
                                                           rate=a.codec_context.sample_rate)))
             window = None
             shift_s = 0.0

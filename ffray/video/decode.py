@@ -35,6 +35,13 @@ def sws_range(color: Color) -> int:
     return 2 if color.range == 2 else 1
 
 
+# swscale's default YUV<->RGB paths darken luma by ~1.6 levels per round trip; accurate rounding
+# with full chroma interpolation makes a decode -> BGR -> encode round trip unbiased.
+_I = av.video.reformatter.Interpolation
+SWS_TO_BGR = int(_I.BILINEAR | _I.ACCURATE_RND | _I.FULL_CHR_H_INT)
+SWS_FROM_BGR = int(_I.AREA | _I.ACCURATE_RND)
+
+
 @dataclass
 class ChunkPayload:
     """What a worker needs to decode one chunk: compressed packets and decoder parameters."""
@@ -153,5 +160,5 @@ class BgrConverter:
             return frame.to_ndarray()
         out = self._sws.reformat(frame, format="bgr24", src_colorspace=self._space,
                                  dst_colorspace=self._space, src_color_range=self._range,
-                                 dst_color_range=2)
+                                 dst_color_range=2, interpolation=SWS_TO_BGR)
         return out.to_ndarray()

@@ -16,7 +16,7 @@ import av
 import numpy as np
 
 from ffray.errors import FFrayError
-from ffray.video.decode import sws_range, sws_space
+from ffray.video.decode import SWS_FROM_BGR, sws_range, sws_space
 from ffray.video.probe import Color
 
 ENCODERS = {"h264": "libx264", "libx264": "libx264", "hevc": "libx265", "h265": "libx265",
@@ -93,7 +93,7 @@ class ChunkEncoder:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
         frame = self._sws.reformat(frame, format=self._stream.pix_fmt, src_colorspace=self._space,
                                    dst_colorspace=self._space, src_color_range=2,
-                                   dst_color_range=self._range)
+                                   dst_color_range=self._range, interpolation=SWS_FROM_BGR)
         frame.pts, frame.time_base = pts, self._tb
         self._out.mux(self._stream.encode(frame))
         self.frames += 1

@@ -1,0 +1,40 @@
+"""Test-only frame processors, loaded by workers as ``tests.procs:NAME``."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ffray.processors import Stamp
+
+
+class CrashOnce(Stamp):
+    """Stamps frames, but kills its worker process the first time any worker reaches chunk
+    ``chunk`` (a marker file records that it happened, so the retry goes through)."""
+
+    name = "crash-once"
+
+    def __init__(self, ctx, chunk: int = 1, marker: str = ""):
+        super().__init__(ctx)
+        self._chunk, self._marker = chunk, Path(marker)
+
+    def process(self, frames, info):
+        if info.chunk == self._chunk and not self._marker.exists():
+            self._marker.write_text(str(os.getpid()))
+            os._exit(17)  # the worker dies mid-chunk, like a segfault or an OOM kill
+        return super().process(frames, info)
+
+
+class Slow(Stamp):
+    """Stamps frames slowly, so a test can kill the driver while chunks are still running."""
+
+    name = "slow"
+
+    def __init__(self, ctx, delay: float = 0.05):
+        super().__init__(ctx)
+        self._delay = delay
+
+    def process(self, frames, info):
+        time.sleep(self._delay * len(frames))
+        return super().process(frames, info)

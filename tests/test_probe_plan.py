@@ -1,0 +1,122 @@
+"""Probe and chunk planning, no Ray."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from ffray.errors import FFrayError
+from ffray.video.decode import decode_payload, iter_payloads
+from ffray.video.plan import plan_chunks, select_frames
+from ffray.video.probe import PacketIndex, probe
+from tests.media import frames
+
+
+def test_probe_counts_frames_from_packets_and_reads_metadata(media):
+    info, index = probe(media.cfr_audio)
+    decoded = frames(media.cfr_audio)
+    v = info.video
+    assert v.frame_count == len(decoded) == 96
+    assert (v.width, v.height, v.codec, v.pix_fmt) == (320, 240, "h264", "yuv420p")
+    assert v.rotation == 90 and not v.vfr
+    assert v.avg_rate == 30 and v.time_base == Fraction(1, 15360)
+    assert v.color.describe() == {"range": "tv", "space": "bt709", "primaries": "bt709",
+                                  "transfer": "bt709"}
+    assert [t for t, _ in decoded] == [Fraction(int(p)) * v.time_base for p in index.frame_pts]
+    assert v.keyframes == int(index.key.sum()) == 4
+    assert len(info.audio) == 1 and info.audio[0].codec == "aac" and info.audio[0].channels == 2
+    js = info.to_json()
+    assert js["video"]["avg_frame_rate"] == "30/1" and js["video"]["time_base"] == "1/15360"
+
+
+def test_probe_detects_variable_frame_rate(media):
+    assert probe(media.vfr_audio)[0].video.vfr
+    info, _ = probe(media.vfr_mkv)
+    assert info.video.vfr and info.video.time_base == Fraction(1, 1000)
+    assert info.audio[0].codec == "pcm_s16le"
+    assert not probe(media.cfr_silent)[0].video.vfr
+
+
+def test_plan_covers_every_frame_once_with_valid_key_packets(media):
+    info, index = probe(media.cfr_audio)
+    chunks = plan_chunks(index, info.video.time_base, 0.7)
+    assert [c.first_frame for c in chunks] == [0, 21, 42, 63, 84]
+    assert chunks[-1].end_frame == 96
+    for c in chunks:
+        assert index.key[c.key_packet] and c.key_pts <= c.first_pts
+        dec = index.frame_packets[c.first_frame:c.end_frame]
+        assert c.key_packet <= dec.min() and c.last_packet == dec.max()
+    # chunk 1 starts at frame 21, before the keyframe at frame 25: it must start at key 0
+    assert chunks[1].key_packet == 0
+
+
+def test_plan_vfr_by_time_and_merges_short_tail(media):
+    info, index = probe(media.vfr_mkv)
+    chunks = plan_chunks(index, info.video.time_base, 1.0)
+    fpts = index.frame_pts
+    for c in chunks[:-1]:
+        assert abs((fpts[c.end_frame] - fpts[c.first_frame]) / 1000 - 1.0) < 0.15
+    assert sum(c.frames for c in chunks) == info.video.frame_count
+    one = plan_chunks(index, info.video.time_base, 100.0)
+    assert len(one) == 1 and one[0].frames == info.video.frame_count
+
+
+def test_plan_open_gop_uses_earlier_keyframe():
+    # decode order: I0 P3 B1 B2 | I6(key) B4 B5 P9 B7 B8 ; B4/B5 lead I6 (open GOP)
+    pts = np.array([0, 3, 1, 2, 6, 4, 5, 9, 7, 8])
+    key = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0], bool)
+    idx = PacketIndex(pts, pts - 2, key, np.zeros(10, bool), np.ones(10, np.int64))
+    chunks = plan_chunks(idx, Fraction(1, 1), 4.0)  # frames 0-3, 4-9
+    assert chunks[1].first_pts == 4
+    assert chunks[1].key_packet == 0  # I6 is presented after frame 4: decode from I0
+
+
+def test_trim_selects_frames_and_rejects_empty_ranges(media):
+    info, index = probe(media.cfr_audio)
+    a, b = select_frames(index.frame_pts, info.video.time_base, 1.0, 2.0)
+    assert (a, b) == (30, 60)
+    with pytest.raises(FFrayError, match="selects no frames"):
+        select_frames(index.frame_pts, info.video.time_base, 50.0, None)
+    with pytest.raises(FFrayError):
+        select_frames(index.frame_pts, info.video.time_base, -1.0, None)
+
+
+def test_payloads_decode_to_exactly_the_reference_frames(media):
+    info, index = probe(media.vfr_audio)
+    chunks = plan_chunks(index, info.video.time_base, 0.5)
+    ref = {t: img for t, img in frames(media.vfr_audio)}
+    seen = 0
+    for p in iter_payloads(str(media.vfr_audio), index, chunks):
+        assert p.packets and len(p.packets) >= p.spec.frames
+        for f in decode_payload(p):
+            t = f.pts * info.video.time_base
+            assert np.array_equal(f.to_ndarray(format="bgr24"), ref[t])
+            seen += 1
+    assert seen == info.video.frame_count
+
+
+def test_decode_detects_missing_frames(media):
+    info, index = probe(media.cfr_silent)
+    chunks = plan_chunks(index, info.video.time_base, 1.0)
+    p = next(iter_payloads(str(media.cfr_silent), index, chunks[1:2]))
+    p.packets, p.pts, p.dts = p.packets[:-3], p.pts[:-3], p.dts[:-3]
+    with pytest.raises(Exception, match="chunk 1"):
+        list(decode_payload(p))
+
+
+def test_probe_input_av_open_fallback(media, tmp_path):
+    # a file that is only audio
+    src = tmp_path / "tone.m4a"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("aac", rate=48000)
+        for i in range(10):
+            fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                            layout="mono")
+            fr.sample_rate, fr.pts = 48000, i * 1024
+            out.mux(s.encode(fr))
+        out.mux(s.encode(None))
+    with pytest.raises(FFrayError, match="no video stream"):
+        probe(src)
