@@ -38,3 +38,18 @@ class Slow(Stamp):
     def process(self, frames, info):
         time.sleep(self._delay * len(frames))
         return super().process(frames, info)
+
+
+class FailOn(Stamp):
+    """Raises on every attempt at chunk ``chunk`` (a bug or bad data, not a dead worker)."""
+
+    name = "fail-on"
+
+    def __init__(self, ctx, chunk: int = 1):
+        super().__init__(ctx)
+        self._chunk = chunk
+
+    def process(self, frames, info):
+        if info.chunk == self._chunk:
+            raise ValueError(f"cannot process chunk {info.chunk}")
+        return super().process(frames, info)

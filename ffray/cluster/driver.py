@@ -104,7 +104,7 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
             while a.inflight < opts.inflight:
                 c = next_chunk(a)
                 if c is None:
-                    return
+                    break  # nothing for this actor; a retry may still suit the next one
                 attempts[c] = attempts.get(c, 0) + 1
                 ref = a.handle.process.remote(refs[c], attempts[c])
                 pending[ref] = (a, c, attempts[c])

@@ -101,5 +101,5 @@ class ChunkWorker:
                  "start": start, "end": time.time(), "wall_s": time.perf_counter() - t0,
                  "decode_s": frames.seconds, "convert_s": convert_s, "process_s": process_s,
                  "encode_s": encode_s, "input_bytes": payload.nbytes, "output_bytes": len(data),
-                 "processor": self._proc.stats(), **self.info()}
+                 "stages": self._proc.stats(), **self.info()}
         return {"data": data, "stats": stats}

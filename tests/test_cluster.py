@@ -1,0 +1,62 @@
+"""Scheduling on a multi-node cluster with fake GPUs, and worker death mid-chunk."""
+
+from __future__ import annotations
+
+from ffray.processors import read_stamp
+from tests.media import frames, swap
+
+
+def test_chunks_spread_over_worker_nodes_with_gpus(cluster, media, data_dir, tmp_path):
+    out = tmp_path / "out.mp4"
+    ledger, res = swap(media.cfr_audio, out, data_dir, processor="stamp", actors=4,
+                       gpu_per_actor=1, chunk_seconds=0.35)
+    stats = ledger.chunk_stats()
+    assert len(stats) == res.chunks >= 8
+    nodes = {s["node_id"] for s in stats}
+    assert nodes == set(cluster["worker_nodes"])  # the GPU nodes, never the GPU-less head
+    assert all(len(s["gpu_ids"]) == 1 for s in stats)
+    per_node_gpus = {}
+    for s in stats:
+        per_node_gpus.setdefault(s["node_id"], set()).update(s["gpu_ids"])
+    assert all(len(g) == 2 for g in per_node_gpus.values())  # both fake GPUs of each node used
+    assert len({s["actor_id"] for s in stats}) == 4
+    assert [read_stamp(img) for _, img in frames(out)] == list(range(96))
+    for s in stats:  # per-chunk stats the telemetry joins on
+        assert s["frames"] > 0 and s["end"] >= s["start"] and s["decode_s"] >= 0
+        assert s["stages"]["frames"] == s["frames"] and s["processor"] == "stamp"
+
+
+def test_worker_killed_mid_chunk_is_retried_on_another_actor(cluster, media, data_dir, tmp_path):
+    out = tmp_path / "out.mp4"
+    marker = tmp_path / "crashed"
+    ledger, res = swap(media.cfr_audio, out, data_dir, processor="tests.procs:CrashOnce",
+                       params={"chunk": 2, "marker": str(marker)}, actors=2, gpu_per_actor=1,
+                       chunk_seconds=0.7, max_attempts=3)
+    assert marker.exists()  # a worker really died in chunk 2
+    assert res.retries >= 1
+    events = ledger.events()
+    assert any(e["kind"] == "actor_died" for e in events)
+    failed = [e for e in events if e["kind"] == "attempt_failed"]
+    assert any(e["chunk"] == 2 for e in failed)
+    stats = {s["chunk"]: s for s in ledger.chunk_stats()}
+    assert stats[2]["attempt"] >= 2
+    died_actor = [e for e in failed if e["chunk"] == 2][0]["actor"]
+    assert stats[2]["pid"] != int(marker.read_text()) and died_actor is not None
+    # every frame is present, each from the right input frame
+    assert [read_stamp(img) for _, img in frames(out)] == list(range(96))
+
+
+def test_chunk_that_always_fails_fails_the_job_and_keeps_finished_chunks(cluster, media, data_dir,
+                                                                          tmp_path):
+    import pytest
+
+    from ffray.errors import JobFailed
+
+    out = tmp_path / "out.mp4"
+    with pytest.raises(JobFailed, match="chunk 1 failed 2 times"):
+        swap(media.cfr_silent, out, data_dir, processor="tests.procs:FailOn",
+             params={"chunk": 1}, actors=2, gpu_per_actor=1, chunk_seconds=0.5, max_attempts=2)
+    assert not out.exists()
+    job = next((data_dir / "jobs").iterdir())
+    assert (job / "chunks" / "000000.json").exists()
+    assert not (job / "chunks" / "000001.json").exists()
