@@ -152,6 +152,8 @@ def probe(path: str | os.PathLike) -> tuple[MediaInfo, PacketIndex]:
     with open_input(p) as c:
         if not c.streams.video:
             raise MediaError(f"no video stream in {p}")
+        if c.format.name == "image2" or c.format.name.endswith("_pipe"):
+            raise MediaError(f"{p} is a still image, not a video")
         vs = c.streams.video[0]
         audio_streams = list(c.streams.audio)
         cols = {s.index: ([], [], [], [], []) for s in [vs]}
@@ -164,7 +166,7 @@ def probe(path: str | os.PathLike) -> tuple[MediaInfo, PacketIndex]:
                     if pkt.pts is None:
                         raise MediaError(f"video packet without timestamp in {p}; remux it first")
                     if pkt.is_corrupt:
-                        raise MediaError(f"corrupt video packet at pts {pkt.pts} in {p}")
+                        raise MediaError(f"{p} is truncated or corrupt (damaged video packet at pts {pkt.pts})")
                     pts, dts, key, disc, size = cols[vs.index]
                     pts.append(pkt.pts)
                     dts.append(pkt.dts if pkt.dts is not None else np.iinfo(np.int64).min)
