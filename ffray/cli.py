@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "address", None) not in (None, "", "local"):
+        from ffray.settings import token_auth_for_clients
+
+        token_auth_for_clients()  # before ray is imported
     try:
         return {"swap": cmd_swap, "resume": cmd_resume, "probe": cmd_probe, "demo": cmd_demo,
                 "jobs": cmd_jobs}[args.cmd](args)
@@ -127,8 +131,6 @@ def cmd_swap(args) -> int:
     from ffray.cluster.jobs import prepare_swap
     from ffray.settings import data_dir
 
-    if not args.source and args.processor not in ("identity", "stamp"):
-        raise FFrayError("give at least one source face with -s FACE")
     ledger = prepare_swap(_request(args), data_dir(args.data_dir))
     return _run(ledger, args)
 

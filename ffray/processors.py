@@ -124,6 +124,7 @@ class StandIn(_Timed):
     """A visible stand-in for the face pipeline: the first source face in a corner, captioned."""
 
     name = "standin"
+    needs_sources = True
 
     def __init__(self, ctx: WorkerContext, **params):
         super().__init__()

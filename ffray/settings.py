@@ -28,3 +28,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def token_auth_for_clients() -> None:
+    """Ray clients send the cluster's auth token only when RAY_AUTH_MODE=token, and Ray reads that
+    when it is imported. Clusters started by `ray start` (Ray >= 2.5x) require the token: keep auth
+    on and use the token when one is available. Call before importing ray."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"

@@ -101,6 +101,7 @@ CASES = {
                              "vp8"], "unknown --codec"),
     "bad trim": (lambda d: [d / "in.mp4", "-s", d / "face.jpg", "-o", d / "o.mp4",
                             "--trim-start", "99"], "selects no frames"),
+    "no source face": (lambda d: [d / "in.mp4", "-o", d / "o.mp4"], "needs a source face"),
     "bad processor": (lambda d: [d / "in.mp4", "-s", d / "face.jpg", "-o", d / "o.mp4",
                                  "--processor", "nosuch"], "unknown processor"),
 }

@@ -107,7 +107,9 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
     """All checks that need no cluster, then a new ledgered job with its plan."""
     t = time.perf_counter()
     inp, out = Path(req.input).expanduser().resolve(), Path(req.output).expanduser().absolute()
-    resolve(req.processor.kind)
+    proc_cls = resolve(req.processor.kind)
+    if getattr(proc_cls, "needs_sources", False) and not req.sources:
+        raise FFrayError(f"the {req.processor.kind} processor needs a source face: -s FACE")
     sources = read_sources(req.sources)
     if req.max_attempts < 1:
         raise FFrayError("--max-attempts must be >= 1")

@@ -9,13 +9,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 
 from ffray.errors import FFrayError
+from ffray.settings import token_auth_for_clients as _token_auth_for_clients
 
 NAMESPACE = "ffray"
 
@@ -27,16 +26,6 @@ class ClusterInfo:
     cpus: float
     gpus: float
     nodes: int
-
-
-def _token_auth_for_clients() -> None:
-    """Ray clients only send the cluster token when RAY_AUTH_MODE=token; clusters started by
-    `ray start` (Ray >= 2.5x) require it. Keep auth on: use the token when one is available."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def connect(address: str | None = None, verbose: bool = False) -> ClusterInfo:

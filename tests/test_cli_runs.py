@@ -1,0 +1,134 @@
+"""Whole-process runs: the demo, a driver attached to a `ray start --head` cluster, and resume
+after the driver is killed. Each starts its own Ray processes and stops them by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ffray.processors import read_stamp
+from tests.media import audio_packets, frames
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def ffray(*args, timeout=240, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ffray", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=kw.pop("env", ENV), **kw)
+
+
+def kill_tree_by_marker(marker: str) -> None:
+    """Kill, by PID, every process whose command line names ``marker`` (a private temp dir)."""
+    procs = [p for p in psutil.process_iter(["pid", "cmdline"])
+             if any(marker in (c or "") for c in (p.info["cmdline"] or []))]
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def test_demo_runs_offline_end_to_end(tmp_path):
+    r = ffray("demo", "--data-dir", tmp_path, "--seconds", "3", "--actors", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "demo" / "output.mp4"
+    assert out.exists() and str(out) in r.stdout
+    got = frames(out)
+    assert len(got) == 75
+    assert audio_packets(out) == audio_packets(tmp_path / "demo" / "sample.mp4")
+    jobs = list((tmp_path / "jobs").iterdir())
+    assert len(jobs) == 1 and json.loads((jobs[0] / "job.json").read_text())["status"] == "done"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_swap_attached_to_a_ray_start_head_cluster(media, tmp_path):
+    temp = tempfile.mkdtemp(prefix="ffr-", dir="/tmp")  # short: Ray's socket paths have a limit
+    port = _free_port()
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+         "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}",
+         "--object-store-memory=100000000", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        out = tmp_path / "out.mp4"
+        deadline = time.time() + 120
+        while True:  # wait for the head to accept drivers
+            r = ffray("swap", media.cfr_silent, "-o", out, "--processor", "stamp",
+                      "--address", f"127.0.0.1:{port}", "--actors", "2", "--chunk-seconds", "0.5",
+                      "--data-dir", tmp_path / "data", "--overwrite")
+            if r.returncode == 0 or time.time() > deadline or head.poll() is not None:
+                break
+            time.sleep(2)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert [read_stamp(img) for _, img in frames(out)] == list(range(60))
+        job = next((tmp_path / "data" / "jobs").iterdir())
+        assert json.loads((job / "job.json").read_text())["address"] == f"127.0.0.1:{port}"
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        kill_tree_by_marker(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_resume_after_driver_killed_redoes_only_unfinished_chunks(media, tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out.mp4"
+    temp = tempfile.mkdtemp(prefix="ffr-", dir="/tmp")
+    env = {**ENV, "RAY_TMPDIR": temp}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "ffray", "swap", str(media.cfr_audio), "-o", str(out),
+         "--processor", "tests.procs:Slow", "--chunk-seconds", "0.4", "--actors", "1",
+         "--data-dir", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.time() + 120
+        done: list[Path] = []
+        while time.time() < deadline and driver.poll() is None:
+            done = sorted(data.glob("jobs/*/chunks/*.json"))
+            if len(done) >= 2:
+                break
+            time.sleep(0.1)
+        assert len(done) >= 2, driver.stderr.read().decode()[-2000:] if driver.poll() else "slow"
+        driver.kill()  # SIGKILL: no cleanup at all
+        driver.wait(timeout=30)
+    finally:
+        kill_tree_by_marker(temp)  # the killed driver's local Ray instance
+    assert not out.exists()
+    job = done[0].parent.parent
+    finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in job.glob("chunks/*.nut")
+                if p.with_suffix(".json").exists()}
+    total = json.loads((job / "job.json").read_text())["chunks"]
+    assert 2 <= len(finished) < total
+    try:
+        r = ffray("resume", job.name, "--data-dir", data, env=env)
+    finally:
+        kill_tree_by_marker(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name, ident in finished.items():  # finished chunks were not redone
+        p = job / "chunks" / name
+        assert (p.stat().st_ino, p.stat().st_mtime_ns) == ident
+    runs = [json.loads(x) for x in (job / "events.jsonl").read_text().splitlines()]
+    runs = [e for e in runs if e["kind"] == "run"]
+    assert runs[-1]["done"] >= len(finished) and runs[-1]["todo"] == total - runs[-1]["done"]
+    assert [read_stamp(img) for _, img in frames(out)] == list(range(96))
+    assert audio_packets(out) == audio_packets(media.cfr_audio)
