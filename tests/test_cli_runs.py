@@ -30,9 +30,18 @@ def ffray(*args, timeout=240, **kw) -> subprocess.CompletedProcess:
 
 
 def kill_tree_by_marker(marker: str) -> None:
-    """Kill, by PID, every process whose command line names ``marker`` (a private temp dir)."""
-    procs = [p for p in psutil.process_iter(["pid", "cmdline"])
-             if any(marker in (c or "") for c in (p.info["cmdline"] or []))]
+    """Kill, by PID, every process whose command line or RAY_TMPDIR names ``marker`` (a private
+    temp dir): Ray's agents rename themselves, so the environment is what identifies them."""
+    needle = f"RAY_TMPDIR={marker}".encode()
+
+    def ours(p: psutil.Process) -> bool:
+        try:  # raw /proc read: setproctitle confuses psutil's environ parsing
+            env = Path(f"/proc/{p.pid}/environ").read_bytes()
+            return needle in env or any(marker in (c or "") for c in p.cmdline())
+        except (psutil.Error, OSError):
+            return False
+
+    procs = [p for p in psutil.process_iter() if p.pid != os.getpid() and ours(p)]
     for p in procs:
         try:
             p.kill()
@@ -66,7 +75,7 @@ def test_swap_attached_to_a_ray_start_head_cluster(media, tmp_path):
         ["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}",
          "--object-store-memory=100000000", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**ENV, "RAY_TMPDIR": temp})
     try:
         out = tmp_path / "out.mp4"
         deadline = time.time() + 120
