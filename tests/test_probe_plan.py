@@ -120,3 +120,15 @@ def test_probe_input_av_open_fallback(media, tmp_path):
         out.mux(s.encode(None))
     with pytest.raises(FFrayError, match="no video stream"):
         probe(src)
+
+
+def test_cluster_yaml_is_a_launcher_config_with_a_gpu_worker_type():
+    import yaml
+
+    from tests.conftest import ROOT
+
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    types = cfg["available_node_types"]
+    assert cfg["head_node_type"] in types
+    assert any(t["resources"].get("GPU", 0) >= 1 for t in types.values())
+    assert any("install-gpu.sh" in c for c in cfg["setup_commands"])

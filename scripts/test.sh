@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs them: the README's test command, and what .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+set +e
+python3 -m pytest -q "$@"
+rc=$?
+set -e
+# pytest exits 5 when no test was collected: that is a failure here, not a pass.
+[ "$rc" -eq 5 ] && { echo "no tests were collected" >&2; exit 1; }
+exit "$rc"
