@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("resume", help="finish an interrupted job (redoes only unfinished chunks)")
     r.add_argument("job_id")
+    r.add_argument("--overwrite", action="store_true", help="replace an output that now exists")
     _add_run_options(r)
 
     p = sub.add_parser("probe", help="print a video's stream facts as JSON")
@@ -143,6 +144,8 @@ def cmd_resume(args) -> int:
     if ledger.spec.get("status") == "done" and Path(ledger.spec["output"]).exists():
         print(f"job {args.job_id} is already done: {ledger.spec['output']}")
         return 0
+    if args.overwrite:
+        ledger.update(overwrite=True)
     return _run(ledger, args)
 
 

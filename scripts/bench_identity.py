@@ -43,6 +43,7 @@ def main() -> None:
         print(f"made {src} in {time.perf_counter() - t:.1f} s", flush=True)
     out = work / "out.mp4"
     t0 = time.perf_counter()
+    t_wall0 = time.time()
     ledger = prepare_swap(SwapRequest(input=str(src), output=str(out), overwrite=True,
                                       chunk_seconds=a.chunk_seconds,
                                       processor=ProcessorSpec(kind=a.processor),
@@ -57,6 +58,8 @@ def main() -> None:
         "actors": len({s['actor_id'] for s in stats}), "wall_s": round(wall, 2),
         "fps": round(res.frames / wall, 2),
         "plan_s": round(res.plan_s, 2), "assemble_s": round(res.assemble_s, 2),
+        "pool_s": round(ledger.spec["pool_s"], 2),
+        "first_chunk_start_after_s": round(min(s["start"] for s in stats) - t_wall0, 2),
         "outside_workers_share": round(outside / wall, 3),
         "worker_stage_s": {k: round(sum(s[k] for s in stats), 2)
                            for k in ("decode_s", "convert_s", "process_s", "encode_s", "wall_s")},

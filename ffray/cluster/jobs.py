@@ -104,7 +104,9 @@ def read_sources(paths: list[str]) -> list[tuple[str, bytes]]:
 
 
 def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
-    """All checks that need no cluster, then a new ledgered job with its plan."""
+    """All checks that need no cluster, then a new ledgered job with its plan. The probe result
+    rides along on the ledger object (``ledger.probed``) so ``run_job`` need not read the input
+    twice."""
     t = time.perf_counter()
     inp, out = Path(req.input).expanduser().resolve(), Path(req.output).expanduser().absolute()
     proc_cls = resolve(req.processor.kind)
@@ -134,6 +136,7 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
     ledger = JobLedger.create(data_dir, spec)
     ledger.save_plan(chunks)
     ledger.save_sources(sources)
+    ledger.probed = (info, index)
     return ledger
 
 
@@ -162,9 +165,12 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
     t_start = time.perf_counter()
     spec = ledger.spec
     inp, out = Path(spec["input"]), Path(spec["output"])
-    info, index = probe(inp)
-    if fingerprint(inp, index) != spec["input_sha256"]:
-        raise MediaError(f"{inp} changed since job {ledger.job_id} was planned; start a new job")
+    if ledger.probed is not None:  # planned by this process a moment ago
+        info, index = ledger.probed
+    else:
+        info, index = probe(inp)
+        if fingerprint(inp, index) != spec["input_sha256"]:
+            raise MediaError(f"{inp} changed since job {ledger.job_id} was planned; start a new job")
     chunks = ledger.load_plan()
     done = ledger.done_chunks()
     todo = [c for c in chunks if c.index not in done]

@@ -29,6 +29,7 @@ class JobLedger:
     def __init__(self, root: Path):
         self.root = root
         self.job_id = root.name
+        self.probed = None  # (MediaInfo, PacketIndex) when the input was just probed
 
     @classmethod
     def create(cls, data_dir: Path, spec: dict, job_id: str | None = None) -> JobLedger:
