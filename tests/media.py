@@ -41,6 +41,22 @@ def make_media(root: Path) -> Media:
         face=face)
 
 
+def write_silence(out, stream, count: int = 10) -> None:
+    """Mux ``count`` frames of stereo silence through an audio encoder stream."""
+    for i in range(count):
+        f = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp",
+                                       layout="stereo")
+        f.sample_rate, f.pts = 48000, i * 1024
+        out.mux(stream.encode(f))
+    out.mux(stream.encode(None))
+
+
+def audio_only_file(path: Path) -> Path:
+    with av.open(str(path), "w") as out:
+        write_silence(out, out.add_stream("aac", rate=48000, layout="stereo"))
+    return path
+
+
 def frames(path: Path) -> list[tuple[Fraction, np.ndarray]]:
     """(presentation time in seconds, BGR image) of every frame."""
     with av.open(str(path)) as c:

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
 from ffray.cli import main
 from ffray.video import sample
+from tests.media import audio_only_file, write_silence
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:
@@ -49,25 +49,7 @@ def _zero_frame_video(path: Path) -> Path:
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264", rate=25)
         s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
-        a = out.add_stream("aac", rate=48000)
-        for i in range(10):
-            f = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp",
-                                           layout="stereo")
-            f.sample_rate, f.pts = 48000, i * 1024
-            out.mux(a.encode(f))
-        out.mux(a.encode(None))
-    return path
-
-
-def _audio_only(path: Path) -> Path:
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("aac", rate=48000)
-        for i in range(5):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-            f.sample_rate, f.pts = 48000, i * 1024
-            out.mux(s.encode(f))
-        out.mux(s.encode(None))
+        write_silence(out, out.add_stream("aac", rate=48000, layout="stereo"))
     return path
 
 
@@ -81,7 +63,7 @@ CASES = {
                                  "-o", d / "o.mp4"], "not a readable media file"),
     "truncated": (lambda d: [_write(d / "cut.mp4", (d / "in.mp4").read_bytes()[:4000]), "-s",
                              d / "face.jpg", "-o", d / "o.mp4"], "cannot open"),
-    "no video stream": (lambda d: [_audio_only(d / "a.m4a"), "-s", d / "face.jpg", "-o",
+    "no video stream": (lambda d: [audio_only_file(d / "a.m4a"), "-s", d / "face.jpg", "-o",
                                    d / "o.mp4"], "no video stream"),
     "zero frames": (lambda d: [_zero_frame_video(d / "zero.mkv"), "-s", d / "face.jpg", "-o",
                                d / "o.mp4"], "no video frames"),

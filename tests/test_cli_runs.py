@@ -22,6 +22,7 @@ from tests.media import audio_packets, frames
 
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
 
 
 def ffray(*args, timeout=240, **kw) -> subprocess.CompletedProcess:
@@ -72,7 +73,7 @@ def test_swap_attached_to_a_ray_start_head_cluster(media, tmp_path):
     temp = tempfile.mkdtemp(prefix="ffr-", dir="/tmp")  # short: Ray's socket paths have a limit
     port = _free_port()
     head = subprocess.Popen(
-        [shutil.which("ray") or str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+        [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}",
          "--object-store-memory=100000000", "--disable-usage-stats"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**ENV, "RAY_TMPDIR": temp})

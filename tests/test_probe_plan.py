@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 
@@ -12,7 +11,7 @@ from ffray.errors import FFrayError
 from ffray.video.decode import decode_payload, iter_payloads
 from ffray.video.plan import plan_chunks, select_frames
 from ffray.video.probe import PacketIndex, probe
-from tests.media import frames
+from tests.media import audio_only_file, frames
 
 
 def test_probe_counts_frames_from_packets_and_reads_metadata(media):
@@ -107,19 +106,9 @@ def test_decode_detects_missing_frames(media):
         list(decode_payload(p))
 
 
-def test_probe_input_av_open_fallback(media, tmp_path):
-    # a file that is only audio
-    src = tmp_path / "tone.m4a"
-    with av.open(str(src), "w") as out:
-        s = out.add_stream("aac", rate=48000)
-        for i in range(10):
-            fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                            layout="mono")
-            fr.sample_rate, fr.pts = 48000, i * 1024
-            out.mux(s.encode(fr))
-        out.mux(s.encode(None))
+def test_audio_only_file_has_no_video_stream(tmp_path):
     with pytest.raises(FFrayError, match="no video stream"):
-        probe(src)
+        probe(audio_only_file(tmp_path / "tone.m4a"))
 
 
 def test_cluster_yaml_is_a_launcher_config_with_a_gpu_worker_type():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ffray.processors import read_stamp
+from ffray.video.encode import EncodeSettings
 from ffray.video.probe import probe
 from tests.media import audio_packets, frames, psnr, swap
 
@@ -73,7 +74,7 @@ def test_trim_keeps_only_the_window_and_starts_at_zero(cluster, media, data_dir,
 def test_hevc_into_mkv(cluster, media, data_dir, tmp_path):
     out = tmp_path / "out.mkv"
     swap(media.cfr_silent, out, data_dir, processor="stamp", actors=2,
-         encode=__import__("ffray.video.encode", fromlist=["x"]).EncodeSettings(codec="hevc", crf=24))
+         encode=EncodeSettings(codec="hevc", crf=24))
     info = probe(out)[0].video
     assert info.codec == "hevc" and info.frame_count == 60
     assert [read_stamp(img) for _, img in frames(out)] == list(range(60))

@@ -148,7 +148,7 @@ def _pool_options(spec: dict, cluster: ClusterInfo) -> tuple[PoolOptions, list[s
     if gpa > 0 and cluster.gpus == 0:
         raise FFrayError(f"--gpu-per-actor {gpa} asks for GPUs but the cluster has none")
     if gpa == 0 and cluster.gpus == 0:
-        notes.append("no GPU in the cluster: workers run on the CPU")
+        notes.append("warning: the cluster has no GPU; workers run on the CPU")
     actors = spec.get("actors")
     if actors is None:
         actors = max(1, int(cluster.gpus // gpa)) if gpa > 0 else max(1, int(cluster.cpus // 2))

@@ -166,7 +166,8 @@ def probe(path: str | os.PathLike) -> tuple[MediaInfo, PacketIndex]:
                     if pkt.pts is None:
                         raise MediaError(f"video packet without timestamp in {p}; remux it first")
                     if pkt.is_corrupt:
-                        raise MediaError(f"{p} is truncated or corrupt (damaged video packet at pts {pkt.pts})")
+                        raise MediaError(f"{p} is truncated or corrupt "
+                                         f"(damaged video packet at pts {pkt.pts})")
                     pts, dts, key, disc, size = cols[vs.index]
                     pts.append(pkt.pts)
                     dts.append(pkt.dts if pkt.dts is not None else np.iinfo(np.int64).min)
