@@ -57,9 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--crf", type=float, default=18.0, help="constant rate factor (default 18)")
     s.add_argument("--preset", default="veryfast", help="encoder preset (default veryfast)")
     s.add_argument("--pix-fmt", help="output pixel format (default: the source's, else yuv420p)")
-    s.add_argument("--processor", default="standin",
-                   help="frame processor: standin (default), identity, stamp, or module:attribute")
+    s.add_argument("--processor", default="faceswap",
+                   help="frame processor: faceswap (default), identity, stamp, standin, or "
+                        "module:attribute")
     s.add_argument("--batch-size", type=int, default=8, help="frames per processor call")
+    f = s.add_argument_group("face swap (--processor faceswap)")
+    f.add_argument("--detector", default="mtcnn", help="face detector (default mtcnn, offline)")
+    f.add_argument("--swapper", default="classic", help="swapper (default classic, offline)")
+    f.add_argument("--select", default="many", help="many (every face) or one")
+    f.add_argument("--order", default="largest",
+                   help="which face `one` picks: largest, left-right, right-left, top-bottom, best")
+    f.add_argument("--det-threshold", type=float, help="detector score threshold")
+    f.add_argument("--min-face", type=int, default=20, help="smallest face to find, pixels")
+    f.add_argument("--blend", default="feather", help="feather or poisson")
+    f.add_argument("--mask-blur", type=float, default=0.12, help="mask feather, share of the face")
+    f.add_argument("--mask-padding", type=float, default=0.0, help="grow/shrink the face mask")
+    f.add_argument("--processor-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra processor parameter (repeatable; VALUE parsed as JSON if it can be)")
     s.add_argument("--actors", type=int, help="worker actors (default: one per GPU, or CPUs/2)")
     s.add_argument("--gpu-per-actor", type=float,
                    help="GPUs per actor, fractions allowed (default 1 when the cluster has GPUs)")
@@ -118,12 +132,26 @@ def _request(args):
 
     if args.batch_size < 1:
         raise FFrayError("--batch-size must be >= 1")
+    params = {}
+    if args.processor == "faceswap":
+        params = {"detector": args.detector, "swapper": args.swapper, "select": args.select,
+                  "order": args.order, "det_threshold": args.det_threshold,
+                  "min_face": args.min_face, "blend": args.blend, "mask_blur": args.mask_blur,
+                  "mask_padding": args.mask_padding}
+    for kv in args.processor_opt:
+        key, eq, value = kv.partition("=")
+        if not eq or not key:
+            raise FFrayError(f"--processor-opt wants KEY=VALUE, got {kv!r}")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
     return SwapRequest(
         input=args.input, output=args.output, sources=args.source, overwrite=args.overwrite,
         chunk_seconds=args.chunk_seconds, trim_start=args.trim_start, trim_end=args.trim_end,
         encode=EncodeSettings(codec=args.codec, crf=args.crf, preset=args.preset,
                               pix_fmt=args.pix_fmt),
-        processor=ProcessorSpec(kind=args.processor, batch_size=args.batch_size),
+        processor=ProcessorSpec(kind=args.processor, params=params, batch_size=args.batch_size),
         actors=args.actors, gpu_per_actor=args.gpu_per_actor, cpu_per_actor=args.cpu_per_actor,
         max_attempts=args.max_attempts, address=args.address)
 

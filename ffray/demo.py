@@ -2,7 +2,8 @@
 
 It writes a sample video with audio (a pan/zoom over insightface's t1.jpg, six real faces), takes
 skimage's astronaut as the source face, runs ``ffray swap`` on it with several worker actors and
-prints where everything is.
+prints where everything is. The face pipeline is the offline default: MTCNN detection and the
+classic swapper (no downloaded weights).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def run_demo(args) -> int:
     make_demo_video(sample, seconds=args.seconds)
     cv2.imwrite(str(source), astronaut_face())
     req = SwapRequest(input=str(sample), output=str(output), sources=[str(source)], overwrite=True,
-                      chunk_seconds=2.0, processor=ProcessorSpec(kind="standin"),
+                      chunk_seconds=2.0, processor=ProcessorSpec(kind="faceswap"),
                       actors=args.actors, address=args.address)
     ledger = prepare_swap(req, root)
     rc = _run(ledger, SimpleNamespace(address=args.address, verbose=args.verbose))

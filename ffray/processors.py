@@ -157,6 +157,10 @@ BUILTIN = {"identity": Identity, "stamp": Stamp, "standin": StandIn}
 
 def resolve(kind: str):
     """The processor class for a built-in name or a ``module:attribute`` path."""
+    if kind == "faceswap":
+        from ffray.faces.pipeline import FaceSwap
+
+        return FaceSwap
     if kind in BUILTIN:
         return BUILTIN[kind]
     if ":" in kind:
@@ -165,7 +169,7 @@ def resolve(kind: str):
             return getattr(importlib.import_module(mod), attr)
         except (ImportError, AttributeError) as e:
             raise FFrayError(f"cannot load processor {kind!r}: {e}") from None
-    raise FFrayError(f"unknown processor {kind!r}; built-ins: {', '.join(BUILTIN)}, "
+    raise FFrayError(f"unknown processor {kind!r}; built-ins: faceswap, {', '.join(BUILTIN)}, "
                      "or give module:attribute")
 
 

@@ -20,6 +20,7 @@ class Media:
     vfr_audio: Path  # variable frame rate mp4 with audio
     vfr_mkv: Path  # variable frame rate Matroska (1/1000 time base), PCM audio
     face: Path  # a real face photo (skimage astronaut)
+    faces_video: Path  # pan/zoom over the six faces of insightface's t1.jpg, 640x360, with audio
 
 
 def make_media(root: Path) -> Media:
@@ -38,7 +39,9 @@ def make_media(root: Path) -> Media:
         vfr_mkv=sample.write_video(root / "vfr.mkv", sample.pattern_frames(70, seed=3), fps=25,
                                    gop=30, time_base=Fraction(1, 1000), audio_codec="pcm_s16le",
                                    pts_step=lambda i: 40 if i % 5 else 100),
-        face=face)
+        face=face,
+        faces_video=sample.write_video(root / "faces.mp4", sample.pan_zoom_frames(
+            sample.faces_image(), 30, 640, 360), fps=25, gop=12))
 
 
 def write_silence(out, stream, count: int = 10) -> None:

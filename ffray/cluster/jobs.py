@@ -113,6 +113,9 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
     if getattr(proc_cls, "needs_sources", False) and not req.sources:
         raise FFrayError(f"the {req.processor.kind} processor needs a source face: -s FACE")
     sources = read_sources(req.sources)
+    check = getattr(proc_cls, "check_sources", None)
+    if check is not None:  # e.g. every source image must show a face: say so now, in one line
+        check([data for _, data in sources], req.processor.params, [name for name, _ in sources])
     if req.max_attempts < 1:
         raise FFrayError("--max-attempts must be >= 1")
     if req.actors is not None and req.actors < 1:
@@ -189,6 +192,12 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
             opts, notes = _pool_options(spec, cluster)
             for n in notes:
                 on_note(n)
+            if proc.kind == "faceswap":
+                prm = proc.params
+                on_note(f"face pipeline: {prm.get('detector', 'mtcnn')} detector + "
+                        f"{prm.get('swapper', 'classic')} swapper")
+            else:
+                on_note(f"processor: {proc.kind}")
             on_note(f"{opts.actors} worker actor(s), {opts.gpu_per_actor:g} GPU each, on "
                     f"{cluster.nodes} node(s); {len(todo)} of {len(chunks)} chunks to run")
             sources = ledger.load_sources()
