@@ -62,9 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "module:attribute")
     s.add_argument("--batch-size", type=int, default=8, help="frames per processor call")
     f = s.add_argument_group("face swap (--processor faceswap)")
-    f.add_argument("--detector", default="mtcnn", help="face detector (default mtcnn, offline)")
-    f.add_argument("--swapper", default="classic", help="swapper (default classic, offline)")
-    f.add_argument("--select", default="many", help="many (every face) or one")
+    f.add_argument("--detector", default="auto",
+                   help="scrfd (det_10g) or mtcnn; auto: scrfd when the insightface models are "
+                        "installed, else mtcnn (offline)")
+    f.add_argument("--swapper", default="auto",
+                   help="inswapper (inswapper_128) or classic; auto: as --detector")
+    f.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                   help="folder with model files (repeatable; <data-dir>/models is always searched)")
+    f.add_argument("--providers", help="ONNX Runtime providers, comma-separated (default: "
+                   "TensorRT/CUDA when available, else CPU)")
+    f.add_argument("--enhance", choices=["gfpgan"], help="face enhancer after the swap")
+    f.add_argument("--enhance-blend", type=float, default=0.8, help="enhancer strength 0..1")
+    f.add_argument("--select", default="many", help="many (every face), one, or reference")
+    f.add_argument("--reference", metavar="IMG", help="reference face for --select reference")
+    f.add_argument("--reference-frame", type=int, metavar="N",
+                   help="take the reference face from frame N of the input")
+    f.add_argument("--distance", type=float, default=0.6,
+                   help="max embedding distance (1 - cosine) for reference/--map matches")
+    f.add_argument("--map", action="append", default=[], metavar="TARGET_IMG=SOURCE_IMG",
+                   help="swap the person in TARGET_IMG to the face in SOURCE_IMG (repeatable)")
+    f.add_argument("--det-size", type=int, default=640, help="SCRFD input size (default 640)")
     f.add_argument("--order", default="largest",
                    help="which face `one` picks: largest, left-right, right-left, top-bottom, best")
     f.add_argument("--det-threshold", type=float, help="detector score threshold")
@@ -94,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--actors", type=int, default=2)
     _add_run_options(d)
 
+    m = sub.add_parser("models", help="list, fetch, verify or locate face models")
+    m.add_argument("action", choices=["list", "fetch", "verify", "path"])
+    m.add_argument("names", nargs="*", help="model names (default: all)")
+    m.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                   help="extra folder to look in (the cache <data-dir>/models is always used)")
+    m.add_argument("--url", help="fetch from this URL instead of the manifest's")
+    m.add_argument("--data-dir")
+
     j = sub.add_parser("jobs", help="list jobs in the data dir")
     j.add_argument("--data-dir")
     return ap
@@ -107,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         token_auth_for_clients()  # before ray is imported
     try:
         return {"swap": cmd_swap, "resume": cmd_resume, "probe": cmd_probe, "demo": cmd_demo,
-                "jobs": cmd_jobs}[args.cmd](args)
+                "jobs": cmd_jobs, "models": cmd_models}[args.cmd](args)
     except FFrayError as e:
         print(f"ffray: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -137,7 +162,20 @@ def _request(args):
         params = {"detector": args.detector, "swapper": args.swapper, "select": args.select,
                   "order": args.order, "det_threshold": args.det_threshold,
                   "min_face": args.min_face, "blend": args.blend, "mask_blur": args.mask_blur,
-                  "mask_padding": args.mask_padding}
+                  "mask_padding": args.mask_padding, "enhance": args.enhance,
+                  "enhance_blend": args.enhance_blend, "distance": args.distance,
+                  "det_size": args.det_size, "mapping": len(args.map),
+                  "providers": args.providers.split(",") if args.providers else None}
+    named = {}
+    if args.reference:
+        named["reference"] = args.reference
+    for i, m in enumerate(args.map):
+        target, eq, source = m.partition("=")
+        if not eq or not target or not source:
+            raise FFrayError(f"--map wants TARGET_IMG=SOURCE_IMG, got {m!r}")
+        named[f"map_target_{i}"], named[f"map_source_{i}"] = target, source
+    if args.select == "reference" and not (args.reference or args.reference_frame is not None):
+        raise FFrayError("--select reference needs --reference IMG or --reference-frame N")
     for kv in args.processor_opt:
         key, eq, value = kv.partition("=")
         if not eq or not key:
@@ -153,7 +191,8 @@ def _request(args):
                               pix_fmt=args.pix_fmt),
         processor=ProcessorSpec(kind=args.processor, params=params, batch_size=args.batch_size),
         actors=args.actors, gpu_per_actor=args.gpu_per_actor, cpu_per_actor=args.cpu_per_actor,
-        max_attempts=args.max_attempts, address=args.address)
+        max_attempts=args.max_attempts, address=args.address, model_dirs=args.model_dir,
+        named=named, reference_frame=args.reference_frame)
 
 
 def cmd_swap(args) -> int:
@@ -218,6 +257,39 @@ def cmd_demo(args) -> int:
     from ffray.demo import run_demo
 
     return run_demo(args)
+
+
+def cmd_models(args) -> int:
+    from ffray.models import store
+    from ffray.models.manifest import MODELS, get
+    from ffray.settings import data_dir
+
+    cache = data_dir(args.data_dir) / "models"
+    dirs = [Path(d).expanduser() for d in args.model_dir] + [cache]
+    names = [get(n).name for n in args.names] or list(MODELS)
+    if args.url and len(names) != 1:
+        raise FFrayError("--url needs exactly one model name")
+    bad = 0
+    for n in names:
+        e = get(n)
+        if args.action == "list":
+            try:
+                where = str(store.locate(n, dirs))
+            except FFrayError:
+                where = "not installed"
+            print(f"{e.name:14s} {e.kind:10s} {e.file:20s} {(e.size or 0) / 1e6:8.1f} MB  {where}\n"
+                  f"{'':14s} sha256 {e.sha256 or '(recorded at first fetch)'}\n"
+                  f"{'':14s} licence: {e.licence}")
+        elif args.action == "path":
+            print(store.locate(n, dirs))
+        elif args.action == "verify":
+            path, ok, msg = store.verify(n, dirs, cache)
+            print(f"{e.name}: {path}: {msg}")
+            bad += not ok
+        else:
+            path = store.fetch(n, cache, url=args.url)
+            print(f"{e.name}: {path} (sha256 verified)")
+    return 1 if bad else 0
 
 
 def cmd_jobs(args) -> int:

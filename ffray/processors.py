@@ -40,6 +40,8 @@ class WorkerContext:
     gpu_ids: tuple = ()
     node_id: str = ""
     sources: tuple[bytes, ...] = ()  # encoded source face images (-s), shipped from the driver
+    named: dict = field(default_factory=dict)  # other images by role (reference, map pairs)
+    models: dict = field(default_factory=dict)  # model bytes by manifest name
 
 
 @runtime_checkable

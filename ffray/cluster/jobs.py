@@ -48,6 +48,9 @@ class SwapRequest:
     cpu_per_actor: float = 0.0
     max_attempts: int = 3
     address: str | None = None
+    model_dirs: list[str] = field(default_factory=list)
+    named: dict[str, str] = field(default_factory=dict)  # role -> image path (reference, map pairs)
+    reference_frame: int | None = None
 
 
 @dataclass
@@ -113,9 +116,6 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
     if getattr(proc_cls, "needs_sources", False) and not req.sources:
         raise FFrayError(f"the {req.processor.kind} processor needs a source face: -s FACE")
     sources = read_sources(req.sources)
-    check = getattr(proc_cls, "check_sources", None)
-    if check is not None:  # e.g. every source image must show a face: say so now, in one line
-        check([data for _, data in sources], req.processor.params, [name for name, _ in sources])
     if req.max_attempts < 1:
         raise FFrayError("--max-attempts must be >= 1")
     if req.actors is not None and req.actors < 1:
@@ -124,13 +124,29 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
         raise FFrayError("--gpu-per-actor must be >= 0")
     info, index = probe(inp)
     check_output(out, inp, req.overwrite, req.encode.stream_codec)
+    named = {role: data for role, (_, data) in zip(req.named, read_sources(list(req.named.values())))}
+    if req.reference_frame is not None:
+        named["reference"] = frame_png(inp, req.reference_frame, info.video.frame_count)
+    proc_spec, pipeline = req.processor, None
+    if proc_spec.kind == "faceswap":
+        from ffray.faces.setup import resolve as resolve_faces
+
+        dirs = [Path(d).expanduser() for d in req.model_dirs] + [data_dir / "models"]
+        params, paths, pipeline = resolve_faces(proc_spec.params, dirs)
+        proc_spec = ProcessorSpec(kind=proc_spec.kind, batch_size=proc_spec.batch_size,
+                                  params={**params, "model_paths": {k: str(v) for k, v in paths.items()}})
+    check = getattr(proc_cls, "check_sources", None)
+    if check is not None:  # e.g. every source image must show a face: say so now, in one line
+        images = [*sources, *((Path(req.named[r]).name if r in req.named else r, d)
+                              for r, d in named.items())]
+        check([d for _, d in images], proc_spec.params, [n for n, _ in images])
     frames = select_frames(index.frame_pts, info.video.time_base, req.trim_start, req.trim_end)
     chunks = plan_chunks(index, info.video.time_base, req.chunk_seconds, frames)
     spec = {"input": str(inp), "input_sha256": fingerprint(inp, index), "output": str(out),
             "overwrite": req.overwrite, "chunk_seconds": req.chunk_seconds,
             "trim": [req.trim_start, req.trim_end], "frame_range": list(frames),
             "trimmed": frames != (0, info.video.frame_count),
-            "encode": asdict(req.encode), "processor": asdict(req.processor),
+            "encode": asdict(req.encode), "processor": asdict(proc_spec), "pipeline": pipeline,
             "actors": req.actors, "gpu_per_actor": req.gpu_per_actor,
             "cpu_per_actor": req.cpu_per_actor, "max_attempts": req.max_attempts,
             "address": req.address, "frames": frames[1] - frames[0], "chunks": len(chunks),
@@ -139,6 +155,7 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
     ledger = JobLedger.create(data_dir, spec)
     ledger.save_plan(chunks)
     ledger.save_sources(sources)
+    ledger.save_named(named)
     ledger.probed = (info, index)
     return ledger
 
@@ -192,22 +209,24 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
             opts, notes = _pool_options(spec, cluster)
             for n in notes:
                 on_note(n)
-            if proc.kind == "faceswap":
-                prm = proc.params
-                on_note(f"face pipeline: {prm.get('detector', 'mtcnn')} detector + "
-                        f"{prm.get('swapper', 'classic')} swapper")
+            if spec.get("pipeline"):
+                on_note(f"face pipeline: {spec['pipeline']}")
             else:
                 on_note(f"processor: {proc.kind}")
             on_note(f"{opts.actors} worker actor(s), {opts.gpu_per_actor:g} GPU each, on "
                     f"{cluster.nodes} node(s); {len(todo)} of {len(chunks)} chunks to run")
             sources = ledger.load_sources()
+            named = ledger.load_named()
+            # model bytes go through the object store once: no node needs the model files
+            models = {k: ray.put(Path(v).read_bytes())
+                      for k, v in proc.params.get("model_paths", {}).items()}
             rate = info.video.avg_rate
             cls = ray.remote(ChunkWorker)
 
             def make_actor():
                 return cls.options(num_gpus=opts.gpu_per_actor, num_cpus=opts.cpu_per_actor,
                                    scheduling_strategy="SPREAD", max_concurrency=1).remote(
-                    proc, enc, sources, info.video.pix_fmt, rate)
+                    proc, enc, sources, info.video.pix_fmt, rate, named, models)
 
             def on_done(result: dict) -> None:
                 st = result["stats"]
@@ -244,3 +263,17 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
                      chunks=len(chunks), chunks_run=len(todo), retries=progress.retries,
                      wall_s=wall, worker_s=worker_s, assemble_s=assemble_s, plan_s=plan_s,
                      ledger=str(ledger.root), summary=summary)
+
+
+def frame_png(path: Path, number: int, frame_count: int) -> bytes:
+    """Frame ``number`` (presentation order) of a video as PNG bytes (--reference-frame)."""
+    import av
+
+    if not 0 <= number < frame_count:
+        raise FFrayError(f"--reference-frame {number} is outside the video (0..{frame_count - 1})")
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i == number:
+                ok, png = cv2.imencode(".png", f.to_ndarray(format="bgr24"))
+                return png.tobytes()
+    raise FFrayError(f"--reference-frame {number}: the video ended first")

@@ -78,6 +78,14 @@ class JobLedger:
         d = self.root / "sources"
         return tuple(p.read_bytes() for p in sorted(d.iterdir())) if d.is_dir() else ()
 
+    def save_named(self, images: dict[str, bytes]) -> None:
+        for role, data in images.items():
+            atomic_write_bytes(self.root / "named" / role, data)
+
+    def load_named(self) -> dict[str, bytes]:
+        d = self.root / "named"
+        return {p.name: p.read_bytes() for p in sorted(d.iterdir())} if d.is_dir() else {}
+
     # chunks
     def chunk_path(self, index: int) -> Path:
         return self.root / "chunks" / f"{index:06d}.nut"

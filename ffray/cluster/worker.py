@@ -35,7 +35,8 @@ class _Clock:
 
 class ChunkWorker:
     def __init__(self, processor: ProcessorSpec, encode: EncodeSettings, sources: tuple[bytes, ...],
-                 source_pix_fmt: str, rate: Fraction | None):
+                 source_pix_fmt: str, rate: Fraction | None, named: dict | None = None,
+                 models: dict | None = None):
         ctx = ray.get_runtime_context()
         self._gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())
         self._node_id = ctx.get_node_id()
@@ -45,8 +46,12 @@ class ChunkWorker:
         self._pix_fmt = source_pix_fmt
         self._rate = rate
         t = time.perf_counter()
+        # model bytes come through the object store (refs in a dict are not resolved for us)
+        model_bytes = {k: ray.get(v) if isinstance(v, ray.ObjectRef) else v
+                       for k, v in (models or {}).items()}
         self._proc = build(processor, WorkerContext(gpu_ids=self._gpu_ids, node_id=self._node_id,
-                                                    sources=tuple(sources)))
+                                                    sources=tuple(sources), named=dict(named or {}),
+                                                    models=model_bytes))
         self._setup_s = time.perf_counter() - t
 
     def info(self) -> dict:

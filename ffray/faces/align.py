@@ -33,6 +33,20 @@ def template(size: int, scale: float = 1.0) -> np.ndarray:
     return (pts - c) * scale + c
 
 
+def insightface_template(size: int) -> np.ndarray:
+    """insightface's ``estimate_norm`` template: 112-multiples scale the ArcFace points, 128-multiples
+    scale them by size/128 and shift right by 8 * size/128 (inswapper's 128 crop)."""
+    if size % 112 == 0:
+        return ARCFACE_112 * (size / 112.0)
+    ratio = size / 128.0
+    return ARCFACE_112 * ratio + np.array([8.0 * ratio, 0.0], np.float32)
+
+
+# FFHQ 5-point template used for GFPGAN's 512 crops (fractions of the crop size).
+FFHQ_512 = np.array([[0.37691676, 0.46864664], [0.62285697, 0.46912813], [0.50123859, 0.61331904],
+                     [0.39308822, 0.72541100], [0.61150205, 0.72490465]], np.float32)
+
+
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity transform (Umeyama) mapping ``src`` points onto ``dst``; 2x3."""
     src = np.asarray(src, np.float64)

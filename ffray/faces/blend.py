@@ -22,9 +22,11 @@ class BlendOptions:
     mode: str = "feather"  # feather | poisson
 
 
-def face_mask(size: int, scale: float = 1.0, opts: BlendOptions = BlendOptions()) -> np.ndarray:
-    """Soft float32 mask in [0, 1] for an aligned ``size`` crop made with ``template(size, scale)``."""
-    pts = template(size, scale)
+def face_mask(size: int, scale: float = 1.0, opts: BlendOptions = BlendOptions(),
+              pts: np.ndarray | None = None) -> np.ndarray:
+    """Soft float32 mask in [0, 1] for an aligned ``size`` crop whose five face points are ``pts``
+    (default: ``template(size, scale)``)."""
+    pts = template(size, scale) if pts is None else pts
     eyes_y = pts[:2, 1].mean()
     mouth_y = pts[3:, 1].mean()
     cx = pts[:, 0].mean()

@@ -103,7 +103,8 @@ class MTCNN:
         """Faces of every frame (all frames must have the same size: one P-Net batch per scale)."""
         if not frames_bgr:
             return []
-        t1, t2, t3 = self.thresholds if threshold is None else (self.thresholds[0], self.thresholds[1], threshold)
+        t1, t2, t3 = self.thresholds
+        t3 = t3 if threshold is None else threshold
         rgbs = [f[:, :, ::-1] for f in frames_bgr]
         h, w = rgbs[0].shape[:2]
         cand: list[list[np.ndarray]] = [[] for _ in rgbs]

@@ -44,15 +44,18 @@ def warn_once(msg: str) -> None:
         log.warning(msg)
 
 
-def make_session(path: str | os.PathLike, providers: list | None = None, threads: int = 0):
+def make_session(model: str | os.PathLike | bytes, providers: list | None = None, threads: int = 0):
+    """An ORT session from a model file or the model's bytes."""
     import onnxruntime as ort
 
-    p = Path(path)
-    if not p.is_file():
-        raise FFrayError(f"model file not found: {p}")
+    if not isinstance(model, bytes):
+        p = Path(model)
+        if not p.is_file():
+            raise FFrayError(f"model file not found: {p}")
+        model = str(p)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(p), sess_options=so,
+    return ort.InferenceSession(model, sess_options=so,
                                 providers=providers or choose_providers())

@@ -1,0 +1,93 @@
+"""SCRFD decoder (insightface det_10g): anchors, strides 8/16/32, scores, boxes, 5 keypoints, NMS.
+
+The image is resized to fit the input size keeping its aspect, padded at the top-left, normalised
+as (RGB - 127.5) / 128. Per stride s, anchors sit at (x * s, y * s) for every cell, 2 per cell;
+box and keypoint outputs are distances in stride units. Outputs are matched by name (the manifest
+contract), not by position. The batch dimension of det_10g is fixed at 1, so frames run one by one;
+a model with a dynamic batch dimension gets the whole batch at once.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ffray.faces.align import Face
+from ffray.faces.mtcnn import nms
+
+STRIDES = {8: ("448", "451", "454"), 16: ("471", "474", "477"), 32: ("494", "497", "500")}
+ANCHORS = 2
+
+
+def anchor_centers(h: int, w: int, stride: int) -> np.ndarray:
+    ys, xs = np.mgrid[:h, :w]
+    c = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float32) * stride
+    return np.repeat(c, ANCHORS, axis=0)
+
+
+def decode(outputs: dict[str, np.ndarray], input_hw: tuple[int, int], threshold: float,
+           nms_thresh: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (N,4), scores (N,), keypoints (N,5,2) in input-image pixels, after NMS."""
+    boxes, scores, kpss = [], [], []
+    ih, iw = input_hw
+    for s, (sn, bn, kn) in STRIDES.items():
+        sc = outputs[sn].reshape(-1)
+        centers = anchor_centers(ih // s, iw // s, s)
+        keep = np.flatnonzero(sc >= threshold)
+        if len(keep) == 0:
+            continue
+        c = centers[keep]
+        d = outputs[bn].reshape(-1, 4)[keep] * s
+        k = outputs[kn].reshape(-1, 10)[keep] * s
+        boxes.append(np.stack([c[:, 0] - d[:, 0], c[:, 1] - d[:, 1], c[:, 0] + d[:, 2],
+                               c[:, 1] + d[:, 3]], 1))
+        kpss.append(k.reshape(-1, 5, 2) + c[:, None, :])
+        scores.append(sc[keep])
+    if not boxes:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+    b, sc, k = np.concatenate(boxes), np.concatenate(scores), np.concatenate(kpss)
+    # insightface's NMS counts box width as x2 - x1 + 1, as does ours
+    keep = nms(b, sc, nms_thresh)
+    return b[keep].astype(np.float32), sc[keep].astype(np.float32), k[keep].astype(np.float32)
+
+
+class SCRFD:
+    name = "scrfd"
+
+    def __init__(self, session, input_size: tuple[int, int] = (640, 640), threshold: float = 0.5,
+                 nms_thresh: float = 0.4):
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+        self.batched = not isinstance(session.get_inputs()[0].shape[0], int)
+        self.out_names = [o.name for o in session.get_outputs()]
+        self.input_size = input_size  # (width, height)
+        self.threshold, self.nms_thresh = threshold, nms_thresh
+
+    def _prepare(self, bgr: np.ndarray) -> tuple[np.ndarray, float]:
+        iw, ih = self.input_size
+        h, w = bgr.shape[:2]
+        if h / w > ih / iw:
+            nh, nw = ih, int(round(ih * w / h))
+        else:
+            nw, nh = iw, int(round(iw * h / w))
+        scale = nh / h
+        canvas = np.zeros((ih, iw, 3), np.uint8)
+        canvas[:nh, :nw] = cv2.resize(bgr, (nw, nh))
+        blob = (canvas[:, :, ::-1].astype(np.float32) - 127.5) / 128.0
+        return blob.transpose(2, 0, 1)[None], scale
+
+    def detect(self, frames_bgr: list[np.ndarray], threshold: float | None = None) -> list[list[Face]]:
+        thr = self.threshold if threshold is None else threshold
+        prepared = [self._prepare(f) for f in frames_bgr]
+        results = []
+        groups = [prepared] if self.batched and prepared else [[p] for p in prepared]
+        for group in groups:
+            blob = np.concatenate([b for b, _ in group])
+            outs = self.session.run(None, {self.input_name: blob})
+            for i, (_, scale) in enumerate(group):
+                named = {n: (o[i] if self.batched else o) for n, o in zip(self.out_names, outs)}
+                b, sc, k = decode(named, (self.input_size[1], self.input_size[0]), thr,
+                                  self.nms_thresh)
+                results.append([Face(box=bb / scale, score=float(s), kps=kk / scale)
+                                for bb, s, kk in zip(b, sc, k)])
+        return results
