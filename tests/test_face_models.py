@@ -17,7 +17,7 @@ import pytest
 from ffray.errors import FFrayError
 from ffray.faces.align import Face, insightface_template, similarity
 from ffray.faces.blend import face_mask, paste_back
-from ffray.faces.models import ArcFace, GFPGAN, InSwapper, normed, read_emap
+from ffray.faces.models import GFPGAN, ArcFace, InSwapper, normed, read_emap
 from ffray.faces.scrfd import SCRFD
 from ffray.models import store
 from ffray.models.manifest import check_contract, get
