@@ -32,6 +32,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
+IR_VERSION = 9  # readable by onnxruntime >= 1.15 (newer onnx writes IR versions ORT may not know)
 KPS_OFFSETS = np.array([-0.5, -0.4, 0.5, -0.4, 0.0, 0.1, -0.35, 0.5, 0.35, 0.5], np.float32)
 SCRFD_OUTPUTS = {8: ("448", "451", "454"), 16: ("471", "474", "477"), 32: ("494", "497", "500")}
 
@@ -173,6 +174,7 @@ def write_all(out_dir: str | Path, cost_matched: bool = False) -> dict[str, Path
     paths = {}
     for name, make in MAKERS.items():
         model = make(cost_matched)
+        model.ir_version = IR_VERSION
         onnx.checker.check_model(model)
         paths[name] = out / name
         onnx.save(model, str(paths[name]))

@@ -53,3 +53,12 @@ class FailOn(Stamp):
         if info.chunk == self._chunk:
             raise ValueError(f"cannot process chunk {info.chunk}")
         return super().process(frames, info)
+
+
+class BadInit(Stamp):
+    """Fails while the worker builds it (a missing library, a broken model file)."""
+
+    name = "bad-init"
+
+    def __init__(self, ctx, **params):
+        raise RuntimeError("cannot load libnvinfer.so.10 (test)")

@@ -60,3 +60,17 @@ def test_chunk_that_always_fails_fails_the_job_and_keeps_finished_chunks(cluster
     job = next((data_dir / "jobs").iterdir())
     assert (job / "chunks" / "000000.json").exists()
     assert not (job / "chunks" / "000001.json").exists()
+
+
+def test_worker_setup_failure_fails_fast_with_its_reason(cluster, media, data_dir, tmp_path):
+    import time
+
+    import pytest
+
+    from ffray.errors import JobFailed
+
+    t = time.time()
+    with pytest.raises(JobFailed, match="worker setup failed: RuntimeError: cannot load libnvinfer"):
+        swap(media.cfr_silent, tmp_path / "o.mp4", data_dir, processor="tests.procs:BadInit",
+             actors=2, gpu_per_actor=1)
+    assert time.time() - t < 60

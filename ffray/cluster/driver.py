@@ -130,6 +130,10 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
             try:
                 result = ray.get(ref)
             except RayActorError as e:
+                if getattr(e, "actor_init_failed", False):
+                    # the processor could not be built (missing library, bad model): retrying
+                    # on another actor would fail the same way
+                    raise JobFailed(f"worker setup failed: {_root_cause(e)}") from None
                 if actor.alive:
                     actor.alive = False
                     on_event(kind="actor_died", actor=actor.key, reason=_first_line(e))
@@ -166,3 +170,13 @@ def _first_line(e: BaseException) -> str:
         if "Error" in ln or "error" in ln:
             return ln.strip()[:300]
     return (lines[-1] if lines else type(e).__name__)[:300]
+
+
+def _root_cause(e: BaseException) -> str:
+    """The original exception's line from a Ray error's text, without the module path."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    last = lines[-1] if lines else type(e).__name__
+    name, sep, msg = last.partition(": ")
+    if sep and " " not in name:
+        return msg if name.endswith("FFrayError") else f"{name.rsplit('.', 1)[-1]}: {msg}"
+    return last[:300]

@@ -43,6 +43,26 @@ def largest_face(detector, img: np.ndarray, what: str) -> Face:
     return order_faces(faces, "largest")[0]
 
 
+class Downscaled:
+    """Runs a detector on frames shrunk so their longer side is at most ``max_side`` (MTCNN's
+    pyramid cost grows with the frame area; faces in HD video are large), scaling results back."""
+
+    def __init__(self, detector, max_side: int):
+        self.detector, self.max_side = detector, max_side
+
+    def detect(self, frames: list[np.ndarray], threshold: float | None = None) -> list[list[Face]]:
+        if not frames:
+            return []
+        h, w = frames[0].shape[:2]
+        s = min(1.0, self.max_side / max(h, w))
+        if s >= 1.0:
+            return self.detector.detect(frames, threshold)
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
+        return [[Face(box=f.box / s, score=f.score, kps=f.kps / s) for f in faces]
+                for faces in self.detector.detect(small, threshold)]
+
+
 class FaceSwap(_Timed):
     name = "faceswap"
     needs_sources = True
@@ -128,7 +148,8 @@ class FaceSwap(_Timed):
 
     def _detector(self, kind: str, det_size: int, min_face: int):
         if kind == "mtcnn":
-            return MTCNN(lambda p: make_session(p, self.providers), min_face=min_face)
+            return Downscaled(MTCNN(lambda p: make_session(p, self.providers), min_face=min_face),
+                              det_size)
         if kind == "scrfd":
             return SCRFD(self._session("scrfd"), input_size=(det_size, det_size))
         raise FFrayError(f"unknown detector {kind!r}; choose mtcnn or scrfd")

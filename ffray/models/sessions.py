@@ -26,13 +26,31 @@ def choose_providers(requested: list[str] | None = None, device_id: int = 0) -> 
             raise FFrayError(f"onnxruntime here lacks {', '.join(missing)} (has {', '.join(available)})")
         names = list(requested)
     else:
-        names = [p for p in _GPU if p in available] or ["CPUExecutionProvider"]
+        names = [p for p in _GPU if p in available and (p != _GPU[0] or tensorrt_usable())]
+        names = names or ["CPUExecutionProvider"]
         if names == ["CPUExecutionProvider"]:
             warn_once("no GPU execution provider in onnxruntime: models run on the CPU "
                       "(install onnxruntime-gpu with scripts/install-gpu.sh)")
     if "CPUExecutionProvider" not in names:
         names.append("CPUExecutionProvider")
-    return [(n, {"device_id": device_id}) if n in _GPU else n for n in names]
+    # Batch sizes vary (faces per batch), so exhaustive cuDNN algorithm searches would rerun for
+    # every new shape: use the heuristic choice.
+    opts = {"TensorrtExecutionProvider": {"device_id": device_id},
+            "CUDAExecutionProvider": {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC"}}
+    return [(n, opts[n]) if n in opts else n for n in names]
+
+
+def tensorrt_usable() -> bool:
+    """onnxruntime-gpu lists TensorRT even when the TensorRT libraries are missing; check."""
+    import ctypes
+
+    for lib in ("libnvinfer.so.10", "libnvinfer.so"):
+        try:
+            ctypes.CDLL(lib)
+            return True
+        except OSError:
+            continue
+    return False
 
 
 _warned: set[str] = set()
