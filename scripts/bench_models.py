@@ -21,7 +21,8 @@ from ffray.models.sessions import choose_providers, make_session
 
 CASES = {  # file, feeds, GMAC per call
     "det_10g": ("det_10g.onnx", {"input.1": (1, 3, 640, 640)}, 13.3),
-    "w600k_r50_x8": ("w600k_r50.onnx", {"input.1": (8, 3, 112, 112)}, 6.3 * 8),
+    # the ArcFace contract model is not cost-matched: its time is not the real model's
+    "w600k_r50_x8": ("w600k_r50.onnx", {"input.1": (8, 3, 112, 112)}, None),
     "inswapper_128": ("inswapper_128.onnx", {"target": (1, 3, 128, 128), "source": (1, 512)}, 174.7),
     "gfpgan_1.4": ("GFPGANv1.4.onnx", {"input": (1, 3, 512, 512)}, 198.0),
 }
@@ -48,7 +49,7 @@ def main() -> None:
             s.run(None, feeds)
         ms = (time.perf_counter() - t) / a.runs * 1000
         out[name] = {"ms_per_call": round(ms, 3), "load_s": round(load_s, 2),
-                     "tflops": round(2 * gmac / ms, 1) if ms else None}
+                     "tflops": round(2 * gmac / ms, 1) if ms and gmac else None}
     print(json.dumps(out, indent=2))
 
 
