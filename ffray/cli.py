@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max embedding distance (1 - cosine) for reference/--map matches")
     f.add_argument("--map", action="append", default=[], metavar="TARGET_IMG=SOURCE_IMG",
                    help="swap the person in TARGET_IMG to the face in SOURCE_IMG (repeatable)")
-    f.add_argument("--det-size", type=int, default=640, help="SCRFD input size (default 640)")
+    f.add_argument("--det-size", type=int, default=640,
+                   help="detection size: SCRFD square input; MTCNN longest side (default 640)")
     f.add_argument("--order", default="largest",
                    help="which face `one` picks: largest, left-right, right-left, top-bottom, best")
     f.add_argument("--det-threshold", type=float, help="detector score threshold")

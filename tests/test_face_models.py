@@ -266,9 +266,83 @@ def test_swap_with_contract_models_and_per_person_mapping(cluster, contract_mode
     cb = pushed_colour(a[0][1], b[0][1], 220)
     assert np.abs(ca - cb).max() > 40  # two people, two identities
 
-    out1 = tmp_path / "one.mp4"
-    run({}, [s1], out1)  # no mapping: every face gets the one source identity
+    out1 = tmp_path / "one.mp4"  # no mapping, through the CLI
+    from ffray.cli import main
+
+    assert main(["swap", str(video), "-s", s1, "-o", str(out1), "--model-dir", str(contract_models),
+                 "--chunk-seconds", "0.5", "--actors", "2", "--gpu-per-actor", "1",
+                 "--data-dir", str(tmp_path / "cli-data")]) == 0
+    job = next((tmp_path / "cli-data" / "jobs").iterdir())
+    import json
+
+    spec = json.loads((job / "job.json").read_text())
+    assert spec["pipeline"] == "scrfd detector + inswapper swapper"
     c = frames(out1)
     ua = pushed_colour(a[0][1], c[0][1], 60)
     ub = pushed_colour(a[0][1], c[0][1], 220)
-    assert np.abs(ua - ub).max() < 40 and np.abs(ua - ca).max() < 40
+    assert np.abs(ua - ub).max() < 40  # one identity for both people
+
+
+def test_reference_selection_swaps_only_the_matching_person(contract_models, tmp_path):
+    from ffray.faces.pipeline import FaceSwap
+    from ffray.models.manifest import MODELS
+    from ffray.processors import BatchInfo, WorkerContext
+
+    models = {n: (contract_models / MODELS[n].file).read_bytes()
+              for n in ("det_10g", "w600k_r50", "inswapper_128")}
+    s1 = Path(_square_image(tmp_path / "s1.png", (0, 255, 255))).read_bytes()
+    ref = Path(_square_image(tmp_path / "ref.png", (0, 0, 255))).read_bytes()  # the red person
+    ctx = WorkerContext(sources=(s1,), named={"reference": ref}, models=models)
+    proc = FaceSwap(ctx, detector="scrfd", swapper="inswapper", select="reference", distance=0.2,
+                    providers=["CPUExecutionProvider"])
+    frame = np.zeros((240, 320, 3), np.uint8)
+    frame[96:144, 40:88] = (255, 255, 255)
+    frame[96:144, 200:248] = (0, 0, 255)
+    out = proc.process([frame], BatchInfo(0, (0,), (0,)))[0]
+    stats = proc.stats()
+    assert 0 < stats["faces_swapped"] < stats["faces_detected"]
+    assert np.array_equal(out[100:140, 44:84], frame[100:140, 44:84])  # white person untouched
+    assert np.abs(out[110:130, 210:238].astype(int) - frame[110:130, 210:238]).mean() > 20
+
+
+def test_mapping_without_a_recognizer_says_so(tmp_path, contract_models, capsys):
+    import shutil
+
+    from ffray.cli import main
+
+    only_det = tmp_path / "models"
+    only_det.mkdir()
+    shutil.copy(contract_models / "det_10g.onnx", only_det)
+    video = _square_scene(tmp_path / "v.mp4")
+    a = _square_image(tmp_path / "a.png", (255, 255, 255))
+    rc = main(["swap", str(video), "-s", a, "-o", str(tmp_path / "o.mp4"), "--model-dir",
+               str(only_det), "--map", f"{a}={a}", "--data-dir", str(tmp_path / "d")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "--map needs a face recognizer (w600k_r50)" in err[0] and "ffray models fetch" in err[0]
+
+
+
+def test_enhancer_runs_after_the_swap(contract_models, tmp_path):
+    from ffray.faces.pipeline import FaceSwap
+    from ffray.models.manifest import MODELS
+    from ffray.processors import BatchInfo, WorkerContext
+
+    models = {n: (contract_models / MODELS[n].file).read_bytes()
+              for n in ("det_10g", "w600k_r50", "inswapper_128", "gfpgan_1.4")}
+    s1 = Path(_square_image(tmp_path / "s1.png", (0, 255, 255))).read_bytes()
+    frame = np.zeros((240, 320, 3), np.uint8)
+    frame[80:160, 100:180] = cv2.GaussianBlur(
+        np.random.default_rng(2).integers(0, 255, (80, 80, 3), np.uint8), (5, 5), 0)
+    frame[80:160, 100:180, 2] = 255
+    outs = {}
+    for enhance in (None, "gfpgan"):
+        proc = FaceSwap(WorkerContext(sources=(s1,), models=models), detector="scrfd",
+                        swapper="inswapper", select="one", enhance=enhance,
+                        providers=["CPUExecutionProvider"])
+        outs[enhance] = proc.process([frame], BatchInfo(0, (0,), (0,)))[0]
+        st = proc.stats()
+        assert st["faces_swapped"] == 1
+        assert (st.get("enhance_s", 0) > 0) == (enhance == "gfpgan")
+    diff = np.any(outs[None] != outs["gfpgan"], axis=2)
+    assert diff.any() and diff.mean() < 0.5  # the enhancer changed the face region only

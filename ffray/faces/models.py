@@ -19,13 +19,14 @@ def _nchw(crops_bgr: list[np.ndarray], mean: float, std: float) -> np.ndarray:
     return ((x - mean) / std).transpose(0, 3, 1, 2)
 
 
-def _run_batched(session, feeds: dict[str, np.ndarray], batched: bool) -> np.ndarray:
-    """Run with the whole batch when the model's batch dimension is dynamic, else one by one."""
-    if batched:
-        return session.run(None, feeds)[0]
+def _run_batched(session, feeds: dict[str, np.ndarray], batched: bool,
+                 max_batch: int = 16) -> np.ndarray:
+    """Run in batches of up to ``max_batch`` when the model's batch dimension is dynamic, else
+    one item per call (det_10g and inswapper_128 have batch 1 fixed in their graphs)."""
     n = len(next(iter(feeds.values())))
-    return np.concatenate([session.run(None, {k: v[i:i + 1] for k, v in feeds.items()})[0]
-                           for i in range(n)])
+    step = max_batch if batched else 1
+    return np.concatenate([session.run(None, {k: v[i:i + step] for k, v in feeds.items()})[0]
+                           for i in range(0, n, step)])
 
 
 def _dynamic_batch(session) -> bool:
@@ -108,11 +109,13 @@ class GFPGAN:
     def matrix(self, face: Face) -> np.ndarray:
         return similarity(face.kps, FFHQ_512 * self.size)
 
-    def enhance(self, items: list[tuple[np.ndarray, Face]]) -> list[np.ndarray]:
-        if not items:
-            return []
-        crops = [crop(img, self.matrix(f), self.size) for img, f in items]
-        out = _run_batched(self.session, {self.input_name: _nchw(crops, 127.5, 127.5)},
-                           self.batched)
-        rgb = np.clip((out.transpose(0, 2, 3, 1) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-        return [np.ascontiguousarray(x[..., ::-1]) for x in rgb]
+    def enhance(self, items: list[tuple[np.ndarray, Face]], group: int = 16) -> list[np.ndarray]:
+        """Enhanced 512 crops, ``group`` faces at a time (a 512 crop is 3 MB as float32)."""
+        out = []
+        for g in range(0, len(items), group):
+            crops = [crop(img, self.matrix(f), self.size) for img, f in items[g:g + group]]
+            y = _run_batched(self.session, {self.input_name: _nchw(crops, 127.5, 127.5)},
+                             self.batched)
+            rgb = np.clip((y.transpose(0, 2, 3, 1) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+            out += [np.ascontiguousarray(x[..., ::-1]) for x in rgb]
+        return out
