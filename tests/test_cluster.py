@@ -44,6 +44,13 @@ def test_worker_killed_mid_chunk_is_retried_on_another_actor(cluster, media, dat
     assert stats[2]["pid"] != int(marker.read_text()) and died_actor is not None
     # every frame is present, each from the right input frame
     assert [read_stamp(img) for _, img in frames(out)] == list(range(96))
+    # every attempt is a span: the failed one too, with its time window
+    import pyarrow.parquet as pq
+
+    spans = pq.read_table(next((data_dir / "spans").glob("date=*/job=*/spans.parquet"))).to_pylist()
+    assert len([s for s in spans if s["status"] == "done"]) == res.chunks
+    bad = [s for s in spans if s["status"] == "failed" and s["chunk"] == 2]
+    assert bad and bad[0]["start"] is not None and bad[0]["end"] >= bad[0]["start"]
 
 
 def test_chunk_that_always_fails_fails_the_job_and_keeps_finished_chunks(cluster, media, data_dir,

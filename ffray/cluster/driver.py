@@ -74,6 +74,7 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
     failed_on: dict[int, set[int]] = {}
     retry: deque[int] = deque()
     pending: dict = {}  # task ref -> (actor, chunk index, attempt)
+    submitted: dict = {}  # task ref -> submission time (failed attempts become spans)
     source = iter(payloads)
     exhausted = False
 
@@ -108,12 +109,14 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
                 attempts[c] = attempts.get(c, 0) + 1
                 ref = a.handle.process.remote(refs[c], attempts[c])
                 pending[ref] = (a, c, attempts[c])
+                submitted[ref] = time.time()
                 a.inflight += 1
 
-    def fail(actor: _Actor, chunk: int, attempt: int, reason: str) -> None:
+    def fail(actor: _Actor, chunk: int, attempt: int, reason: str, since: float | None) -> None:
         progress.retries += 1
         failed_on.setdefault(chunk, set()).add(actor.key)
-        on_event(kind="attempt_failed", chunk=chunk, attempt=attempt, actor=actor.key, reason=reason)
+        on_event(kind="attempt_failed", chunk=chunk, attempt=attempt, actor=actor.key,
+                 reason=reason, submitted=since)
         if attempt >= opts.max_attempts:
             raise JobFailed(f"chunk {chunk} failed {attempt} times; last error: {reason}. "
                             "Finished chunks are kept: fix the cause and run `ffray resume`")
@@ -126,6 +129,7 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
         for ref in ready:
             actor, chunk, attempt = pending.pop(ref)
+            since = submitted.pop(ref, None)
             actor.inflight -= 1
             try:
                 result = ray.get(ref)
@@ -140,13 +144,13 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
                     if replacements > 0:
                         replacements -= 1
                         spawn()
-                fail(actor, chunk, attempt, f"worker died ({_first_line(e)})")
+                fail(actor, chunk, attempt, f"worker died ({_first_line(e)})", since)
                 if not _alive():
                     raise JobFailed("every worker actor died; finished chunks are kept for "
                                     "`ffray resume`") from None
                 continue
             except RayTaskError as e:
-                fail(actor, chunk, attempt, _first_line(e.cause if e.cause else e))
+                fail(actor, chunk, attempt, _first_line(e.cause if e.cause else e), since)
                 continue
             on_done(result)
             progress.frames_done += sizes.get(chunk, result["stats"]["frames"])

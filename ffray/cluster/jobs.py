@@ -23,6 +23,7 @@ from ffray.cluster.runtime import ClusterInfo, connect, disconnect
 from ffray.cluster.worker import ChunkWorker
 from ffray.errors import FFrayError, MediaError
 from ffray.processors import ProcessorSpec, resolve
+from ffray.telemetry.spans import span_rows, write_spans
 from ffray.video.assemble import assemble, output_format
 from ffray.video.decode import iter_payloads
 from ffray.video.encode import EncodeSettings
@@ -242,6 +243,9 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
             raise
         finally:
             disconnect(cluster)
+            # every attempt so far becomes a span (rewritten whole on resume)
+            write_spans(ledger.root.parent.parent, ledger.job_id,
+                        span_rows(ledger.job_id, ledger.chunk_stats(), ledger.events()))
     t_asm = time.perf_counter()
     pool_s = t_asm - t_pool
     if out.exists() and not spec.get("overwrite"):

@@ -41,6 +41,8 @@ class ChunkWorker:
         self._gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())
         self._node_id = ctx.get_node_id()
         self._actor_id = ctx.get_actor_id()
+        self._gpus = float(ctx.get_assigned_resources().get("GPU", 0.0))
+        self._gpu_uuids = gpu_uuids(self._gpu_ids)
         self._spec = processor
         self._encode = encode
         self._pix_fmt = source_pix_fmt
@@ -57,6 +59,7 @@ class ChunkWorker:
     def info(self) -> dict:
         return {"node_id": self._node_id, "actor_id": self._actor_id, "pid": os.getpid(),
                 "host": socket.gethostname(), "gpu_ids": list(self._gpu_ids),
+                "gpu_uuids": self._gpu_uuids, "gpus": self._gpus,
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "processor": self._spec.kind, "setup_s": self._setup_s}
 
@@ -108,3 +111,25 @@ class ChunkWorker:
                  "encode_s": encode_s, "input_bytes": payload.nbytes, "output_bytes": len(data),
                  "stages": self._proc.stats(), **self.info()}
         return {"data": data, "stats": stats}
+
+
+def gpu_uuids(gpu_ids: tuple[str, ...]) -> list[str | None]:
+    """NVML UUIDs of the physical GPUs Ray assigned (Ray's GPU ids are NVML indices); None where
+    NVML cannot tell (no driver, or fake GPUs in tests)."""
+    if not gpu_ids:
+        return []
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            out = []
+            for g in gpu_ids:
+                h = pynvml.nvmlDeviceGetHandleByIndex(int(g))
+                u = pynvml.nvmlDeviceGetUUID(h)
+                out.append(u.decode() if isinstance(u, bytes) else str(u))
+            return out
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVML here, or an index NVML does not know
+        return [None for _ in gpu_ids]

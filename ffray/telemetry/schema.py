@@ -1,0 +1,46 @@
+"""Arrow schemas of every telemetry table (one place; ``schema_version`` is a column of each).
+
+Tables and their hive folders under ``<data-dir>/telemetry``:
+- ``gpu``: one row per GPU per sample (device counters and gauges);
+- ``gpu_util``: the driver's sub-second utilization samples (``nvmlDeviceGetSamples``);
+- ``gpu_proc``: per-process GPU memory and SM utilization;
+- ``host``: the node's CPU and memory;
+and under ``<data-dir>/spans``: one row per chunk attempt.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+TS = pa.timestamp("us", tz="UTC")
+
+_COMMON = [("schema_version", pa.int16()), ("ts", TS), ("node", pa.string())]
+_GPU_KEY = [("gpu_uuid", pa.string()), ("gpu_index", pa.int16())]
+
+GPU = pa.schema(_COMMON + _GPU_KEY + [
+    ("gpu_name", pa.string()), ("util_gpu", pa.float32()), ("util_mem", pa.float32()),
+    ("mem_used_bytes", pa.int64()), ("mem_total_bytes", pa.int64()), ("temp_c", pa.float32()),
+    ("power_w", pa.float32()), ("energy_mj", pa.int64()), ("sm_clock_mhz", pa.int32()),
+    ("mem_clock_mhz", pa.int32()), ("clock_event_reasons", pa.int64()), ("throttled", pa.bool_()),
+    ("pcie_tx_bytes", pa.int64()), ("pcie_rx_bytes", pa.int64()), ("enc_util", pa.float32()),
+    ("dec_util", pa.float32())])
+
+GPU_UTIL = pa.schema(_COMMON + _GPU_KEY + [("util_gpu", pa.float32())])
+
+GPU_PROC = pa.schema(_COMMON + _GPU_KEY + [
+    ("pid", pa.int64()), ("used_bytes", pa.int64()), ("sm_util", pa.float32())])
+
+HOST = pa.schema(_COMMON + [
+    ("gpu_available", pa.bool_()), ("cpu_percent", pa.float32()), ("load1", pa.float32()),
+    ("mem_used_bytes", pa.int64()), ("mem_total_bytes", pa.int64())])
+
+SPAN = pa.schema([
+    ("schema_version", pa.int16()), ("job_id", pa.string()), ("chunk", pa.int32()),
+    ("attempt", pa.int16()), ("status", pa.string()), ("node", pa.string()),
+    ("gpu_uuid", pa.string()), ("pid", pa.int64()), ("actor_id", pa.string()),
+    ("start", TS), ("end", TS), ("frames", pa.int32()), ("faces_detected", pa.int32()),
+    ("faces_swapped", pa.int32()), ("decode_s", pa.float32()), ("infer_s", pa.float32()),
+    ("encode_s", pa.float32()), ("gpus", pa.float32())])
+
+TABLES = {"gpu": GPU, "gpu_util": GPU_UTIL, "gpu_proc": GPU_PROC, "host": HOST}

@@ -1,0 +1,144 @@
+"""Telemetry storage: an Arrow IPC journal for the open window, rolled to zstd Parquet.
+
+Layout (hive): ``<root>/<table>/date=YYYY-MM-DD/node=<node>/part-<first>-<last>.parquet``.
+The open window is ``<root>/<table>/.journal/<node>.arrow`` (an IPC stream, flushed per batch, so
+it is readable after a crash up to the last whole batch). A roll writes
+``.part-....parquet.tmp`` beside its final name and renames it: DuckDB globs (``*.parquet``) and
+pyarrow.dataset (which skips names starting with ``.``) never see a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from ffray.telemetry.schema import TABLES
+
+
+def _safe(node: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in node)
+
+
+class TableWriter:
+    def __init__(self, root: Path, table: str, node: str):
+        self.root, self.table, self.node = Path(root), table, _safe(node)
+        self.schema = TABLES[table]
+        self.journal = self.root / table / ".journal" / f"{self.node}.arrow"
+        self._sink = None
+        self._writer = None
+        self.rows = 0
+
+    def append(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        batch = pa.RecordBatch.from_pylist(rows, schema=self.schema)
+        if self._writer is None:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            self._sink = pa.OSFile(str(self.journal), "wb")
+            self._writer = ipc.new_stream(self._sink, self.schema)
+        self._writer.write_batch(batch)
+        self._sink.flush()
+        self.rows += len(rows)
+
+    def roll(self) -> list[Path]:
+        """Close the window: its rows go to Parquet (one file per UTC date), the journal goes."""
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = self._sink = None
+        self.rows = 0
+        return roll_journal(self.journal, self.root, self.table, self.node)
+
+    def close(self) -> list[Path]:
+        return self.roll()
+
+
+def read_journal(path: Path) -> pa.Table | None:
+    """Every whole batch of a journal, also one cut short by a crash."""
+    batches = []
+    try:
+        with pa.OSFile(str(path), "rb") as f:
+            reader = ipc.open_stream(f)
+            while True:
+                try:
+                    batches.append(reader.read_next_batch())
+                except StopIteration:
+                    break
+    except (pa.ArrowInvalid, OSError, EOFError):
+        pass  # a torn last batch: keep what came before it
+    return pa.Table.from_batches(batches) if batches else None
+
+
+def roll_journal(journal: Path, root: Path, table: str, node: str) -> list[Path]:
+    if not journal.exists():
+        return []
+    data = read_journal(journal)
+    written = []
+    if data is not None and data.num_rows:
+        by_date: dict[str, list[int]] = defaultdict(list)
+        for i, ts in enumerate(data.column("ts").to_pylist()):
+            by_date[ts.astimezone(timezone.utc).strftime("%Y-%m-%d")].append(i)
+        for date, idx in sorted(by_date.items()):
+            part = data.take(pa.array(idx))
+            ts = part.column("ts").to_pylist()
+            stamp = f"{_stamp(min(ts))}-{_stamp(max(ts))}"
+            folder = root / table / f"date={date}" / f"node={node}"
+            folder.mkdir(parents=True, exist_ok=True)
+            final = folder / f"part-{stamp}.parquet"
+            n = 1
+            while final.exists():
+                final = folder / f"part-{stamp}-{n}.parquet"
+                n += 1
+            tmp = folder / f".{final.name}.tmp"
+            pq.write_table(part, tmp, compression="zstd")
+            os.replace(tmp, final)
+            written.append(final)
+    journal.unlink(missing_ok=True)
+    return written
+
+
+def _stamp(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+
+
+def recover(root: Path) -> list[Path]:
+    """Roll every journal left by a writer that died (call before starting a new writer)."""
+    written = []
+    for table in TABLES:
+        jdir = Path(root) / table / ".journal"
+        for j in sorted(jdir.glob("*.arrow")) if jdir.is_dir() else []:
+            written += roll_journal(j, Path(root), table, j.stem)
+    return written
+
+
+class TelemetryStore:
+    """All tables of one node; ``roll_seconds`` apart, the open windows roll to Parquet."""
+
+    def __init__(self, root: Path, node: str, roll_seconds: float = 60.0):
+        self.root = Path(root)
+        recover(self.root)
+        self.writers = {t: TableWriter(self.root, t, node) for t in TABLES}
+        self.roll_seconds = roll_seconds
+        self._window_start: float | None = None
+
+    def append(self, rows: dict[str, list[dict]], now: float) -> list[Path]:
+        for table, r in rows.items():
+            self.writers[table].append(r)
+        if self._window_start is None:
+            self._window_start = now
+        if now - self._window_start >= self.roll_seconds:
+            return self.roll()
+        return []
+
+    def roll(self) -> list[Path]:
+        self._window_start = None
+        return [p for w in self.writers.values() for p in w.roll()]
+
+    def close(self) -> list[Path]:
+        return self.roll()

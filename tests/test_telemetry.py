@@ -1,0 +1,154 @@
+"""Telemetry: sampler rows, the journal/Parquet store, spans and their attribution."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import duckdb
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from ffray.telemetry.sampler import Sampler, open_backend
+from ffray.telemetry.spans import attribute, span_rows, write_spans
+from ffray.telemetry.store import TableWriter, TelemetryStore, read_journal, recover
+from tests.fake_nvml import FakeGpus
+
+T0 = 1_795_000_000.0  # a fixed instant (2026-11-18)
+
+
+def record(root: Path, gpus: FakeGpus, seconds: int, node: str = "n0", roll: float = 10) -> None:
+    store = TelemetryStore(root / "telemetry", node, roll_seconds=roll)
+    s = Sampler(node, gpus)
+    for i in range(seconds):
+        store.append(s.sample(T0 + i), T0 + i)
+        gpus.advance(1.0)
+    store.close()
+
+
+def test_samples_land_in_parquet_and_read_back_identically(tmp_path):
+    gpus = FakeGpus(2)
+    record(tmp_path, gpus, 25)
+    files = sorted((tmp_path / "telemetry" / "gpu").glob("date=*/node=n0/*.parquet"))
+    assert len(files) == 3  # rolled every 10 s, and the rest at close
+    glob = str(tmp_path / "telemetry" / "gpu" / "**" / "*.parquet")
+    con = duckdb.connect()
+    a = con.execute(f"SELECT gpu_uuid, ts, util_gpu, energy_mj, schema_version FROM read_parquet("
+                    f"'{glob}', hive_partitioning=true) ORDER BY gpu_uuid, ts").fetchall()
+    t = ds.dataset(tmp_path / "telemetry" / "gpu", format="parquet", partitioning="hive").to_table()
+    b = sorted(zip(t["gpu_uuid"].to_pylist(), t["ts"].to_pylist(), t["util_gpu"].to_pylist(),
+                   t["energy_mj"].to_pylist(), t["schema_version"].to_pylist()))
+    assert len(a) == 50 and [tuple(r) for r in a] == b
+    assert a[-1][3] == 24 * 300_000  # the cumulative energy counter, in mJ
+    assert pq.ParquetFile(files[0]).metadata.row_group(0).column(0).compression == "ZSTD"
+    hosts = con.execute(f"SELECT count(*), bool_and(gpu_available) FROM read_parquet('"
+                        f"{tmp_path / 'telemetry' / 'host' / '**' / '*.parquet'}')").fetchone()
+    assert hosts == (25, True)
+
+
+def test_one_failing_field_leaves_the_others(tmp_path):
+    gpus = FakeGpus(1)
+    gpus.fail_fields = {"power_w", "temp_c"}
+    import pyarrow as pa
+
+    from ffray.telemetry.schema import GPU
+
+    rows = Sampler("n0", gpus).sample(T0)["gpu"]
+    batch = pa.RecordBatch.from_pylist(rows, schema=GPU).to_pylist()[0]
+    assert batch["power_w"] is None and batch["temp_c"] is None
+    assert batch["util_gpu"] == 50.0 and batch["energy_mj"] == 0 and batch["sm_clock_mhz"] == 1980
+
+
+def test_readers_never_see_partial_files_while_rolling(tmp_path):
+    root = tmp_path / "telemetry"
+    gpus = FakeGpus(4)
+    store = TelemetryStore(root, "n0", roll_seconds=1)
+    s = Sampler("n0", gpus)
+    stop = threading.Event()
+    errors, reads = [], [0]
+
+    def reader():
+        con = duckdb.connect()
+        while not stop.is_set():
+            try:
+                con.execute(f"SELECT count(*) FROM read_parquet('{root}/gpu/**/*.parquet')").fetchone()
+                ds.dataset(root / "gpu", format="parquet", partitioning="hive").to_table()
+                reads[0] += 1
+            except duckdb.IOException as e:  # no file yet
+                if "No files found" not in str(e):
+                    errors.append(e)
+            except Exception as e:
+                errors.append(e)
+
+    th = threading.Thread(target=reader)
+    th.start()
+    try:
+        for i in range(300):
+            store.append(s.sample(T0 + i / 10), T0 + i / 10)
+    finally:
+        store.close()
+        stop.set()
+        th.join()
+    assert not errors and reads[0] > 5
+
+
+def test_a_killed_writer_loses_at_most_the_open_window(tmp_path):
+    root = tmp_path / "telemetry"
+    gpus = FakeGpus(1)
+    s = Sampler("n0", gpus)
+    w = TableWriter(root, "gpu", "n0")
+    for i in range(5):
+        w.append(s.sample(T0 + i)["gpu"])
+    w.roll()  # window 1 is safe in Parquet
+    for i in range(5, 8):
+        w.append(s.sample(T0 + i)["gpu"])
+    # the process dies here: no close; the journal's last batch is torn
+    j = w.journal
+    j.write_bytes(j.read_bytes()[:-20])
+    assert read_journal(j).num_rows == 2  # whole batches before the tear
+    recover(root)
+    t = ds.dataset(root / "gpu", format="parquet", partitioning="hive").to_table()
+    assert t.num_rows == 7 and not j.exists()
+
+
+def test_no_nvml_here_records_host_metrics_and_warns_once(caplog):
+    with caplog.at_level(logging.WARNING, logger="ffray.telemetry"):
+        backend = open_backend()
+    assert backend is None  # this machine has no GPU driver
+    assert len([r for r in caplog.records if "host metrics only" in r.message]) == 1
+    rows = Sampler("n0", None).sample(T0)
+    assert rows["gpu"] == [] and rows["host"][0]["gpu_available"] is False
+    assert rows["host"][0]["mem_total_bytes"] > 0
+
+
+def test_spans_joined_to_samples_give_known_cost(tmp_path):
+    gpus = FakeGpus(2)
+    gpus.watts = {0: 200.0, 1: 400.0}
+    gpus.util = {0: 80.0, 1: 100.0}
+    gpus.procs = {0: [(4242, int(3e9), 70.0)], 1: [(4343, int(5e9), 90.0)]}
+    record(tmp_path, gpus, 60)
+    uuid0, uuid1 = gpus.devs[0].uuid, gpus.devs[1].uuid
+    stats = [  # chunk 0 on GPU 0 for 10 s (t=5..15), chunk 1 on GPU 1 for 20 s (t=20..40)
+        {"chunk": 0, "attempt": 1, "node_id": "n0", "gpu_uuids": [uuid0], "pid": 4242,
+         "actor_id": "a0", "start": T0 + 5, "end": T0 + 15, "frames": 100, "gpus": 1.0,
+         "stages": {"faces_detected": 300, "faces_swapped": 300}},
+        {"chunk": 1, "attempt": 2, "node_id": "n0", "gpu_uuids": [uuid1], "pid": 4343,
+         "actor_id": "a1", "start": T0 + 20, "end": T0 + 40, "frames": 200, "gpus": 0.5,
+         "stages": {}}]
+    events = [{"kind": "attempt_failed", "chunk": 1, "attempt": 1, "submitted": T0 + 16,
+               "time": T0 + 19}]
+    path = write_spans(tmp_path, "job1", span_rows("job1", stats, events))
+    assert path.name == "spans.parquet"
+    assert pq.read_table(path).num_rows == 3
+    t = attribute(tmp_path, "job1").to_pylist()
+    assert [(r["chunk"], r["attempt"]) for r in t] == [(0, 1), (1, 2)]
+    c0, c1 = t
+    assert c0["gpu_seconds"] == pytest.approx(10.0) and c1["gpu_seconds"] == pytest.approx(10.0)
+    assert c0["energy_j"] == pytest.approx(10 * 200.0)  # counter difference over the span
+    assert c1["energy_j"] == pytest.approx(20 * 400.0)
+    assert c0["mean_util"] == pytest.approx(80.0) and c1["peak_util"] == pytest.approx(100.0)
+    assert c1["throttled_share"] == pytest.approx(1.0) and c0["throttled_share"] == 0.0
+    assert c0["peak_mem_process"] == int(3e9) and c1["peak_mem_process"] == int(5e9)
+    assert c0["samples"] == 11
