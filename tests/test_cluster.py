@@ -81,3 +81,36 @@ def test_worker_setup_failure_fails_fast_with_its_reason(cluster, media, data_di
         swap(media.cfr_silent, tmp_path / "o.mp4", data_dir, processor="tests.procs:BadInit",
              actors=2, gpu_per_actor=1)
     assert time.time() - t < 60
+
+
+def test_one_telemetry_actor_per_node_and_files_pulled_from_nodes(cluster, media, data_dir,
+                                                                   tmp_path):
+    import duckdb
+    import ray
+
+    from ffray.cluster.jobs import SwapRequest, prepare_swap, run_job
+    from ffray.processors import ProcessorSpec
+    from ffray.telemetry.actor import actor_name
+
+    local = tmp_path / "node-local"  # other nodes write here, as if they had no shared storage
+    req = SwapRequest(input=str(media.cfr_silent), output=str(tmp_path / "o.mp4"),
+                      processor=ProcessorSpec(kind="stamp", batch_size=4), chunk_seconds=0.5,
+                      actors=2, gpu_per_actor=1, telemetry_interval=0.2,
+                      telemetry_local_dir=str(local))
+    ledger = prepare_swap(req, data_dir)
+    run_job(ledger)
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert len(nodes) == 3
+    for n in nodes:  # the actors are gone after the job (named, so look them up)
+        try:
+            ray.get_actor(actor_name(n), namespace="ffray")
+            alive = True
+        except ValueError:
+            alive = False
+        assert not alive
+    assert any(local.rglob("*.parquet"))  # written on the nodes' own folders...
+    rows = duckdb.sql(f"SELECT node, count(*) n, bool_or(gpu_available) g FROM read_parquet("
+                      f"'{data_dir}/telemetry/host/**/*.parquet', hive_partitioning=true) "
+                      "GROUP BY node").fetchall()
+    assert {r[0] for r in rows} == nodes  # ...and every node's samples reached the data dir
+    assert all(r[1] >= 1 and r[2] is False for r in rows)  # fake GPUs: no NVML, host only

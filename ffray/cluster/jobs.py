@@ -49,6 +49,9 @@ class SwapRequest:
     cpu_per_actor: float = 0.0
     max_attempts: int = 3
     address: str | None = None
+    telemetry: bool = True
+    telemetry_interval: float = 1.0
+    telemetry_local_dir: str | None = None  # node-local sink for nodes off the driver's host
     model_dirs: list[str] = field(default_factory=list)
     named: dict[str, str] = field(default_factory=dict)  # role -> image path (reference, map pairs)
     reference_frame: int | None = None
@@ -151,6 +154,8 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
             "actors": req.actors, "gpu_per_actor": req.gpu_per_actor,
             "cpu_per_actor": req.cpu_per_actor, "max_attempts": req.max_attempts,
             "address": req.address, "frames": frames[1] - frames[0], "chunks": len(chunks),
+            "telemetry": req.telemetry, "telemetry_interval": req.telemetry_interval,
+            "telemetry_local_dir": req.telemetry_local_dir,
             "sources": [s for s in req.sources], "video": info.to_json()["video"],
             "plan_s": time.perf_counter() - t}
     ledger = JobLedger.create(data_dir, spec)
@@ -236,8 +241,13 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
             def on_event(**kw) -> None:
                 ledger.event(**kw)
 
-            run_pool(make_actor, iter_payloads(str(inp), index, todo), on_done, opts, progress,
-                     on_progress, on_event)
+            tele = Telemetry(spec, ledger.root.parent.parent) if spec.get("telemetry", True) else None
+            try:
+                run_pool(make_actor, iter_payloads(str(inp), index, todo), on_done, opts, progress,
+                         lambda p: (tele and tele.tick(), on_progress(p)), on_event)
+            finally:
+                if tele is not None:
+                    tele.stop()
         except BaseException as e:
             ledger.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
             raise
@@ -281,3 +291,42 @@ def frame_png(path: Path, number: int, frame_count: int) -> bytes:
                 ok, png = cv2.imencode(".png", f.to_ndarray(format="bgr24"))
                 return png.tobytes()
     raise FFrayError(f"--reference-frame {number}: the video ended first")
+
+
+class Telemetry:
+    """The job's telemetry actors: one per alive node, re-synced as nodes join, stopped (and
+    node-local files pulled) when the job ends."""
+
+    def __init__(self, spec: dict, data_dir: Path):
+        from ffray.telemetry.actor import ensure_actors
+
+        self.data_dir = data_dir
+        self.local = spec.get("telemetry_local_dir")
+        here = ray.util.get_node_ip_address()
+        self.shared = {n["NodeID"] for n in ray.nodes() if n.get("NodeManagerAddress") == here} \
+            if not self.local else {ray.get_runtime_context().get_node_id()}
+        self.sinks: dict[str, Path] = {}
+        self.interval = float(spec.get("telemetry_interval", 1.0))
+        self._ensure = ensure_actors
+        self.actors = self._ensure(self.sink_for, self.interval)
+        self._last = time.time()
+
+    def sink_for(self, node_id: str) -> Path:
+        if node_id not in self.sinks:
+            self.sinks[node_id] = self.data_dir if node_id in self.shared else \
+                Path(self.local or Path.home() / ".ffray" / "node-telemetry") / node_id
+        return self.sinks[node_id]
+
+    def tick(self) -> None:
+        if time.time() - self._last > 10:  # nodes may have joined
+            self._last = time.time()
+            self.actors.update(self._ensure(self.sink_for, self.interval))
+
+    def stop(self) -> dict:
+        from ffray.telemetry.actor import stop_and_collect
+
+        try:
+            return stop_and_collect(self.actors, self.data_dir, self.sinks)
+        except Exception as e:  # telemetry must never fail a finished job
+            log.warning("telemetry: could not stop/collect cleanly: %s", e)
+            return {}

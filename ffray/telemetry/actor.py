@@ -1,0 +1,113 @@
+"""TelemetryActor: exactly one per alive node, sampling on a background thread.
+
+Named ``ffray-telemetry-<node-id>`` in the ``ffray`` namespace, pinned to its node with a hard
+node-affinity, ``num_cpus=0``, created with ``get_if_exists`` so two drivers share it. It writes
+to ``sink`` (the data dir when the node shares the driver's storage, else a node-local folder
+whose closed files the driver pulls with ``pull``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ffray.telemetry.sampler import Sampler, open_backend
+from ffray.telemetry.store import TelemetryStore
+
+NAMESPACE = "ffray"
+
+
+class TelemetryActor:
+    def __init__(self, sink: str, interval: float = 1.0, roll_seconds: float = 60.0):
+        self.node = ray.get_runtime_context().get_node_id()
+        self.sink = Path(sink)
+        self.interval = max(0.2, float(interval))
+        self.sampler = Sampler(self.node, open_backend())
+        self.store = TelemetryStore(self.sink / "telemetry", self.node, roll_seconds)
+        self.samples = 0
+        self.busy_s = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        nxt = time.time()
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            now = time.time()
+            with self._lock:
+                self.store.append(self.sampler.sample(now), now)
+            self.samples += 1
+            self.busy_s += time.perf_counter() - t0
+            nxt += self.interval
+            self._stop.wait(max(0.0, nxt - time.time()))
+
+    def info(self) -> dict:
+        return {"node": self.node, "gpus": [d.uuid for d in self.sampler.devices],
+                "gpu_available": self.sampler.gpu_available, "samples": self.samples,
+                "busy_s": self.busy_s, "interval": self.interval, "sink": str(self.sink)}
+
+    def flush(self) -> list[str]:
+        """Roll the open window to Parquet now."""
+        with self._lock:
+            return [str(p) for p in self.store.roll()]
+
+    def pull(self, sent: list[str]) -> list[tuple[str, bytes]]:
+        """Closed Parquet files (relative path, bytes) not in ``sent``: the driver copies them."""
+        root = self.sink
+        out = []
+        for p in sorted(root.glob("telemetry/**/*.parquet")):
+            rel = str(p.relative_to(root))
+            if rel not in sent:
+                out.append((rel, p.read_bytes()))
+        return out
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with self._lock:
+            self.store.close()
+        return self.info()
+
+
+def actor_name(node_id: str) -> str:
+    return f"ffray-telemetry-{node_id}"
+
+
+def ensure_actors(sink_for, interval: float = 1.0, roll_seconds: float = 60.0) -> dict[str, object]:
+    """One TelemetryActor on every alive node (existing ones are reused). ``sink_for(node_id)``
+    gives each node's folder. Call again when nodes join."""
+    cls = ray.remote(TelemetryActor)
+    actors = {}
+    for n in ray.nodes():
+        if not n.get("Alive"):
+            continue
+        nid = n["NodeID"]
+        actors[nid] = cls.options(
+            name=actor_name(nid), namespace=NAMESPACE, get_if_exists=True, num_cpus=0,
+            max_concurrency=4,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=nid, soft=False),
+        ).remote(str(sink_for(nid)), interval, roll_seconds)
+    return actors
+
+
+def stop_and_collect(actors: dict[str, object], data_dir: Path, sinks: dict[str, Path]) -> dict:
+    """Stop every actor; copy the files of nodes whose sink is not the data dir (no shared
+    storage) into it. Returns per-node info."""
+    infos = {}
+    for nid, a in actors.items():
+        infos[nid] = ray.get(a.stop.remote())
+        if Path(sinks[nid]).resolve() != Path(data_dir).resolve():
+            for rel, data in ray.get(a.pull.remote([])):
+                dest = Path(data_dir) / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_name(f".{dest.name}.tmp")
+                tmp.write_bytes(data)
+                tmp.replace(dest)
+        ray.kill(a)
+    return infos
