@@ -120,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--url", help="fetch from this URL instead of the manifest's")
     m.add_argument("--data-dir")
 
+    t = sub.add_parser("telemetry", help="record or show GPU/host telemetry on this node")
+    t.add_argument("action", choices=["record", "tail"])
+    t.add_argument("--data-dir")
+    t.add_argument("--interval", type=float, default=1.0, help="seconds between samples (>= 0.2)")
+    t.add_argument("--duration", type=float, help="stop after this many seconds")
+    t.add_argument("--roll-seconds", type=float, default=60.0, help="Parquet roll period")
+    t.add_argument("--retention-days", type=float, default=7.0)
+    t.add_argument("--prometheus-port", type=int, help="serve Prometheus metrics on this port")
+    t.add_argument("--prometheus-host", default="127.0.0.1")
+    t.add_argument("--alert", action="append", default=[], metavar="NAME:FIELD>VALUE[@S]",
+                   help="extra alert rule (repeatable), e.g. hot:temp_c>85@30")
+    t.add_argument("-n", "--rows", type=int, default=10, help="rows to show (tail)")
+
     j = sub.add_parser("jobs", help="list jobs in the data dir")
     j.add_argument("--data-dir")
     return ap
@@ -133,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         token_auth_for_clients()  # before ray is imported
     try:
         return {"swap": cmd_swap, "resume": cmd_resume, "probe": cmd_probe, "demo": cmd_demo,
-                "jobs": cmd_jobs, "models": cmd_models}[args.cmd](args)
+                "jobs": cmd_jobs, "models": cmd_models, "telemetry": cmd_telemetry}[args.cmd](args)
     except FFrayError as e:
         print(f"ffray: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -291,6 +304,56 @@ def cmd_models(args) -> int:
             path = store.fetch(n, cache, url=args.url)
             print(f"{e.name}: {path} (sha256 verified)")
     return 1 if bad else 0
+
+
+def cmd_telemetry(args) -> int:
+    import socket
+
+    from ffray.settings import data_dir
+
+    root = data_dir(args.data_dir)
+    if args.action == "tail":
+        import duckdb
+
+        found = False
+        for table, cols in (("gpu", "ts, node, gpu_index, util_gpu, mem_used_bytes // 1048576 AS "
+                                    "mem_mib, temp_c, power_w, throttled"),
+                            ("host", "ts, node, gpu_available, cpu_percent, mem_used_bytes // "
+                                     "1048576 AS mem_mib")):
+            files = list((root / "telemetry" / table).glob("**/*.parquet"))
+            if not files:
+                continue
+            found = True
+            rel = duckdb.sql(f"SELECT {cols} FROM read_parquet('{root}/telemetry/{table}/**/*.parquet',"
+                             f" hive_partitioning=true) ORDER BY ts DESC LIMIT {int(args.rows)}")
+            print(f"-- {table}")
+            rel.show(max_width=200)
+        if not found:
+            print(f"no telemetry in {root / 'telemetry'} yet (run `ffray telemetry record`)")
+        return 0
+    if args.interval < 0.2:
+        raise FFrayError("--interval must be >= 0.2 s")
+    from ffray.telemetry.alerts import DEFAULT_RULES, parse_rules
+    from ffray.telemetry.recorder import Recorder
+    from ffray.telemetry.sampler import open_backend
+    from ffray.telemetry.store import apply_retention
+
+    rec = Recorder(root, socket.gethostname(), open_backend(), args.roll_seconds,
+                   DEFAULT_RULES + parse_rules(args.alert), args.prometheus_port,
+                   args.prometheus_host)
+    print(f"recording {len(rec.sampler.devices)} GPU(s) + host every {args.interval:g} s to "
+          f"{root / 'telemetry'}" + (f"; metrics on {args.prometheus_host}:{rec.exporter.port}"
+                                     if rec.exporter else ""), file=sys.stderr)
+    try:
+        rec.run(args.interval, args.duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rec.close()
+        apply_retention(root / "telemetry", args.retention_days)
+    print(f"{rec.samples} samples, {rec.alert_count} alerts, sampling took "
+          f"{1000 * rec.busy_s / max(1, rec.samples):.2f} ms per sample", file=sys.stderr)
+    return 0
 
 
 def cmd_jobs(args) -> int:

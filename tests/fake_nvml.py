@@ -38,5 +38,5 @@ class FakeGpus:
     def util_samples(self, index: int, since_us: int):
         return []
 
-    def processes(self, index: int):
-        return list(self.procs[index])
+    def processes(self, index: int, with_util: bool = True):
+        return [(pid, used, sm if with_util else None) for pid, used, sm in self.procs[index]]

@@ -152,3 +152,79 @@ def test_spans_joined_to_samples_give_known_cost(tmp_path):
     assert c1["throttled_share"] == pytest.approx(1.0) and c0["throttled_share"] == 0.0
     assert c0["peak_mem_process"] == int(3e9) and c1["peak_mem_process"] == int(5e9)
     assert c0["samples"] == 11
+
+
+def test_alert_rules_fire_after_their_duration_once_per_episode(tmp_path):
+    from ffray.telemetry.alerts import AlertEngine, parse_rules
+
+    gpus = FakeGpus(1)
+    s = Sampler("n0", gpus)
+    eng = AlertEngine()
+    fired = []
+    for i in range(40):
+        gpus.util[0] = 100.0 if 5 <= i < 30 else 40.0  # busy (and throttled) for 25 s
+        fired += [(i, a["rule"]) for a in eng.check(s.sample(T0 + i)["gpu"])]
+    assert (5, "gpu_throttled") in fired and (15, "gpu_util_high") in fired
+    assert len(fired) == 2  # once per episode
+    hot = AlertEngine(parse_rules(["hot:temp_c>55@2"]))
+    got = [a for i in range(4) for a in hot.check(s.sample(T0 + i)["gpu"])]
+    assert len(got) == 1 and got[0]["rule"] == "hot" and got[0]["value"] == 60.0
+    from ffray.errors import FFrayError
+
+    with pytest.raises(FFrayError):
+        parse_rules(["nonsense"])
+
+
+def test_prometheus_exporter_serves_dcgm_style_metrics_on_loopback():
+    import urllib.request
+
+    from ffray.telemetry.exporter import Exporter
+
+    gpus = FakeGpus(2)
+    ex = Exporter(0)
+    try:
+        ex.update(Sampler("n0", gpus).sample(T0)["gpu"], "host1")
+        body = urllib.request.urlopen(f"http://127.0.0.1:{ex.port}/metrics", timeout=10).read().decode()
+    finally:
+        ex.close()
+    assert ex.server.server_address[0] == "127.0.0.1"
+    line = [ln for ln in body.splitlines() if ln.startswith("DCGM_FI_DEV_GPU_UTIL{")]
+    assert len(line) == 2 and 'UUID="GPU-n0-01"' in line[1] and line[1].endswith(" 50.0")
+    assert "DCGM_FI_DEV_FB_USED" in body and "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION" in body
+
+
+def test_retention_deletes_only_expired_partitions_and_compaction_keeps_rows(tmp_path):
+    from ffray.telemetry.store import apply_retention, compact
+
+    root = tmp_path / "telemetry"
+    for day in range(10):  # ten days of samples, rolled every 20 s
+        store = TelemetryStore(root, "n0", roll_seconds=20)
+        s = Sampler("n0", FakeGpus(1))
+        for i in range(60):
+            now = T0 + day * 86400 + i
+            store.append(s.sample(now), now)
+        store.close()
+    dates = sorted(p.name for p in (root / "gpu").glob("date=*"))
+    assert len(dates) == 10
+    removed = apply_retention(root, days=7, now=T0 + 9 * 86400 + 100)
+    left = sorted(p.name for p in (root / "gpu").glob("date=*"))
+    assert left == dates[-8:] and all(p.name in dates[:2] for p in removed if "gpu" in str(p))
+    day = left[-1][5:]
+    before = ds.dataset(root / "gpu", format="parquet", partitioning="hive").to_table().num_rows
+    merged = compact(root, "gpu", day, "n0")
+    assert merged is not None and len(list(merged.parent.glob("*.parquet"))) == 1
+    after = ds.dataset(root / "gpu", format="parquet", partitioning="hive").to_table().num_rows
+    assert after == before
+
+
+def test_telemetry_record_cli_without_a_gpu(tmp_path, capsys):
+    from ffray.cli import main
+
+    rc = main(["telemetry", "record", "--data-dir", str(tmp_path), "--interval", "0.2",
+               "--duration", "1.1"])
+    assert rc == 0
+    n = duckdb.sql(f"SELECT count(*), bool_or(gpu_available) FROM read_parquet("
+                   f"'{tmp_path}/telemetry/host/**/*.parquet')").fetchall()[0]
+    assert n[0] >= 5 and n[1] is False
+    assert main(["telemetry", "tail", "--data-dir", str(tmp_path)]) == 0
+    assert "-- host" in capsys.readouterr().out

@@ -15,21 +15,20 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ffray.telemetry.sampler import Sampler, open_backend
-from ffray.telemetry.store import TelemetryStore
+from ffray.telemetry.recorder import Recorder
+from ffray.telemetry.sampler import open_backend
 
 NAMESPACE = "ffray"
 
 
 class TelemetryActor:
-    def __init__(self, sink: str, interval: float = 1.0, roll_seconds: float = 60.0):
+    def __init__(self, sink: str, interval: float = 1.0, roll_seconds: float = 60.0,
+                 prometheus_port: int | None = None):
         self.node = ray.get_runtime_context().get_node_id()
         self.sink = Path(sink)
         self.interval = max(0.2, float(interval))
-        self.sampler = Sampler(self.node, open_backend())
-        self.store = TelemetryStore(self.sink / "telemetry", self.node, roll_seconds)
-        self.samples = 0
-        self.busy_s = 0.0
+        self.rec = Recorder(self.sink, self.node, open_backend(), roll_seconds,
+                            prometheus_port=prometheus_port)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -38,24 +37,22 @@ class TelemetryActor:
     def _loop(self) -> None:
         nxt = time.time()
         while not self._stop.is_set():
-            t0 = time.perf_counter()
-            now = time.time()
             with self._lock:
-                self.store.append(self.sampler.sample(now), now)
-            self.samples += 1
-            self.busy_s += time.perf_counter() - t0
+                self.rec.step()
             nxt += self.interval
             self._stop.wait(max(0.0, nxt - time.time()))
 
     def info(self) -> dict:
-        return {"node": self.node, "gpus": [d.uuid for d in self.sampler.devices],
-                "gpu_available": self.sampler.gpu_available, "samples": self.samples,
-                "busy_s": self.busy_s, "interval": self.interval, "sink": str(self.sink)}
+        r = self.rec
+        return {"node": self.node, "gpus": [d.uuid for d in r.sampler.devices],
+                "gpu_available": r.sampler.gpu_available, "samples": r.samples,
+                "busy_s": r.busy_s, "alerts": r.alert_count, "interval": self.interval,
+                "sink": str(self.sink)}
 
     def flush(self) -> list[str]:
         """Roll the open window to Parquet now."""
         with self._lock:
-            return [str(p) for p in self.store.roll()]
+            return [str(p) for p in self.rec.roll()]
 
     def pull(self, sent: list[str]) -> list[tuple[str, bytes]]:
         """Closed Parquet files (relative path, bytes) not in ``sent``: the driver copies them."""
@@ -71,7 +68,7 @@ class TelemetryActor:
         self._stop.set()
         self._thread.join(timeout=10)
         with self._lock:
-            self.store.close()
+            self.rec.close()
         return self.info()
 
 

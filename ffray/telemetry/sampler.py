@@ -107,11 +107,16 @@ class NvmlBackend:
         _, samples = r
         return [(int(s.timeStamp), float(s.sampleValue.uiVal)) for s in samples]
 
-    def processes(self, index: int) -> list[tuple[int, int | None, float | None]]:
+    def processes(self, index: int, with_util: bool = True) -> list[tuple[int, int | None, float | None]]:
+        """Running compute processes with their memory; SM utilization per process when
+        ``with_util`` (nvmlDeviceGetProcessUtilization costs ~3 ms on an H100, so the sampler asks
+        for it every few seconds only)."""
         nv, h = self.nv, self._handles[index]
         procs = self._try(nv.nvmlDeviceGetComputeRunningProcesses, h) or []
         sm = {}
-        for p in self._try(nv.nvmlDeviceGetProcessUtilization, h, 0) or []:
+        if not procs:
+            return []
+        for p in (self._try(nv.nvmlDeviceGetProcessUtilization, h, 0) or []) if with_util else []:
             sm[int(p.pid)] = float(p.smUtil)
         return [(int(p.pid), int(p.usedGpuMemory) if p.usedGpuMemory is not None else None,
                  sm.get(int(p.pid))) for p in procs]
@@ -137,9 +142,11 @@ def open_backend():
 class Sampler:
     """Turns one sampling instant into rows for every table."""
 
-    def __init__(self, node: str, backend=None):
+    def __init__(self, node: str, backend=None, proc_util_every_s: float = 5.0):
         self.node = node
         self.backend = backend
+        self.proc_util_every_s = proc_util_every_s
+        self._last_proc_util = 0.0
         self.devices = backend.devices() if backend is not None else []
         self._since = {d.index: 0 for d in self.devices}
         psutil.cpu_percent(None)  # primes the CPU counter
@@ -166,8 +173,11 @@ class Sampler:
                                              "util_gpu": util})
             if samples:
                 self._since[d.index] = max(self._since[d.index], max(t for t, _ in samples))
-            for pid, used, sm in self.backend.processes(d.index):
+            want_util = now - self._last_proc_util >= self.proc_util_every_s
+            for pid, used, sm in self.backend.processes(d.index, want_util):
                 rows["gpu_proc"].append({**key, "pid": pid, "used_bytes": used, "sm_util": sm})
+        if self.devices and now - self._last_proc_util >= self.proc_util_every_s:
+            self._last_proc_util = now
         vm = psutil.virtual_memory()
         rows["host"].append({**base, "gpu_available": self.gpu_available,
                              "cpu_percent": psutil.cpu_percent(None),

@@ -5,6 +5,7 @@ Tables and their hive folders under ``<data-dir>/telemetry``:
 - ``gpu_util``: the driver's sub-second utilization samples (``nvmlDeviceGetSamples``);
 - ``gpu_proc``: per-process GPU memory and SM utilization;
 - ``host``: the node's CPU and memory;
+- ``alerts``: alert events (rule, value, threshold);
 and under ``<data-dir>/spans``: one row per chunk attempt.
 """
 
@@ -43,4 +44,8 @@ SPAN = pa.schema([
     ("faces_swapped", pa.int32()), ("decode_s", pa.float32()), ("infer_s", pa.float32()),
     ("encode_s", pa.float32()), ("gpus", pa.float32())])
 
-TABLES = {"gpu": GPU, "gpu_util": GPU_UTIL, "gpu_proc": GPU_PROC, "host": HOST}
+ALERT = pa.schema(_COMMON + [
+    ("gpu_uuid", pa.string()), ("gpu_index", pa.int16()), ("rule", pa.string()),
+    ("value", pa.float64()), ("threshold", pa.float64()), ("message", pa.string())])
+
+TABLES = {"gpu": GPU, "gpu_util": GPU_UTIL, "gpu_proc": GPU_PROC, "host": HOST, "alerts": ALERT}

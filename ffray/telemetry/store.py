@@ -142,3 +142,42 @@ class TelemetryStore:
 
     def close(self) -> list[Path]:
         return self.roll()
+
+
+def apply_retention(root: Path, days: float = 7.0, now: float | None = None) -> list[Path]:
+    """Delete ``date=`` partitions older than ``days`` (whole UTC days) in every table."""
+    import shutil
+    import time as _time
+
+    now = _time.time() if now is None else now
+    cutoff = datetime.fromtimestamp(now - days * 86400, tz=timezone.utc).strftime("%Y-%m-%d")
+    removed = []
+    for table in TABLES:
+        for d in sorted((Path(root) / table).glob("date=*")):
+            if d.name[5:] < cutoff:
+                shutil.rmtree(d)
+                removed.append(d)
+    return removed
+
+
+def compact(root: Path, table: str, date: str, node: str) -> Path | None:
+    """Merge one node's part files of one day into a single file (readers see either the parts or
+    the merged file, never both)."""
+    folder = Path(root) / table / f"date={date}" / f"node={_safe(node)}"
+    parts = sorted(folder.glob("part-*.parquet"))
+    if len(parts) < 2:
+        return None
+    data = pa.concat_tables([pq.read_table(p) for p in parts]).sort_by("ts")
+    ts = data.column("ts").to_pylist()
+    final = folder / f"part-{_stamp(min(ts))}-{_stamp(max(ts))}-compacted.parquet"
+    tmp = folder / f".{final.name}.tmp"
+    pq.write_table(data, tmp, compression="zstd")
+    hidden = []
+    for p in parts:
+        h = p.with_name(f".{p.name}.old")
+        os.replace(p, h)
+        hidden.append(h)
+    os.replace(tmp, final)
+    for h in hidden:
+        h.unlink()
+    return final

@@ -1,0 +1,62 @@
+"""One node's recording loop: sample, store, check alerts, export to Prometheus. Used by the
+TelemetryActor and by ``ffray telemetry record``."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from ffray.telemetry.alerts import DEFAULT_RULES, AlertEngine
+from ffray.telemetry.sampler import Sampler
+from ffray.telemetry.store import TelemetryStore
+
+
+class Recorder:
+    def __init__(self, data_dir: Path, node: str, backend, roll_seconds: float = 60.0,
+                 rules=DEFAULT_RULES, prometheus_port: int | None = None,
+                 prometheus_host: str = "127.0.0.1"):
+        self.sampler = Sampler(node, backend)
+        self.store = TelemetryStore(Path(data_dir) / "telemetry", node, roll_seconds)
+        self.alerts = AlertEngine(rules)
+        self.exporter = None
+        if prometheus_port is not None:
+            from ffray.telemetry.exporter import Exporter
+
+            self.exporter = Exporter(prometheus_port, prometheus_host)
+        self.hostname = socket.gethostname()
+        self.samples = 0
+        self.busy_s = 0.0
+        self.alert_count = 0
+
+    def step(self, now: float | None = None) -> dict[str, list[dict]]:
+        t0 = time.perf_counter()
+        now = time.time() if now is None else now
+        rows = self.sampler.sample(now)
+        rows["alerts"] = self.alerts.check(rows["gpu"])
+        self.alert_count += len(rows["alerts"])
+        self.store.append(rows, now)
+        if self.exporter is not None:
+            self.exporter.update(rows["gpu"], self.hostname)
+        self.samples += 1
+        self.busy_s += time.perf_counter() - t0
+        return rows
+
+    def run(self, interval: float, duration: float | None = None, stop=None) -> None:
+        start = nxt = time.time()
+        while (duration is None or time.time() - start < duration) and not (stop and stop.is_set()):
+            self.step()
+            nxt += interval
+            delay = max(0.0, nxt - time.time())
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
+
+    def roll(self):
+        return self.store.roll()
+
+    def close(self):
+        if self.exporter is not None:
+            self.exporter.close()
+        return self.store.close()
