@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs per actor, fractions allowed (default 1 when the cluster has GPUs)")
     s.add_argument("--cpu-per-actor", type=float, default=0.0, help="CPUs reserved per actor")
     s.add_argument("--max-attempts", type=int, default=3, help="attempts per chunk (default 3)")
+    s.add_argument("--no-telemetry", action="store_true", help="do not record GPU/host telemetry")
+    s.add_argument("--telemetry-interval", type=float, default=1.0,
+                   help="telemetry sampling period in seconds (>= 0.2, default 1)")
+    s.add_argument("--prometheus-port", type=int,
+                   help="each node's telemetry actor serves Prometheus metrics on this port "
+                        "(127.0.0.1)")
     _add_run_options(s)
 
     r = sub.add_parser("resume", help="finish an interrupted job (redoes only unfinished chunks)")
@@ -171,6 +177,8 @@ def _request(args):
 
     if args.batch_size < 1:
         raise FFrayError("--batch-size must be >= 1")
+    if args.telemetry_interval < 0.2:
+        raise FFrayError("--telemetry-interval must be >= 0.2 s")
     params = {}
     if args.processor == "faceswap":
         params = {"detector": args.detector, "swapper": args.swapper, "select": args.select,
@@ -206,6 +214,8 @@ def _request(args):
         processor=ProcessorSpec(kind=args.processor, params=params, batch_size=args.batch_size),
         actors=args.actors, gpu_per_actor=args.gpu_per_actor, cpu_per_actor=args.cpu_per_actor,
         max_attempts=args.max_attempts, address=args.address, model_dirs=args.model_dir,
+        telemetry=not args.no_telemetry, telemetry_interval=args.telemetry_interval,
+        prometheus_port=args.prometheus_port,
         named=named, reference_frame=args.reference_frame)
 
 

@@ -228,3 +228,36 @@ def test_telemetry_record_cli_without_a_gpu(tmp_path, capsys):
     assert n[0] >= 5 and n[1] is False
     assert main(["telemetry", "tail", "--data-dir", str(tmp_path)]) == 0
     assert "-- host" in capsys.readouterr().out
+
+
+def test_a_sigkilled_recorder_process_keeps_its_journal_rows(tmp_path):
+    """A real writer process killed with SIGKILL: the rolled windows are intact, and the journal
+    of the open window is recovered up to its last whole batch."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys, time\n"
+        "sys.path.insert(0, %r)\n"
+        "from pathlib import Path\n"
+        "from ffray.telemetry.recorder import Recorder\n"
+        "from tests.fake_nvml import FakeGpus\n"
+        "rec = Recorder(Path(%r), 'n0', FakeGpus(2), roll_seconds=0.5)\n"
+        "print('ready', flush=True)\n"
+        "rec.run(0.05)\n" % (str(Path(__file__).resolve().parents[1]), str(tmp_path)))
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(1.6)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    root = tmp_path / "telemetry"
+    rolled = ds.dataset(root / "gpu", format="parquet", partitioning="hive").to_table().num_rows
+    journal = read_journal(root / "gpu" / ".journal" / "n0.arrow")
+    open_rows = journal.num_rows if journal is not None else 0
+    assert rolled >= 2 * 10  # at least two windows of 2 GPUs were safe in Parquet
+    recover(root)
+    after = ds.dataset(root / "gpu", format="parquet", partitioning="hive").to_table().num_rows
+    assert after == rolled + open_rows  # nothing of the journal's whole batches was lost

@@ -52,6 +52,7 @@ class SwapRequest:
     telemetry: bool = True
     telemetry_interval: float = 1.0
     telemetry_local_dir: str | None = None  # node-local sink for nodes off the driver's host
+    prometheus_port: int | None = None
     model_dirs: list[str] = field(default_factory=list)
     named: dict[str, str] = field(default_factory=dict)  # role -> image path (reference, map pairs)
     reference_frame: int | None = None
@@ -155,7 +156,7 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
             "cpu_per_actor": req.cpu_per_actor, "max_attempts": req.max_attempts,
             "address": req.address, "frames": frames[1] - frames[0], "chunks": len(chunks),
             "telemetry": req.telemetry, "telemetry_interval": req.telemetry_interval,
-            "telemetry_local_dir": req.telemetry_local_dir,
+            "telemetry_local_dir": req.telemetry_local_dir, "prometheus_port": req.prometheus_port,
             "sources": [s for s in req.sources], "video": info.to_json()["video"],
             "plan_s": time.perf_counter() - t}
     ledger = JobLedger.create(data_dir, spec)
@@ -308,7 +309,8 @@ class Telemetry:
         self.sinks: dict[str, Path] = {}
         self.interval = float(spec.get("telemetry_interval", 1.0))
         self._ensure = ensure_actors
-        self.actors = self._ensure(self.sink_for, self.interval)
+        self.port = spec.get("prometheus_port")
+        self.actors = self._ensure(self.sink_for, self.interval, prometheus_port=self.port)
         self._last = time.time()
 
     def sink_for(self, node_id: str) -> Path:
@@ -320,7 +322,7 @@ class Telemetry:
     def tick(self) -> None:
         if time.time() - self._last > 10:  # nodes may have joined
             self._last = time.time()
-            self.actors.update(self._ensure(self.sink_for, self.interval))
+            self.actors.update(self._ensure(self.sink_for, self.interval, prometheus_port=self.port))
 
     def stop(self) -> dict:
         from ffray.telemetry.actor import stop_and_collect

@@ -64,11 +64,16 @@ class TelemetryActor:
                 out.append((rel, p.read_bytes()))
         return out
 
-    def stop(self) -> dict:
+    def stop(self, retention_days: float = 7.0) -> dict:
+        from ffray.telemetry.store import apply_retention, compact_closed_days
+
         self._stop.set()
         self._thread.join(timeout=10)
         with self._lock:
             self.rec.close()
+            root = self.sink / "telemetry"
+            apply_retention(root, retention_days)
+            compact_closed_days(root, self.node)
         return self.info()
 
 
@@ -76,7 +81,8 @@ def actor_name(node_id: str) -> str:
     return f"ffray-telemetry-{node_id}"
 
 
-def ensure_actors(sink_for, interval: float = 1.0, roll_seconds: float = 60.0) -> dict[str, object]:
+def ensure_actors(sink_for, interval: float = 1.0, roll_seconds: float = 60.0,
+                  prometheus_port: int | None = None) -> dict[str, object]:
     """One TelemetryActor on every alive node (existing ones are reused). ``sink_for(node_id)``
     gives each node's folder. Call again when nodes join."""
     cls = ray.remote(TelemetryActor)
@@ -89,7 +95,7 @@ def ensure_actors(sink_for, interval: float = 1.0, roll_seconds: float = 60.0) -
             name=actor_name(nid), namespace=NAMESPACE, get_if_exists=True, num_cpus=0,
             max_concurrency=4,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=nid, soft=False),
-        ).remote(str(sink_for(nid)), interval, roll_seconds)
+        ).remote(str(sink_for(nid)), interval, roll_seconds, prometheus_port)
     return actors
 
 

@@ -181,3 +181,19 @@ def compact(root: Path, table: str, date: str, node: str) -> Path | None:
     for h in hidden:
         h.unlink()
     return final
+
+
+def compact_closed_days(root: Path, node: str, now: float | None = None) -> list[Path]:
+    """Compact this node's partitions of every day before today (UTC) in every table."""
+    import time as _time
+
+    today = datetime.fromtimestamp(_time.time() if now is None else now, tz=timezone.utc)
+    today_s = today.strftime("%Y-%m-%d")
+    out = []
+    for table in TABLES:
+        for d in sorted((Path(root) / table).glob("date=*")):
+            if d.name[5:] < today_s:
+                merged = compact(root, table, d.name[5:], node)
+                if merged:
+                    out.append(merged)
+    return out
