@@ -39,6 +39,8 @@ def main() -> None:
     n_gpus = len(backend.devices()) if backend is not None else 0
     with tempfile.TemporaryDirectory() as d:
         rec = Recorder(Path(d), "bench", backend, a.roll_seconds)
+        rec.step()  # warm-up: the first read returns NVML's whole sample buffer
+        rec.samples, rec.busy_s = 0, 0.0
         c0, w0 = time.process_time(), time.perf_counter()
         rec.run(a.interval, a.duration)
         rec.close()
