@@ -215,6 +215,8 @@ def _request(args):
         actors=args.actors, gpu_per_actor=args.gpu_per_actor, cpu_per_actor=args.cpu_per_actor,
         max_attempts=args.max_attempts, address=args.address, model_dirs=args.model_dir,
         telemetry=not args.no_telemetry, telemetry_interval=args.telemetry_interval,
+        telemetry_target=(args.data_dir.rstrip("/") if args.data_dir and "://" in args.data_dir
+                          else None),
         prometheus_port=args.prometheus_port,
         named=named, reference_frame=args.reference_frame)
 
@@ -319,9 +321,10 @@ def cmd_models(args) -> int:
 def cmd_telemetry(args) -> int:
     import socket
 
-    from ffray.settings import data_dir
+    from ffray.settings import data_dir, telemetry_target
 
     root = data_dir(args.data_dir)
+    target = telemetry_target(args.data_dir)
     if args.action == "tail":
         import duckdb
 
@@ -348,11 +351,11 @@ def cmd_telemetry(args) -> int:
     from ffray.telemetry.sampler import open_backend
     from ffray.telemetry.store import apply_retention
 
-    rec = Recorder(root, socket.gethostname(), open_backend(), args.roll_seconds,
+    rec = Recorder(target, socket.gethostname(), open_backend(), args.roll_seconds,
                    DEFAULT_RULES + parse_rules(args.alert), args.prometheus_port,
                    args.prometheus_host)
     print(f"recording {len(rec.sampler.devices)} GPU(s) + host every {args.interval:g} s to "
-          f"{root / 'telemetry'}" + (f"; metrics on {args.prometheus_host}:{rec.exporter.port}"
+          f"{target}/telemetry" + (f"; metrics on {args.prometheus_host}:{rec.exporter.port}"
                                      if rec.exporter else ""), file=sys.stderr)
     try:
         rec.run(args.interval, args.duration)
@@ -360,7 +363,8 @@ def cmd_telemetry(args) -> int:
         pass
     finally:
         rec.close()
-        apply_retention(root / "telemetry", args.retention_days)
+        if "://" not in target:
+            apply_retention(root / "telemetry", args.retention_days)
     print(f"{rec.samples} samples, {rec.alert_count} alerts, sampling took "
           f"{1000 * rec.busy_s / max(1, rec.samples):.2f} ms per sample", file=sys.stderr)
     return 0

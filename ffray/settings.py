@@ -7,6 +7,10 @@ from pathlib import Path
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The local state folder. A filesystem URI given as --data-dir (s3://…) holds telemetry and
+    spans only (see ``telemetry_target``); job ledgers then stay in $FFRAY_HOME or ~/.ffray."""
+    if explicit and "://" in str(explicit):
+        explicit = None
     if explicit:
         return Path(explicit).expanduser().resolve()
     env = os.environ.get("FFRAY_HOME")
@@ -39,3 +43,10 @@ def token_auth_for_clients() -> None:
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
     if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
         os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def telemetry_target(explicit: str | os.PathLike | None = None) -> str:
+    """Where telemetry and spans go: the --data-dir URI as given, else the local data dir."""
+    if explicit and "://" in str(explicit):
+        return str(explicit).rstrip("/")
+    return str(data_dir(explicit))

@@ -114,3 +114,24 @@ def test_one_telemetry_actor_per_node_and_files_pulled_from_nodes(cluster, media
                       "GROUP BY node").fetchall()
     assert {r[0] for r in rows} == nodes  # ...and every node's samples reached the data dir
     assert all(r[1] >= 1 and r[2] is False for r in rows)  # fake GPUs: no NVML, host only
+
+
+def test_telemetry_actors_follow_nodes_that_join(cluster, data_dir):
+    import ray
+
+    from ffray.cluster.jobs import Telemetry
+
+    tele = Telemetry({"telemetry_interval": 0.5}, data_dir)
+    before = set(tele.actors)
+    node = cluster["cluster"].add_node(num_cpus=1, object_store_memory=96 * 1024 * 1024)
+    try:
+        cluster["cluster"].wait_for_nodes()
+        tele._last = 0  # as if the re-sync period had passed
+        tele.tick()
+        assert set(tele.actors) == before | {node.node_id}
+        info = ray.get(tele.actors[node.node_id].info.remote())
+        assert info["node"] == node.node_id
+    finally:
+        infos = tele.stop()
+        cluster["cluster"].remove_node(node)
+    assert node.node_id in infos

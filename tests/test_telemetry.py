@@ -140,7 +140,7 @@ def test_spans_joined_to_samples_give_known_cost(tmp_path):
     events = [{"kind": "attempt_failed", "chunk": 1, "attempt": 1, "submitted": T0 + 16,
                "time": T0 + 19}]
     path = write_spans(tmp_path, "job1", span_rows("job1", stats, events))
-    assert path.name == "spans.parquet"
+    assert Path(path).name == "spans.parquet"
     assert pq.read_table(path).num_rows == 3
     t = attribute(tmp_path, "job1").to_pylist()
     assert [(r["chunk"], r["attempt"]) for r in t] == [(0, 1), (1, 2)]

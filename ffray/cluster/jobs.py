@@ -53,6 +53,7 @@ class SwapRequest:
     telemetry_interval: float = 1.0
     telemetry_local_dir: str | None = None  # node-local sink for nodes off the driver's host
     prometheus_port: int | None = None
+    telemetry_target: str | None = None  # a pyarrow filesystem URI for telemetry and spans
     model_dirs: list[str] = field(default_factory=list)
     named: dict[str, str] = field(default_factory=dict)  # role -> image path (reference, map pairs)
     reference_frame: int | None = None
@@ -157,6 +158,7 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
             "address": req.address, "frames": frames[1] - frames[0], "chunks": len(chunks),
             "telemetry": req.telemetry, "telemetry_interval": req.telemetry_interval,
             "telemetry_local_dir": req.telemetry_local_dir, "prometheus_port": req.prometheus_port,
+            "telemetry_target": req.telemetry_target,
             "sources": [s for s in req.sources], "video": info.to_json()["video"],
             "plan_s": time.perf_counter() - t}
     ledger = JobLedger.create(data_dir, spec)
@@ -255,7 +257,7 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
         finally:
             disconnect(cluster)
             # every attempt so far becomes a span (rewritten whole on resume)
-            write_spans(ledger.root.parent.parent, ledger.job_id,
+            write_spans(spec.get("telemetry_target") or ledger.root.parent.parent, ledger.job_id,
                         span_rows(ledger.job_id, ledger.chunk_stats(), ledger.events()))
     t_asm = time.perf_counter()
     pool_s = t_asm - t_pool
@@ -302,6 +304,7 @@ class Telemetry:
         from ffray.telemetry.actor import ensure_actors
 
         self.data_dir = data_dir
+        self.target = spec.get("telemetry_target")
         self.local = spec.get("telemetry_local_dir")
         here = ray.util.get_node_ip_address()
         self.shared = {n["NodeID"] for n in ray.nodes() if n.get("NodeManagerAddress") == here} \
@@ -313,7 +316,9 @@ class Telemetry:
         self.actors = self._ensure(self.sink_for, self.interval, prometheus_port=self.port)
         self._last = time.time()
 
-    def sink_for(self, node_id: str) -> Path:
+    def sink_for(self, node_id: str) -> Path | str:
+        if self.target:  # every node writes to the filesystem URI directly
+            self.sinks[node_id] = self.target
         if node_id not in self.sinks:
             self.sinks[node_id] = self.data_dir if node_id in self.shared else \
                 Path(self.local or Path.home() / ".ffray" / "node-telemetry") / node_id
@@ -322,7 +327,8 @@ class Telemetry:
     def tick(self) -> None:
         if time.time() - self._last > 10:  # nodes may have joined
             self._last = time.time()
-            self.actors.update(self._ensure(self.sink_for, self.interval, prometheus_port=self.port))
+            self.actors.update(self._ensure(self.sink_for, self.interval, prometheus_port=self.port,
+                                            have=self.actors))
 
     def stop(self) -> dict:
         from ffray.telemetry.actor import stop_and_collect

@@ -17,6 +17,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ffray.telemetry.recorder import Recorder
 from ffray.telemetry.sampler import open_backend
+from ffray.telemetry.sink import is_uri
 
 NAMESPACE = "ffray"
 
@@ -25,9 +26,10 @@ class TelemetryActor:
     def __init__(self, sink: str, interval: float = 1.0, roll_seconds: float = 60.0,
                  prometheus_port: int | None = None):
         self.node = ray.get_runtime_context().get_node_id()
-        self.sink = Path(sink)
+        self.target = str(sink)
+        self.sink = Path(sink) if not is_uri(sink) else None
         self.interval = max(0.2, float(interval))
-        self.rec = Recorder(self.sink, self.node, open_backend(), roll_seconds,
+        self.rec = Recorder(self.target, self.node, open_backend(), roll_seconds,
                             prometheus_port=prometheus_port)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -47,7 +49,7 @@ class TelemetryActor:
         return {"node": self.node, "gpus": [d.uuid for d in r.sampler.devices],
                 "gpu_available": r.sampler.gpu_available, "samples": r.samples,
                 "busy_s": r.busy_s, "alerts": r.alert_count, "interval": self.interval,
-                "sink": str(self.sink)}
+                "sink": self.target}
 
     def flush(self) -> list[str]:
         """Roll the open window to Parquet now."""
@@ -58,6 +60,8 @@ class TelemetryActor:
         """Closed Parquet files (relative path, bytes) not in ``sent``: the driver copies them."""
         root = self.sink
         out = []
+        if root is None:  # a filesystem URI: nothing to pull
+            return out
         for p in sorted(root.glob("telemetry/**/*.parquet")):
             rel = str(p.relative_to(root))
             if rel not in sent:
@@ -71,9 +75,10 @@ class TelemetryActor:
         self._thread.join(timeout=10)
         with self._lock:
             self.rec.close()
-            root = self.sink / "telemetry"
-            apply_retention(root, retention_days)
-            compact_closed_days(root, self.node)
+            if self.sink is not None:  # retention/compaction on local folders
+                root = self.sink / "telemetry"
+                apply_retention(root, retention_days)
+                compact_closed_days(root, self.node)
         return self.info()
 
 
@@ -82,13 +87,14 @@ def actor_name(node_id: str) -> str:
 
 
 def ensure_actors(sink_for, interval: float = 1.0, roll_seconds: float = 60.0,
-                  prometheus_port: int | None = None) -> dict[str, object]:
-    """One TelemetryActor on every alive node (existing ones are reused). ``sink_for(node_id)``
-    gives each node's folder. Call again when nodes join."""
+                  prometheus_port: int | None = None, have: dict | None = None) -> dict[str, object]:
+    """One TelemetryActor on every alive node that has none in ``have`` (pass the handles you
+    hold: replacing a held handle lets the actor go out of scope). ``sink_for(node_id)`` gives
+    each node's folder. Call again when nodes join."""
     cls = ray.remote(TelemetryActor)
     actors = {}
     for n in ray.nodes():
-        if not n.get("Alive"):
+        if not n.get("Alive") or n["NodeID"] in (have or {}):
             continue
         nid = n["NodeID"]
         actors[nid] = cls.options(
@@ -104,13 +110,16 @@ def stop_and_collect(actors: dict[str, object], data_dir: Path, sinks: dict[str,
     storage) into it. Returns per-node info."""
     infos = {}
     for nid, a in actors.items():
-        infos[nid] = ray.get(a.stop.remote())
-        if Path(sinks[nid]).resolve() != Path(data_dir).resolve():
-            for rel, data in ray.get(a.pull.remote([])):
-                dest = Path(data_dir) / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(f".{dest.name}.tmp")
-                tmp.write_bytes(data)
-                tmp.replace(dest)
+        try:
+            infos[nid] = ray.get(a.stop.remote())
+            if not is_uri(sinks[nid]) and Path(sinks[nid]).resolve() != Path(data_dir).resolve():
+                for rel, data in ray.get(a.pull.remote([])):
+                    dest = Path(data_dir) / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = dest.with_name(f".{dest.name}.tmp")
+                    tmp.write_bytes(data)
+                    tmp.replace(dest)
+        except ray.exceptions.RayError as e:  # one lost node must not lose the others' data
+            infos[nid] = {"error": str(e).splitlines()[0]}
         ray.kill(a)
     return infos

@@ -9,15 +9,23 @@ from pathlib import Path
 
 from ffray.telemetry.alerts import DEFAULT_RULES, AlertEngine
 from ffray.telemetry.sampler import Sampler
+from ffray.telemetry.sink import Sink, is_uri, join
 from ffray.telemetry.store import TelemetryStore
 
 
 class Recorder:
-    def __init__(self, data_dir: Path, node: str, backend, roll_seconds: float = 60.0,
+    def __init__(self, data_dir: Path | str, node: str, backend, roll_seconds: float = 60.0,
                  rules=DEFAULT_RULES, prometheus_port: int | None = None,
                  prometheus_host: str = "127.0.0.1"):
         self.sampler = Sampler(node, backend)
-        self.store = TelemetryStore(Path(data_dir) / "telemetry", node, roll_seconds)
+        if is_uri(data_dir):  # journals stay on the node; closed files go to the filesystem URI
+            from ffray.settings import data_dir as local_data_dir
+
+            local = local_data_dir() / "telemetry-journal" / node
+            sink = Sink(join(data_dir, "telemetry"))
+            self.store = TelemetryStore(local, node, roll_seconds, sink=sink)
+        else:
+            self.store = TelemetryStore(Path(data_dir) / "telemetry", node, roll_seconds)
         self.alerts = AlertEngine(rules)
         self.exporter = None
         if prometheus_port is not None:

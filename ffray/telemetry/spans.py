@@ -3,12 +3,9 @@ attribution to the GPU samples recorded while they ran (DuckDB, pure SQL over th
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ffray.telemetry.schema import SCHEMA_VERSION, SPAN
 
@@ -40,27 +37,25 @@ def span_rows(job_id: str, stats: list[dict], events: list[dict]) -> list[dict]:
     return rows
 
 
-def write_spans(data_dir: Path, job_id: str, rows: list[dict]) -> Path | None:
+def write_spans(target, job_id: str, rows: list[dict]) -> str | None:
+    """Write a job's spans (all attempts) to ``<target>/spans/date=…/job=<id>/spans.parquet``;
+    ``target`` is the data dir or a pyarrow filesystem URI."""
+    from ffray.telemetry.sink import Sink, join
+
     if not rows:
         return None
     table = pa.Table.from_pylist(rows, schema=SPAN)
     first = min(r["start"] for r in rows if r["start"] is not None)
-    folder = Path(data_dir) / "spans" / f"date={first.strftime('%Y-%m-%d')}" / f"job={job_id}"
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / "spans.parquet"
-    tmp = folder / ".spans.parquet.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, final)
-    return final
+    sink = Sink(join(target, "spans"))
+    return sink.write_parquet(table, f"date={first.strftime('%Y-%m-%d')}/job={job_id}/spans.parquet")
 
 
 ATTRIBUTION_SQL = """
 WITH s AS (
-  SELECT * FROM read_parquet($spans, hive_partitioning = true, union_by_name = true)
-  WHERE status = 'done' AND ($job IS NULL OR job_id = $job)
+  SELECT * FROM spans_ds WHERE status = 'done' AND ($job IS NULL OR job_id = $job)
 ),
-g AS (SELECT * FROM read_parquet($gpu, hive_partitioning = true, union_by_name = true)),
-p AS (SELECT * FROM read_parquet($proc, hive_partitioning = true, union_by_name = true)),
+g AS (SELECT * FROM gpu_ds),
+p AS (SELECT * FROM proc_ds),
 w AS (
   SELECT s.job_id, s.chunk, s.attempt, s.node, s.gpu_uuid, s.pid, s.frames,
          epoch(s."end") - epoch(s."start") AS seconds, coalesce(s.gpus, 1.0) AS gpus,
@@ -84,33 +79,30 @@ ORDER BY job_id, chunk, attempt
 """
 
 
-def attribute(data_dir: Path, job_id: str | None = None):
+def attribute(target, job_id: str | None = None):
     """Per finished chunk attempt: GPU-seconds, mean/peak utilization, peak device and process
-    memory, energy (J, counter difference inside the span) and throttled share. Returns an Arrow
-    table (empty when there are no spans)."""
+    memory, energy (J, counter difference inside the span) and throttled share. ``target`` is the
+    data dir or a pyarrow filesystem URI. Returns an Arrow table (empty when there are no spans)."""
     import duckdb
 
-    root = Path(data_dir)
-    spans = str(root / "spans" / "**" / "*.parquet")
-    gpu = str(root / "telemetry" / "gpu" / "**" / "*.parquet")
-    proc = str(root / "telemetry" / "gpu_proc" / "**" / "*.parquet")
-    if not list((root / "spans").glob("**/*.parquet")):
+    from ffray.telemetry.schema import GPU, GPU_PROC
+    from ffray.telemetry.sink import Sink
+
+    sink = Sink(target)
+    spans = _dataset(sink, "spans", SPAN)
+    if spans is None:
         return pa.table({})
     con = duckdb.connect()
-    if not list((root / "telemetry" / "gpu").glob("**/*.parquet")):
-        gpu = _empty(con, "gpu", root)
-    if not list((root / "telemetry" / "gpu_proc").glob("**/*.parquet")):
-        proc = _empty(con, "gpu_proc", root)
-    return con.sql(ATTRIBUTION_SQL, params={"spans": spans, "gpu": gpu, "proc": proc,
-                                            "job": job_id}).to_arrow_table()
+    con.register("spans_ds", spans)
+    con.register("gpu_ds", _dataset(sink, "telemetry/gpu", GPU) or GPU.empty_table())
+    con.register("proc_ds", _dataset(sink, "telemetry/gpu_proc", GPU_PROC) or GPU_PROC.empty_table())
+    return con.sql(ATTRIBUTION_SQL, params={"job": job_id}).to_arrow_table()
 
 
-def _empty(con, table: str, root: Path) -> str:
-    """An empty Parquet file with the table's schema, so the query still has its columns."""
-    from ffray.telemetry.schema import TABLES
+def _dataset(sink, rel: str, schema):
+    import pyarrow.dataset as ds
 
-    p = root / ".ffray-empty" / f"{table}.parquet"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if not p.exists():
-        pq.write_table(TABLES[table].empty_table(), p)
-    return str(p)
+    files = sink.list(rel)
+    if not files:
+        return None
+    return ds.dataset(files, schema=schema, format="parquet", filesystem=sink.fs).to_table()

@@ -19,6 +19,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from ffray.telemetry.schema import TABLES
+from ffray.telemetry.sink import Sink
 
 
 def _safe(node: str) -> str:
@@ -26,8 +27,12 @@ def _safe(node: str) -> str:
 
 
 class TableWriter:
-    def __init__(self, root: Path, table: str, node: str):
+    """``root`` holds the journal (always local); closed windows go to ``sink`` (default: the
+    same folder; or a pyarrow filesystem URI, see ``ffray.telemetry.sink``)."""
+
+    def __init__(self, root: Path, table: str, node: str, sink: Sink | None = None):
         self.root, self.table, self.node = Path(root), table, _safe(node)
+        self.sink = sink or Sink(self.root)
         self.schema = TABLES[table]
         self.journal = self.root / table / ".journal" / f"{self.node}.arrow"
         self._sink = None
@@ -53,7 +58,7 @@ class TableWriter:
             self._sink.close()
             self._writer = self._sink = None
         self.rows = 0
-        return roll_journal(self.journal, self.root, self.table, self.node)
+        return roll_journal(self.journal, self.sink, self.table, self.node)
 
     def close(self) -> list[Path]:
         return self.roll()
@@ -75,9 +80,10 @@ def read_journal(path: Path) -> pa.Table | None:
     return pa.Table.from_batches(batches) if batches else None
 
 
-def roll_journal(journal: Path, root: Path, table: str, node: str) -> list[Path]:
+def roll_journal(journal: Path, sink: Sink | Path, table: str, node: str) -> list[str]:
     if not journal.exists():
         return []
+    sink = sink if isinstance(sink, Sink) else Sink(sink)
     data = read_journal(journal)
     written = []
     if data is not None and data.num_rows:
@@ -88,17 +94,11 @@ def roll_journal(journal: Path, root: Path, table: str, node: str) -> list[Path]
             part = data.take(pa.array(idx))
             ts = part.column("ts").to_pylist()
             stamp = f"{_stamp(min(ts))}-{_stamp(max(ts))}"
-            folder = root / table / f"date={date}" / f"node={node}"
-            folder.mkdir(parents=True, exist_ok=True)
-            final = folder / f"part-{stamp}.parquet"
-            n = 1
-            while final.exists():
-                final = folder / f"part-{stamp}-{n}.parquet"
-                n += 1
-            tmp = folder / f".{final.name}.tmp"
-            pq.write_table(part, tmp, compression="zstd")
-            os.replace(tmp, final)
-            written.append(final)
+            folder = f"{table}/date={date}/node={node}"
+            rel, n = f"{folder}/part-{stamp}.parquet", 1
+            while sink.exists(rel):
+                rel, n = f"{folder}/part-{stamp}-{n}.parquet", n + 1
+            written.append(sink.write_parquet(part, rel))
     journal.unlink(missing_ok=True)
     return written
 
@@ -107,23 +107,24 @@ def _stamp(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
 
 
-def recover(root: Path) -> list[Path]:
+def recover(root: Path, sink: Sink | None = None) -> list[str]:
     """Roll every journal left by a writer that died (call before starting a new writer)."""
     written = []
     for table in TABLES:
         jdir = Path(root) / table / ".journal"
         for j in sorted(jdir.glob("*.arrow")) if jdir.is_dir() else []:
-            written += roll_journal(j, Path(root), table, j.stem)
+            written += roll_journal(j, sink or Sink(root), table, j.stem)
     return written
 
 
 class TelemetryStore:
     """All tables of one node; ``roll_seconds`` apart, the open windows roll to Parquet."""
 
-    def __init__(self, root: Path, node: str, roll_seconds: float = 60.0):
+    def __init__(self, root: Path, node: str, roll_seconds: float = 60.0, sink: Sink | None = None):
         self.root = Path(root)
-        recover(self.root)
-        self.writers = {t: TableWriter(self.root, t, node) for t in TABLES}
+        self.sink = sink or Sink(self.root)
+        recover(self.root, self.sink)
+        self.writers = {t: TableWriter(self.root, t, node, self.sink) for t in TABLES}
         self.roll_seconds = roll_seconds
         self._window_start: float | None = None
 
