@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -50,3 +51,14 @@ def telemetry_target(explicit: str | os.PathLike | None = None) -> str:
     if explicit and "://" in str(explicit):
         return str(explicit).rstrip("/")
     return str(data_dir(explicit))
+
+
+def sha256_file(path: str | os.PathLike, h=None):
+    """SHA-256 of a file's bytes, read in 8 MiB blocks. With ``h`` given, feeds that hash object
+    and returns it (so callers can add more data); else returns the hex digest."""
+    own = h is None
+    h = hashlib.sha256() if own else h
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest() if own else h

@@ -23,6 +23,7 @@ from ffray.cluster.runtime import ClusterInfo, connect, disconnect
 from ffray.cluster.worker import ChunkWorker
 from ffray.errors import FFrayError, MediaError
 from ffray.processors import ProcessorSpec, resolve
+from ffray.telemetry.actor import ensure_actors, stop_and_collect
 from ffray.telemetry.spans import span_rows, write_spans
 from ffray.video.assemble import assemble, output_format
 from ffray.video.decode import iter_payloads
@@ -301,8 +302,6 @@ class Telemetry:
     node-local files pulled) when the job ends."""
 
     def __init__(self, spec: dict, data_dir: Path):
-        from ffray.telemetry.actor import ensure_actors
-
         self.data_dir = data_dir
         self.target = spec.get("telemetry_target")
         self.local = spec.get("telemetry_local_dir")
@@ -311,9 +310,8 @@ class Telemetry:
             if not self.local else {ray.get_runtime_context().get_node_id()}
         self.sinks: dict[str, Path] = {}
         self.interval = float(spec.get("telemetry_interval", 1.0))
-        self._ensure = ensure_actors
         self.port = spec.get("prometheus_port")
-        self.actors = self._ensure(self.sink_for, self.interval, prometheus_port=self.port)
+        self.actors = ensure_actors(self.sink_for, self.interval, prometheus_port=self.port)
         self._last = time.time()
 
     def sink_for(self, node_id: str) -> Path | str:
@@ -327,12 +325,10 @@ class Telemetry:
     def tick(self) -> None:
         if time.time() - self._last > 10:  # nodes may have joined
             self._last = time.time()
-            self.actors.update(self._ensure(self.sink_for, self.interval, prometheus_port=self.port,
-                                            have=self.actors))
+            self.actors.update(ensure_actors(self.sink_for, self.interval, prometheus_port=self.port,
+                                             have=self.actors))
 
     def stop(self) -> dict:
-        from ffray.telemetry.actor import stop_and_collect
-
         try:
             return stop_and_collect(self.actors, self.data_dir, self.sinks)
         except Exception as e:  # telemetry must never fail a finished job

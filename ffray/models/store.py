@@ -3,7 +3,6 @@ and load an ORT session whose I/O is checked against the manifest contract."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import urllib.error
@@ -13,14 +12,7 @@ from pathlib import Path
 
 from ffray.errors import FFrayError
 from ffray.models.manifest import ModelEntry, check_contract, get
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+from ffray.settings import sha256_file
 
 
 def _recorded(cache: Path) -> dict:

@@ -9,7 +9,6 @@ whose closed files the driver pulls with ``pull``).
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import ray
@@ -31,18 +30,10 @@ class TelemetryActor:
         self.interval = max(0.2, float(interval))
         self.rec = Recorder(self.target, self.node, open_backend(), roll_seconds,
                             prometheus_port=prometheus_port)
-        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread = threading.Thread(target=self.rec.run, args=(self.interval,),
+                                        kwargs={"stop": self._stop}, daemon=True)
         self._thread.start()
-
-    def _loop(self) -> None:
-        nxt = time.time()
-        while not self._stop.is_set():
-            with self._lock:
-                self.rec.step()
-            nxt += self.interval
-            self._stop.wait(max(0.0, nxt - time.time()))
 
     def info(self) -> dict:
         r = self.rec
@@ -53,32 +44,25 @@ class TelemetryActor:
 
     def flush(self) -> list[str]:
         """Roll the open window to Parquet now."""
-        with self._lock:
-            return [str(p) for p in self.rec.roll()]
+        return [str(p) for p in self.rec.roll()]
 
-    def pull(self, sent: list[str]) -> list[tuple[str, bytes]]:
-        """Closed Parquet files (relative path, bytes) not in ``sent``: the driver copies them."""
-        root = self.sink
-        out = []
-        if root is None:  # a filesystem URI: nothing to pull
-            return out
-        for p in sorted(root.glob("telemetry/**/*.parquet")):
-            rel = str(p.relative_to(root))
-            if rel not in sent:
-                out.append((rel, p.read_bytes()))
-        return out
+    def pull(self) -> list[tuple[str, bytes]]:
+        """Closed Parquet files (relative path, bytes), for the driver to copy (no shared storage)."""
+        if self.sink is None:  # a filesystem URI: every file is already there
+            return []
+        return [(str(p.relative_to(self.sink)), p.read_bytes())
+                for p in sorted(self.sink.glob("telemetry/**/*.parquet"))]
 
     def stop(self, retention_days: float = 7.0) -> dict:
         from ffray.telemetry.store import apply_retention, compact_closed_days
 
         self._stop.set()
         self._thread.join(timeout=10)
-        with self._lock:
-            self.rec.close()
-            if self.sink is not None:  # retention/compaction on local folders
-                root = self.sink / "telemetry"
-                apply_retention(root, retention_days)
-                compact_closed_days(root, self.node)
+        self.rec.close()
+        if self.sink is not None:  # retention/compaction on local folders
+            root = self.sink / "telemetry"
+            apply_retention(root, retention_days)
+            compact_closed_days(root, self.node)
         return self.info()
 
 
@@ -113,7 +97,7 @@ def stop_and_collect(actors: dict[str, object], data_dir: Path, sinks: dict[str,
         try:
             infos[nid] = ray.get(a.stop.remote())
             if not is_uri(sinks[nid]) and Path(sinks[nid]).resolve() != Path(data_dir).resolve():
-                for rel, data in ray.get(a.pull.remote([])):
+                for rel, data in ray.get(a.pull.remote()):
                     dest = Path(data_dir) / rel
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     tmp = dest.with_name(f".{dest.name}.tmp")

@@ -4,6 +4,7 @@ TelemetryActor and by ``ffray telemetry record``."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -33,11 +34,16 @@ class Recorder:
 
             self.exporter = Exporter(prometheus_port, prometheus_host)
         self.hostname = socket.gethostname()
+        self._lock = threading.Lock()  # step/roll/close may come from different threads
         self.samples = 0
         self.busy_s = 0.0
         self.alert_count = 0
 
     def step(self, now: float | None = None) -> dict[str, list[dict]]:
+        with self._lock:
+            return self._step(now)
+
+    def _step(self, now: float | None) -> dict[str, list[dict]]:
         t0 = time.perf_counter()
         now = time.time() if now is None else now
         rows = self.sampler.sample(now)
@@ -62,9 +68,11 @@ class Recorder:
                 time.sleep(delay)
 
     def roll(self):
-        return self.store.roll()
+        with self._lock:
+            return self.store.roll()
 
     def close(self):
-        if self.exporter is not None:
-            self.exporter.close()
-        return self.store.close()
+        with self._lock:
+            if self.exporter is not None:
+                self.exporter.close()
+            return self.store.close()

@@ -105,4 +105,4 @@ def _dataset(sink, rel: str, schema):
     files = sink.list(rel)
     if not files:
         return None
-    return ds.dataset(files, schema=schema, format="parquet", filesystem=sink.fs).to_table()
+    return ds.dataset(files, schema=schema, format="parquet", filesystem=sink.fs)

@@ -117,16 +117,15 @@ def _video_packets(paths: list[Path], frame_pts: np.ndarray, delay: int, offset:
 
 def _audio_packets(src: av.container.InputContainer, pairs, window: tuple[float, float] | None,
                    shift_s: float) -> Iterator[tuple[float, av.Packet]]:
-    by_index = {i.index: (o, transcode) for i, o, transcode in pairs}
+    by_index = {i.index: (o, transcode, int(round(shift_s / i.time_base))) for i, o, transcode in pairs}
     for p in src.demux([i for i, _, _ in pairs]):
         if p.size == 0 or p.pts is None:
             continue
-        out, transcode = by_index[p.stream.index]
+        out, transcode, shift = by_index[p.stream.index]
         tb = p.time_base
         t = float(p.pts * tb)
         if window and not (window[0] <= t < window[1]):
             continue
-        shift = int(round(shift_s / tb))
         if transcode is not None:
             for frame in p.decode():
                 frame.pts = None

@@ -17,6 +17,7 @@ import av
 import numpy as np
 
 from ffray.errors import MediaError
+from ffray.settings import sha256_file
 
 # AVColorSpace / AVColorRange / AVColorPrimaries / AVColorTransferCharacteristic names.
 _SPACES = {0: "rgb", 1: "bt709", 2: "unspecified", 4: "fcc", 5: "bt470bg", 6: "smpte170m",
@@ -229,10 +230,7 @@ def _rotation(c: av.container.InputContainer, vs) -> int:
 
 def fingerprint(path: str | os.PathLike, index: PacketIndex) -> str:
     """SHA-256 of the file bytes plus its packet index: a resumed job must see the same input."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
+    h = sha256_file(path, hashlib.sha256())
     h.update(index.pts.tobytes())
     h.update(index.size.tobytes())
     return h.hexdigest()
