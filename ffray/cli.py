@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     j = sub.add_parser("jobs", help="list jobs in the data dir")
     j.add_argument("--data-dir")
+
+    from dashboard.cli import add_parser as add_dashboard
+    from ffray.analytics.cli import add_parser as add_analyze
+
+    add_analyze(sub)
+    add_dashboard(sub)
     return ap
 
 
@@ -152,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         token_auth_for_clients()  # before ray is imported
     try:
         return {"swap": cmd_swap, "resume": cmd_resume, "probe": cmd_probe, "demo": cmd_demo,
-                "jobs": cmd_jobs, "models": cmd_models, "telemetry": cmd_telemetry}[args.cmd](args)
+                "jobs": cmd_jobs, "models": cmd_models, "telemetry": _lazy("ffray.telemetry.cli"),
+                "analyze": _lazy("ffray.analytics.cli"), "dashboard": _lazy("dashboard.cli")}[args.cmd](args)
     except FFrayError as e:
         print(f"ffray: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -160,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         print("ffray: interrupted (finished chunks are kept; see `ffray jobs`, `ffray resume`)",
               file=sys.stderr)
         return 130
+
+
+def _lazy(module: str):
+    """The ``run(args)`` of a command's own module, imported only when that command runs."""
+    import importlib
+
+    return lambda args: importlib.import_module(module).run(args)
 
 
 def cmd_probe(args) -> int:
@@ -316,58 +330,6 @@ def cmd_models(args) -> int:
             path = store.fetch(n, cache, url=args.url)
             print(f"{e.name}: {path} (sha256 verified)")
     return 1 if bad else 0
-
-
-def cmd_telemetry(args) -> int:
-    import socket
-
-    from ffray.settings import data_dir, telemetry_target
-
-    root = data_dir(args.data_dir)
-    target = telemetry_target(args.data_dir)
-    if args.action == "tail":
-        import duckdb
-
-        found = False
-        for table, cols in (("gpu", "ts, node, gpu_index, util_gpu, mem_used_bytes // 1048576 AS "
-                                    "mem_mib, temp_c, power_w, throttled"),
-                            ("host", "ts, node, gpu_available, cpu_percent, mem_used_bytes // "
-                                     "1048576 AS mem_mib")):
-            files = list((root / "telemetry" / table).glob("**/*.parquet"))
-            if not files:
-                continue
-            found = True
-            rel = duckdb.sql(f"SELECT {cols} FROM read_parquet('{root}/telemetry/{table}/**/*.parquet',"
-                             f" hive_partitioning=true) ORDER BY ts DESC LIMIT {int(args.rows)}")
-            print(f"-- {table}")
-            rel.show(max_width=200)
-        if not found:
-            print(f"no telemetry in {root / 'telemetry'} yet (run `ffray telemetry record`)")
-        return 0
-    if args.interval < 0.2:
-        raise FFrayError("--interval must be >= 0.2 s")
-    from ffray.telemetry.alerts import DEFAULT_RULES, parse_rules
-    from ffray.telemetry.recorder import Recorder
-    from ffray.telemetry.sampler import open_backend
-    from ffray.telemetry.store import apply_retention
-
-    rec = Recorder(target, socket.gethostname(), open_backend(), args.roll_seconds,
-                   DEFAULT_RULES + parse_rules(args.alert), args.prometheus_port,
-                   args.prometheus_host)
-    print(f"recording {len(rec.sampler.devices)} GPU(s) + host every {args.interval:g} s to "
-          f"{target}/telemetry" + (f"; metrics on {args.prometheus_host}:{rec.exporter.port}"
-                                     if rec.exporter else ""), file=sys.stderr)
-    try:
-        rec.run(args.interval, args.duration)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        rec.close()
-        if "://" not in target:
-            apply_retention(root / "telemetry", args.retention_days)
-    print(f"{rec.samples} samples, {rec.alert_count} alerts, sampling took "
-          f"{1000 * rec.busy_s / max(1, rec.samples):.2f} ms per sample", file=sys.stderr)
-    return 0
 
 
 def cmd_jobs(args) -> int:

@@ -147,7 +147,8 @@ def test_spans_joined_to_samples_give_known_cost(tmp_path):
     c0, c1 = t
     assert c0["gpu_seconds"] == pytest.approx(10.0) and c1["gpu_seconds"] == pytest.approx(10.0)
     assert c0["energy_j"] == pytest.approx(10 * 200.0)  # counter difference over the span
-    assert c1["energy_j"] == pytest.approx(20 * 400.0)
+    assert c1["device_energy_j"] == pytest.approx(20 * 400.0)
+    assert c1["energy_j"] == pytest.approx(20 * 400.0 * 0.5)  # the actor held half the GPU
     assert c0["mean_util"] == pytest.approx(80.0) and c1["peak_util"] == pytest.approx(100.0)
     assert c1["throttled_share"] == pytest.approx(1.0) and c0["throttled_share"] == 0.0
     assert c0["peak_mem_process"] == int(3e9) and c1["peak_mem_process"] == int(5e9)

@@ -24,7 +24,7 @@ from ffray.cluster.worker import ChunkWorker
 from ffray.errors import FFrayError, MediaError
 from ffray.processors import ProcessorSpec, resolve
 from ffray.telemetry.actor import ensure_actors, stop_and_collect
-from ffray.telemetry.spans import span_rows, write_spans
+from ffray.telemetry.spans import publish
 from ffray.video.assemble import assemble, output_format
 from ffray.video.decode import iter_payloads
 from ffray.video.encode import EncodeSettings
@@ -210,13 +210,21 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
     progress = Progress(total_frames=spec["frames"], total_chunks=len(chunks))
     progress.frames_done = sum(c.frames for c in chunks if c.index in done)
     progress.chunks_done = len(done)
-    ledger.update(status="running")
+    ledger.update(status="running", started=time.time(), ended=None, error=None)
     ledger.event(kind="run", todo=len(todo), done=len(done))
+    publish(ledger)
+    published = [time.time()]
+
+    def republish() -> None:  # the dashboard sees a running job's spans grow
+        if time.time() - published[0] > 15:
+            published[0] = time.time()
+            publish(ledger)
     t_pool = time.perf_counter()
     if todo:
         cluster = connect(address if address is not None else spec.get("address"), verbose)
         try:
             opts, notes = _pool_options(spec, cluster)
+            ledger.update(actors_used=opts.actors, gpu_per_actor_used=opts.gpu_per_actor)
             for n in notes:
                 on_note(n)
             if spec.get("pipeline"):
@@ -248,18 +256,17 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
             tele = Telemetry(spec, ledger.root.parent.parent) if spec.get("telemetry", True) else None
             try:
                 run_pool(make_actor, iter_payloads(str(inp), index, todo), on_done, opts, progress,
-                         lambda p: (tele and tele.tick(), on_progress(p)), on_event)
+                         lambda p: (tele and tele.tick(), republish(), on_progress(p)), on_event)
             finally:
                 if tele is not None:
                     tele.stop()
         except BaseException as e:
-            ledger.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            ledger.update(status="failed", ended=time.time(),
+                          error=str(e).splitlines()[0] if str(e) else type(e).__name__)
             raise
         finally:
             disconnect(cluster)
-            # every attempt so far becomes a span (rewritten whole on resume)
-            write_spans(spec.get("telemetry_target") or ledger.root.parent.parent, ledger.job_id,
-                        span_rows(ledger.job_id, ledger.chunk_stats(), ledger.events()))
+            publish(ledger)  # every attempt so far becomes a span (rewritten whole on resume)
     t_asm = time.perf_counter()
     pool_s = t_asm - t_pool
     if out.exists() and not spec.get("overwrite"):
@@ -269,14 +276,17 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
                            bool(spec.get("trimmed")),
                            index.frame_pts[spec["frame_range"][0]:spec["frame_range"][1]])
     except BaseException as e:
-        ledger.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        ledger.update(status="failed", ended=time.time(),
+                      error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        publish(ledger)
         raise
     assemble_s = time.perf_counter() - t_asm
     wall = time.perf_counter() - t_start
     stats = ledger.chunk_stats()
     worker_s = sum(s.get("wall_s", 0.0) for s in stats)
-    ledger.update(status="done", wall_s=wall, assemble_s=assemble_s, pool_s=pool_s,
+    ledger.update(status="done", ended=time.time(), wall_s=wall, assemble_s=assemble_s, pool_s=pool_s,
                   retries=progress.retries, assembled=summary)
+    publish(ledger)
     return JobResult(job_id=ledger.job_id, output=str(out), frames=spec["frames"],
                      chunks=len(chunks), chunks_run=len(todo), retries=progress.retries,
                      wall_s=wall, worker_s=worker_s, assemble_s=assemble_s, plan_s=plan_s,

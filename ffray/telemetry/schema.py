@@ -49,3 +49,14 @@ ALERT = pa.schema(_COMMON + [
     ("value", pa.float64()), ("threshold", pa.float64()), ("message", pa.string())])
 
 TABLES = {"gpu": GPU, "gpu_util": GPU_UTIL, "gpu_proc": GPU_PROC, "host": HOST, "alerts": ALERT}
+
+# One row per job (``<data-dir>/job_records/date=YYYY-MM-DD/<job-id>.parquet``, date of creation),
+# rewritten as the job runs and when it ends: the analytics' copy of the ledger's job.json, so
+# analytics and the dashboard read Parquet only (also from a filesystem URI).
+JOB = pa.schema([
+    ("schema_version", pa.int16()), ("job_id", pa.string()), ("status", pa.string()),
+    ("created", TS), ("started", TS), ("ended", TS), ("input", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float32()), ("frames", pa.int32()),
+    ("chunks", pa.int32()), ("chunks_done", pa.int32()), ("retries", pa.int32()),
+    ("wall_s", pa.float64()), ("processor", pa.string()), ("pipeline", pa.string()),
+    ("actors", pa.int32()), ("gpu_per_actor", pa.float32()), ("error", pa.string())])

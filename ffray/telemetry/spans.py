@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ffray.telemetry.schema import SCHEMA_VERSION, SPAN
 
@@ -50,59 +51,73 @@ def write_spans(target, job_id: str, rows: list[dict]) -> str | None:
     return sink.write_parquet(table, f"date={first.strftime('%Y-%m-%d')}/job={job_id}/spans.parquet")
 
 
-ATTRIBUTION_SQL = """
-WITH s AS (
-  SELECT * FROM spans_ds WHERE status = 'done' AND ($job IS NULL OR job_id = $job)
-),
-g AS (SELECT * FROM gpu_ds),
-p AS (SELECT * FROM proc_ds),
-w AS (
-  SELECT s.job_id, s.chunk, s.attempt, s.node, s.gpu_uuid, s.pid, s.frames,
-         epoch(s."end") - epoch(s."start") AS seconds, coalesce(s.gpus, 1.0) AS gpus,
-         avg(g.util_gpu) AS mean_util, max(g.util_gpu) AS peak_util,
-         max(g.mem_used_bytes) AS peak_mem_device,
-         (max(g.energy_mj) - min(g.energy_mj)) / 1000.0 AS energy_j,
-         avg(CASE WHEN g.throttled THEN 1.0 ELSE 0.0 END) AS throttled_share,
-         count(g.ts) AS samples
-  FROM s LEFT JOIN g ON g.gpu_uuid = s.gpu_uuid AND g.ts BETWEEN s."start" AND s."end"
-  GROUP BY ALL
-),
-m AS (
-  SELECT s.job_id, s.chunk, s.attempt, max(p.used_bytes) AS peak_mem_process
-  FROM s LEFT JOIN p ON p.gpu_uuid = s.gpu_uuid AND p.pid = s.pid
-                    AND p.ts BETWEEN s."start" AND s."end"
-  GROUP BY ALL
-)
-SELECT w.*, w.seconds * w.gpus AS gpu_seconds, m.peak_mem_process
-FROM w JOIN m USING (job_id, chunk, attempt)
-ORDER BY job_id, chunk, attempt
-"""
+def job_record(spec: dict, chunks_done: int) -> dict:
+    """The job's row for ``job_records`` (see ``ffray.telemetry.schema.JOB``) from its ledger spec."""
+    from pathlib import Path
+
+    video = spec.get("video") or {}
+    rate = video.get("avg_frame_rate")
+    try:
+        fps = float(eval_rate(rate)) if rate else None
+    except (ValueError, ZeroDivisionError):
+        fps = None
+    proc = spec.get("processor") or {}
+    return {"schema_version": SCHEMA_VERSION, "job_id": spec["job_id"], "status": spec.get("status"),
+            "created": _ts(spec.get("created")), "started": _ts(spec.get("started")),
+            "ended": _ts(spec.get("ended")), "input": Path(spec.get("input", "")).name,
+            "width": video.get("width"), "height": video.get("height"), "fps": fps,
+            "frames": spec.get("frames"), "chunks": spec.get("chunks"), "chunks_done": chunks_done,
+            "retries": spec.get("retries"), "wall_s": spec.get("wall_s"),
+            "processor": proc.get("kind"), "pipeline": spec.get("pipeline"),
+            "actors": spec.get("actors_used", spec.get("actors")),
+            "gpu_per_actor": spec.get("gpu_per_actor_used", spec.get("gpu_per_actor")),
+            "error": spec.get("error")}
+
+
+def eval_rate(rate) -> float:
+    """``30000/1001`` (or a number) as a float."""
+    if isinstance(rate, (int, float)):
+        return float(rate)
+    num, _, den = str(rate).partition("/")
+    return float(num) / float(den or 1)
+
+
+def write_job_record(target, record: dict) -> str:
+    """Write (or rewrite) ``<target>/job_records/date=<created>/<job-id>.parquet``."""
+    from ffray.telemetry.schema import JOB
+    from ffray.telemetry.sink import Sink, join
+
+    created = record["created"] or datetime.now(timezone.utc)
+    return Sink(join(target, "job_records")).write_parquet(
+        pa.Table.from_pylist([record], schema=JOB),
+        f"date={created.strftime('%Y-%m-%d')}/{record['job_id']}.parquet")
+
+
+def publish(ledger) -> None:
+    """Write a job's spans (every attempt so far) and its job record where its telemetry goes
+    (the data dir or the job's filesystem URI); rewritten whole each time. Never raises: a job must
+    not fail because its analytics copy could not be written."""
+    import logging
+
+    spec = ledger.spec
+    target = spec.get("telemetry_target") or ledger.root.parent.parent
+    try:
+        write_spans(target, ledger.job_id, span_rows(ledger.job_id, ledger.chunk_stats(), ledger.events()))
+        write_job_record(target, job_record(spec, len(ledger.done_chunks())))
+    except Exception as e:  # noqa: BLE001
+        logging.getLogger("ffray").warning("could not write spans/job record of %s: %s", ledger.job_id, e)
 
 
 def attribute(target, job_id: str | None = None):
     """Per finished chunk attempt: GPU-seconds, mean/peak utilization, peak device and process
     memory, energy (J, counter difference inside the span) and throttled share. ``target`` is the
-    data dir or a pyarrow filesystem URI. Returns an Arrow table (empty when there are no spans)."""
-    import duckdb
+    data dir or a pyarrow filesystem URI. See ``ffray.analytics.costs``."""
+    from ffray.analytics.costs import chunk_costs
+    from ffray.analytics.source import Store
 
-    from ffray.telemetry.schema import GPU, GPU_PROC
-    from ffray.telemetry.sink import Sink
-
-    sink = Sink(target)
-    spans = _dataset(sink, "spans", SPAN)
-    if spans is None:
-        return pa.table({})
-    con = duckdb.connect()
-    con.register("spans_ds", spans)
-    con.register("gpu_ds", _dataset(sink, "telemetry/gpu", GPU) or GPU.empty_table())
-    con.register("proc_ds", _dataset(sink, "telemetry/gpu_proc", GPU_PROC) or GPU_PROC.empty_table())
-    return con.sql(ATTRIBUTION_SQL, params={"job": job_id}).to_arrow_table()
-
-
-def _dataset(sink, rel: str, schema):
-    import pyarrow.dataset as ds
-
-    files = sink.list(rel)
-    if not files:
-        return None
-    return ds.dataset(files, schema=schema, format="parquet", filesystem=sink.fs)
+    store = Store(target)
+    try:
+        t = chunk_costs(store, job_id)
+        return t.filter(pc.equal(t["status"], "done"))
+    finally:
+        store.close()

@@ -1,0 +1,83 @@
+"""The analytics' view of the Parquet layout: one DuckDB connection with a view per table.
+
+``<target>`` is the data dir or a pyarrow filesystem URI (see ``ffray.telemetry.sink``). Local
+folders are scanned by DuckDB's own Parquet reader (parallel, row-group pruning on ``ts``); a URI
+is read through pyarrow datasets registered with DuckDB (no DuckDB extension to download). A
+table with no files yet is an empty view with the right columns, so every query runs on an empty
+store and returns no rows.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ffray.errors import FFrayError
+from ffray.telemetry.schema import ALERT, GPU, GPU_PROC, GPU_UTIL, HOST, JOB, SPAN
+from ffray.telemetry.sink import Sink
+
+VIEWS = {"gpu": ("telemetry/gpu", GPU), "gpu_util": ("telemetry/gpu_util", GPU_UTIL),
+         "gpu_proc": ("telemetry/gpu_proc", GPU_PROC), "host": ("telemetry/host", HOST),
+         "alerts": ("telemetry/alerts", ALERT), "spans": ("spans", SPAN),
+         "jobs": ("job_records", JOB)}
+
+
+class Store:
+    """``Store(target).sql(query, **params)`` → Arrow table; views as in ``VIEWS``."""
+
+    def __init__(self, target, threads: int | None = None):
+        import duckdb
+
+        self.target = str(target)
+        try:
+            self.sink = Sink(target)
+        except (OSError, pa.ArrowException, ValueError) as e:
+            raise FFrayError(f"cannot open the data at {target}: {str(e).splitlines()[0]}") from None
+        self.con = duckdb.connect()
+        if threads:
+            self.con.execute(f"SET threads TO {int(threads)}")
+        self.present: dict[str, bool] = {}
+        for name, (rel, schema) in VIEWS.items():
+            self._view(name, rel, schema)
+
+    def _view(self, name: str, rel: str, schema: pa.Schema) -> None:
+        cols = ", ".join(f'"{f.name}"' for f in schema)
+        files = None if self.sink.local else self.sink.list(rel)
+        has = _any_parquet(self.sink.path(rel)) if self.sink.local else bool(files)
+        self.present[name] = has
+        if not has:
+            self.con.register(f"_{name}_empty", schema.empty_table())
+            self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM _{name}_empty")
+        elif self.sink.local:
+            glob = self.sink.path(rel).replace("'", "''") + "/**/*.parquet"
+            self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM read_parquet('{glob}', "
+                             f"union_by_name=true, hive_partitioning=false)")
+        else:
+            import pyarrow.dataset as ds
+
+            dataset = ds.dataset(files, schema=schema, format="parquet",
+                                 filesystem=self.sink.fs)
+            self.con.register(f"_{name}_ds", dataset)
+            self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM _{name}_ds")
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.present.values())
+
+    def sql(self, query: str, **params) -> pa.Table:
+        return self.con.sql(query, params=params or None).to_arrow_table()
+
+    def rows(self, query: str, **params) -> list[dict]:
+        return self.sql(query, **params).to_pylist()
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _any_parquet(folder: str) -> bool:
+    import os
+
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if any(f.endswith(".parquet") and not f.startswith(".") for f in files):
+            return True
+    return False

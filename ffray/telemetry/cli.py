@@ -1,0 +1,59 @@
+"""``ffray telemetry record|tail``."""
+
+from __future__ import annotations
+
+import sys
+
+from ffray.errors import FFrayError
+
+
+def run(args) -> int:
+    import socket
+
+    from ffray.settings import data_dir, telemetry_target
+
+    root = data_dir(args.data_dir)
+    target = telemetry_target(args.data_dir)
+    if args.action == "tail":
+        import duckdb
+
+        found = False
+        for table, cols in (("gpu", "ts, node, gpu_index, util_gpu, mem_used_bytes // 1048576 AS "
+                                    "mem_mib, temp_c, power_w, throttled"),
+                            ("host", "ts, node, gpu_available, cpu_percent, mem_used_bytes // "
+                                     "1048576 AS mem_mib")):
+            files = list((root / "telemetry" / table).glob("**/*.parquet"))
+            if not files:
+                continue
+            found = True
+            rel = duckdb.sql(f"SELECT {cols} FROM read_parquet('{root}/telemetry/{table}/**/*.parquet',"
+                             f" hive_partitioning=true) ORDER BY ts DESC LIMIT {int(args.rows)}")
+            print(f"-- {table}")
+            rel.show(max_width=200)
+        if not found:
+            print(f"no telemetry in {root / 'telemetry'} yet (run `ffray telemetry record`)")
+        return 0
+    if args.interval < 0.2:
+        raise FFrayError("--interval must be >= 0.2 s")
+    from ffray.telemetry.alerts import DEFAULT_RULES, parse_rules
+    from ffray.telemetry.recorder import Recorder
+    from ffray.telemetry.sampler import open_backend
+    from ffray.telemetry.store import apply_retention
+
+    rec = Recorder(target, socket.gethostname(), open_backend(), args.roll_seconds,
+                   DEFAULT_RULES + parse_rules(args.alert), args.prometheus_port,
+                   args.prometheus_host)
+    print(f"recording {len(rec.sampler.devices)} GPU(s) + host every {args.interval:g} s to "
+          f"{target}/telemetry" + (f"; metrics on {args.prometheus_host}:{rec.exporter.port}"
+                                     if rec.exporter else ""), file=sys.stderr)
+    try:
+        rec.run(args.interval, args.duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rec.close()
+        if "://" not in target:
+            apply_retention(root / "telemetry", args.retention_days)
+    print(f"{rec.samples} samples, {rec.alert_count} alerts, sampling took "
+          f"{1000 * rec.busy_s / max(1, rec.samples):.2f} ms per sample", file=sys.stderr)
+    return 0
