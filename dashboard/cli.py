@@ -1,14 +1,76 @@
-"""``ffray dashboard``: serve the Dash app over a data dir (placeholder until built)."""
+"""``ffray dashboard``: serve the Dash app over a data dir (127.0.0.1 unless told otherwise; any
+other address needs ``--auth user:password`` or $FFRAY_DASHBOARD_AUTH, and turns on HTTP basic
+auth)."""
 
 from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+from ffray.errors import FFrayError
+
+AUTH_ENV = "FFRAY_DASHBOARD_AUTH"
 
 
 def add_parser(sub) -> None:
     d = sub.add_parser("dashboard", help="serve the web dashboard (GPU trends, jobs, alerts, capacity)")
-    d.add_argument("--data-dir")
+    d.add_argument("--data-dir", help="data dir or filesystem URI (default $FFRAY_HOME or ~/.ffray)")
+    d.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    d.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    d.add_argument("--auth", metavar="USER:PASSWORD",
+                   help=f"require HTTP basic auth (needed to bind a non-loopback address; or ${AUTH_ENV})")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise FFrayError("--auth must be USER:PASSWORD (both non-empty)")
+    return user, password
+
+
+def check_bind(host: str, port: int, auth) -> None:
+    if not is_loopback(host) and auth is None:
+        raise FFrayError(f"refusing to serve on {host} without authentication: add --auth USER:PASSWORD "
+                         f"(or set ${AUTH_ENV}), or bind 127.0.0.1")
+    if not 0 < port < 65536:
+        raise FFrayError(f"--port {port} is not a valid port")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise FFrayError(f"cannot bind {host}: {e.strerror}") from None
+    fam, _, _, _, addr = infos[0]
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise FFrayError(f"cannot bind {host}:{port}: {e.strerror}") from None
 
 
 def run(args) -> int:
-    from ffray.errors import FFrayError
+    import logging
 
-    raise FFrayError("ffray dashboard is not built yet")
+    from dashboard.app import create_app
+    from dashboard.data import Data
+    from ffray.settings import data_dir, telemetry_target
+
+    auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
+    check_bind(args.host, args.port, auth)
+    data = Data(telemetry_target(args.data_dir), data_dir(args.data_dir))
+    app = create_app(data, auth)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    print(f"ffray dashboard on http://{args.host}:{args.port}/ over {data.target}"
+          + (" (basic auth on)" if auth else ""), flush=True)
+    app.run(host=args.host, port=args.port, debug=False, threaded=True)
+    return 0

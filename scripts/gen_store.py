@@ -93,12 +93,15 @@ def gpu_table(gpu_index, node, lanes_here, models_of_lane, uuids, busy, mem, day
         name = models_of_lane[lane]
         tdp = MODELS[name][2]
         util = np.where(b, rng.normal(88, 6, n).clip(0, 100), rng.uniform(0, 3, n)).astype(np.float32)
+        # rare thermal episodes: one 10-minute window in 37 per GPU, while busy
+        hot = b & (((np.arange(n) + day0) // 600 + lane) % 37 == 0)
+        util = np.where(hot, 100.0, util).astype(np.float32)
         power = (60 + util / 100 * (tdp - 60)).astype(np.float32)
         energy = (np.cumsum(power.astype(np.float64)) * 1000).astype(np.int64)
         energy += energy_base.get(lane, 0)
         energy_base[lane] = int(energy[-1])  # the counter runs on across days (mJ, samples 1 s apart)
-        temp = (35 + util * 0.45).astype(np.float32)
-        throttled = temp > 78
+        temp = (35 + util * 0.45 + hot * 40).astype(np.float32)
+        throttled = hot
         cols["schema_version"].append(np.full(n, SCHEMA_VERSION, np.int16))
         cols["ts"].append(ts)
         cols["node"].append(np.full(n, node, object))

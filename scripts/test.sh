@@ -4,6 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# The browser tests drive Debian's Chromium through Playwright (never `playwright install`).
+if ! [ -x /usr/bin/chromium ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 set +e
 python3 -m pytest -q "$@"
 rc=$?

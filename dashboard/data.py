@@ -1,0 +1,110 @@
+"""The dashboard's data access: every read goes through ``ffray.analytics`` (DuckDB over the
+Parquet layout); nothing here touches NVML. The browser never names a file: it names a job id,
+which is checked against ``JOB_ID`` and looked up in the store."""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from dashboard.figures import gpu_label
+from ffray.analytics import queries
+from ffray.analytics.costs import chunk_costs, job_costs
+from ffray.analytics.source import VIEWS, Store
+from ffray.telemetry.sink import is_uri
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+REPORT_FILES = {"trend.png": "image/png", "summary.md": "text/markdown; charset=utf-8",
+                "summary.json": "application/json"}
+
+
+@dataclass(frozen=True)
+class Data:
+    target: str  # data dir or filesystem URI holding telemetry/, spans/, job_records/
+    ledgers: Path | None = None  # local data dir holding jobs/<id>/ (reports)
+
+    def missing(self) -> bool:
+        """True when there is no data dir at all (a URI is taken as present)."""
+        return not is_uri(self.target) and not Path(self.target).is_dir()
+
+    @contextmanager
+    def store(self):
+        s = Store(self.target)
+        try:
+            yield s
+        finally:
+            s.close()
+
+    def status(self) -> dict:
+        """Which tables have data: ``{"missing": bool, "gpu": bool, "jobs": bool, ...}``."""
+        if self.missing():
+            return {"missing": True, **{k: False for k in VIEWS}}
+        with self.store() as s:
+            return {"missing": False, **s.present}
+
+    # cluster page
+    def extent(self) -> tuple[datetime, datetime] | None:
+        with self.store() as s:
+            return queries.time_extent(s)
+
+    def inventory(self, start=None, end=None) -> list[dict]:
+        with self.store() as s:
+            return queries.inventory(s, start, end)
+
+    def trends(self, start: datetime, end: datetime, bucket_s: int, uuids=(), nodes=(), by="gpu"):
+        with self.store() as s:
+            return queries.trends(s, start, end, bucket_s, uuids, nodes, by)
+
+    def alerts(self, start=None, end=None) -> list[dict]:
+        with self.store() as s:
+            return queries.alerts(s, start, end)
+
+    # jobs
+    def jobs(self) -> list[dict]:
+        with self.store() as s:
+            return job_costs(s).to_pylist()
+
+    def job(self, job_id: str) -> dict | None:
+        if not JOB_ID.match(job_id or ""):
+            return None
+        with self.store() as s:
+            rows = job_costs(s, job_id=job_id).to_pylist()
+        return rows[0] if rows else None
+
+    def job_detail(self, job_id: str):
+        """(job row, chunk rows, GPU trend table, bucket seconds, {uuid: label}) or None for an
+        unknown job."""
+        if not JOB_ID.match(job_id or ""):
+            return None
+        with self.store() as s:
+            rows = job_costs(s, job_id=job_id).to_pylist()
+            if not rows:
+                return None
+            chunks = chunk_costs(s, job_id).to_pylist()
+            trend, bucket = queries.job_trends(s, job_id)
+            w = queries.job_window(s, job_id)
+            inv = queries.inventory(s, w["start"], w["end"]) if w else []
+        used = set(w["gpu_uuids"] or []) if w else set()
+        labels = {g["gpu_uuid"]: gpu_label(g["gpu_uuid"], g["node"], g["gpu_index"])
+                  for g in inv if g["gpu_uuid"] in used}
+        for c in chunks:
+            if c["gpu_uuid"] and c["gpu_uuid"] not in labels:
+                labels[c["gpu_uuid"]] = gpu_label(c["gpu_uuid"], c["node"])
+        return rows[0], chunks, trend, bucket, labels
+
+    def report_file(self, job_id: str, name: str) -> Path | None:
+        """A job's report file (``ffray.analytics.report``), only for a known job id and a known
+        file name."""
+        if self.ledgers is None or name not in REPORT_FILES or not JOB_ID.match(job_id or ""):
+            return None
+        p = self.ledgers / "jobs" / job_id / "report" / name
+        return p if p.is_file() else None
+
+
+def preset_window(preset: str, newest: datetime) -> tuple[datetime, datetime]:
+    """A named range ending at the newest sample: 15m, 1h, 6h, 24h, 7d (or 'all': caller's)."""
+    span = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}[preset]
+    return newest - timedelta(seconds=span), newest

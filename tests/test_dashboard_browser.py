@@ -1,0 +1,211 @@
+"""The dashboard served over real HTTP and driven in Debian's Chromium by Playwright (no browser
+download: scripts/test.sh installs the `chromium` package). Screenshots go to
+``$FFRAY_TEST_ARTIFACTS`` (default ``artifacts/screenshots``)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from dashboard.app import create_app
+from dashboard.data import Data
+from tests import store_data as sd
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+SHOTS = Path(os.environ.get("FFRAY_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"
+                            / "screenshots"))
+
+
+class Served:
+    def __init__(self, data: Data, auth=None):
+        self.server = make_server("127.0.0.1", 0, create_app(data, auth).server, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), \
+        "Debian's chromium is needed for the browser tests: apt-get install chromium (scripts/test.sh does)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = sd.build(tmp_path_factory.mktemp("store"))
+    (root / "jobs" / "job-a" / "report").mkdir(parents=True)
+    (root / "jobs" / "job-a" / "report" / "summary.md").write_text("# job-a\n")
+    (root / "jobs" / "job-a" / "secret.json").write_text("top secret")
+    s = Served(Data(str(root), root))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, errors
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_cluster_page_draws_a_trace_per_gpu_on_each_chart(served, page):
+    page.goto(served.url + "/")
+    page.locator("#c-util g.trace.scatter").nth(3).wait_for(timeout=20000)
+    for g in ("util", "mem", "power", "temp"):
+        assert page.locator(f"#c-{g} g.trace.scatter").count() == 4
+    assert "4 GPU(s) on 2 node(s)" in page.locator("#c-msg").inner_text()
+    assert page.locator("#c-util .shapelayer path").count() >= 1  # throttled period shaded
+    shot(page, "cluster")
+    # filter to one node: the charts redraw with its two GPUs
+    page.locator("#c-nodes").click()
+    page.get_by_role("option", name="n1").click()
+    page.wait_for_function("document.querySelectorAll('#c-util g.trace.scatter').length == 2", timeout=20000)
+    assert page.locator("#c-mem g.trace.scatter").count() == 2
+
+
+def test_job_page_timeline_bars_hover_and_selection(served, page):
+    page.goto(served.url + "/job/job-a")
+    bars = page.locator("#job-fig .barlayer .point")
+    bars.nth(4).wait_for(timeout=20000)
+    assert bars.count() == 5  # 4 finished attempts + the failed one
+    assert page.locator("#job-fig g.trace.scatter").count() == 4  # util + memory of its 2 GPUs
+    assert page.locator("#job-chunks tbody tr").count() == 6  # header + 5 attempts
+    first = page.locator("#job-chunks tbody tr").nth(1).inner_text()
+    assert "20" in first  # sorted by GPU-seconds, largest first (20 s chunks)
+    bars.nth(0).hover(force=True)
+    page.locator("#job-fig .hoverlayer .hovertext").first.wait_for(timeout=10000)
+    assert "chunk" in page.locator("#job-fig .hoverlayer").text_content()
+    box = bars.nth(0).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function("document.querySelector('#job-sel').innerText.includes('Selected: chunk')",
+                           timeout=10000)
+    assert "GPU-seconds" in page.locator("#job-sel").inner_text()
+    assert page.get_by_role("link", name="summary").count() == 1
+    shot(page, "job")
+
+
+def test_jobs_and_alerts_pages(served, page):
+    page.goto(served.url + "/jobs")
+    page.locator("#j-table").wait_for(timeout=20000)
+    text = page.locator("#j-table").inner_text()
+    assert "job-a" in text and "job-b" in text and "1920x1080" in text
+    page.get_by_role("link", name="job-b").click()
+    page.locator("#job-fig .barlayer .point").nth(1).wait_for(timeout=20000)
+    assert page.locator("#job-fig .barlayer .point").count() == 2
+    shot(page, "jobs")
+    page.goto(served.url + "/alerts")
+    page.locator("#a-table").wait_for(timeout=20000)
+    assert "throttle" in page.locator("#a-table").inner_text()
+    shot(page, "alerts")
+
+
+def test_empty_data_dir_says_what_to_do(browser, tmp_path):
+    s = Served(Data(str(tmp_path), tmp_path))
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    try:
+        page.goto(s.url + "/")
+        page.get_by_text("No GPU telemetry").wait_for(timeout=20000)
+        assert "ffray telemetry record" in page.locator("#c-msg").inner_text()
+        shot(page, "empty-cluster")
+        page.goto(s.url + "/jobs")
+        page.get_by_text("No jobs yet").wait_for(timeout=20000)
+        assert "Traceback" not in page.content()
+        page.goto(s.url + "/job/..%2F..%2Fetc%2Fpasswd")
+        page.get_by_text("No job").wait_for(timeout=20000)
+    finally:
+        ctx.close()
+        s.close()
+
+
+def _fetch(url: str, auth: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url)
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _get(url: str, auth: str | None = None) -> int:
+    return _fetch(url, auth)[0]
+
+
+def test_report_route_serves_known_files_only(served):
+    assert _fetch(served.url + "/report/job-a/summary.md") == (200, b"# job-a\n")
+    assert _get(served.url + "/report/job-b/summary.md") == 404  # no report for job-b
+    assert _get(served.url + "/report/job-a/job.json") == 404  # not a report file name
+    for path in ("/report/job-a/..%2Fsecret.json", "/report/..%2Fjob-a%2Freport/summary.md"):
+        code, body = _fetch(served.url + path)
+        assert b"top secret" not in body and b"# job-a" not in body
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_non_loopback_bind_needs_auth_and_auth_is_enforced(tmp_path):
+    env = {**os.environ, "FFRAY_HOME": str(tmp_path)}
+    env.pop("FFRAY_DASHBOARD_AUTH", None)
+    r = subprocess.run([sys.executable, "-m", "ffray.cli", "dashboard", "--host", "0.0.0.0"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode != 0 and "without authentication" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    port = _free_port()
+    p = subprocess.Popen([sys.executable, "-m", "ffray.cli", "dashboard", "--host", "0.0.0.0", "--port",
+                          str(port), "--auth", "ops:s3cret"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                code = _get(url)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.3)
+        else:
+            pytest.fail("dashboard did not start")
+        assert code == 401
+        assert _get(url + "_dash-layout") == 401
+        assert _get(url, "ops:wrong") == 401
+        assert _get(url, "ops:s3cret") == 200
+    finally:
+        p.terminate()
+        p.wait(timeout=20)
