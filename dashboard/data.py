@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +25,7 @@ REPORT_FILES = {"trend.png": "image/png", "summary.md": "text/markdown; charset=
 class Data:
     target: str  # data dir or filesystem URI holding telemetry/, spans/, job_records/
     ledgers: Path | None = None  # local data dir holding jobs/<id>/ (reports)
+    bound: Store | None = None  # set inside ``session()``: every call shares one connection
 
     def missing(self) -> bool:
         """True when there is no data dir at all (a URI is taken as present)."""
@@ -32,11 +33,20 @@ class Data:
 
     @contextmanager
     def store(self):
+        if self.bound is not None:
+            yield self.bound
+            return
         s = Store(self.target)
         try:
             yield s
         finally:
             s.close()
+
+    @contextmanager
+    def session(self):
+        """This data source with one store for all calls inside the ``with`` (one page render)."""
+        with self.store() as s:
+            yield replace(self, bound=s)
 
     def status(self) -> dict:
         """Which tables have data: ``{"missing": bool, "gpu": bool, "jobs": bool, ...}``."""

@@ -71,15 +71,15 @@ def test_trends_buckets_and_throttle_periods(data):
 
 def test_cluster_page_draws_one_trace_per_gpu_and_filters(data):
     figs, state, msg = cluster.draw(data, "all")
-    assert len(figs) == 4 and all(len(f.data) == 4 for f in figs)
+    assert len(figs) == 4 and all(len(f["data"]) == 4 for f in figs)
     assert "4 GPU(s) on 2 node(s)" in msg and state["order"] == sorted(state["order"])
-    assert len(figs[0].layout.shapes) == 1  # the throttled period
+    assert len(figs[0]["layout"]["shapes"]) == 1  # the throttled period
     figs, _, _ = cluster.draw(data, "all", nodes=["n1"])
-    assert all(len(f.data) == 2 for f in figs)
+    assert all(len(f["data"]) == 2 for f in figs)
     figs, _, _ = cluster.draw(data, "all", by="node")
-    assert [tr.name for tr in figs[0].data] == ["n0", "n1"]
+    assert [tr["name"] for tr in figs[0]["data"]] == ["n0", "n1"]
     figs, _, msg = cluster.draw(data, "custom", "2026-11-18 07:33", "nonsense")
-    assert "custom range" in msg and len(figs[0].data) == 4
+    assert "custom range" in msg and len(figs[0]["data"]) == 4
 
 
 def test_live_refresh_appends_only_the_buckets_after_the_last_draw(data):

@@ -27,8 +27,8 @@ def layout(data: Data) -> html.Div:
                 {"label": a, "value": b} for a, b in PRESETS], value="1h", clearable=False)],
                 className="ctl"),
             html.Div([html.Label("From / to (UTC)"),
-                      dcc.Input(id="c-from", type="text", placeholder="2026-11-24 10:00", debounce=True),
-                      dcc.Input(id="c-to", type="text", placeholder="2026-11-24 12:00", debounce=True)],
+                      dcc.Input(id="c-from", type="text", placeholder="from YYYY-MM-DD HH:MM", debounce=True),
+                      dcc.Input(id="c-to", type="text", placeholder="to YYYY-MM-DD HH:MM", debounce=True)],
                      className="ctl"),
             html.Div([html.Label("Nodes"), dcc.Dropdown(id="c-nodes", multi=True, placeholder="all")],
                      className="ctl wide"),
@@ -77,8 +77,15 @@ def window(data: Data, preset: str, t_from: str | None, t_to: str | None):
 
 
 def draw(data: Data, preset="1h", t_from=None, t_to=None, nodes=(), gpus=(), by="auto"):
-    """Figures for the four charts, the live-refresh state and a message (also used by the
-    benchmark: this is the cluster page's server-side work)."""
+    """Figures for the four charts, the live-refresh state and a message (the cluster page's
+    server-side work)."""
+    if data.missing():
+        return _draw(data, preset, t_from, t_to, nodes, gpus, by)
+    with data.session() as d:
+        return _draw(d, preset, t_from, t_to, nodes, gpus, by)
+
+
+def _draw(data: Data, preset, t_from, t_to, nodes, gpus, by):
     if data.missing():
         return [_empty(f"No data directory at {data.target}. {EMPTY_HELP}")] * 4, None, \
             f"No data directory at {data.target} yet. {EMPTY_HELP}"
