@@ -77,11 +77,26 @@ def chunk_category(row: dict) -> str:
     return "retried" if row["attempt"] > 1 else "done"
 
 
+def short_node(node: str | None) -> str:
+    """Host names stay; Ray's 56-hex node ids are cut to 8 characters."""
+    if not node:
+        return "?"
+    return node[:8] if len(node) > 20 and all(c in "0123456789abcdef" for c in node) else node
+
+
 def gpu_label(uuid: str | None, node: str | None, index=None) -> str:
     """``node · GPU<index>`` (the UUID's tail when the index is unknown)."""
     if not uuid:
         return "failed attempts"
-    return f"{node or '?'} · GPU{index}" if index is not None else f"{node or '?'} · {uuid[-12:]}"
+    n = short_node(node)
+    return f"{n} · GPU{index}" if index is not None else f"{n} · {uuid[-12:]}"
+
+
+def lane_label(r: dict, labels: dict) -> str:
+    """The timeline row of a chunk attempt: its GPU, its node's CPU, or the failed-attempts row."""
+    if r["gpu_uuid"]:
+        return labels.get(r["gpu_uuid"], gpu_label(r["gpu_uuid"], r["node"]))
+    return f"{short_node(r['node'])} · CPU" if r["status"] == "done" else "failed attempts"
 
 
 def chunk_hover(r: dict) -> str:
@@ -118,6 +133,9 @@ def job_figure(chunks: list[dict], trend: pa.Table, labels: dict) -> go.Figure:
                                      legendgroup=name, showlegend=False, line={"width": 1.2},
                                      hovertemplate="%{fullData.name}<br>%{x}<br>%{y} GiB<extra></extra>"),
                           row=2, col=1)
+    if not trend.num_rows:
+        fig.add_annotation(text="no GPU samples for this job (CPU workers, or telemetry was off)",
+                           showarrow=False, xref="x domain", yref="y domain", x=0.5, y=0.5, row=1, col=1)
     for cat, colour in STATUS_COLOURS.items():
         rows = [r for r in chunks if chunk_category(r) == cat and r["start"] is not None]
         if not rows:
@@ -126,7 +144,7 @@ def job_figure(chunks: list[dict], trend: pa.Table, labels: dict) -> go.Figure:
             orientation="h", name=f"chunks: {cat}", marker={"color": colour},
             base=[r["start"].replace(tzinfo=None).isoformat() for r in rows],
             x=[max(1.0, r["seconds"] * 1000.0) for r in rows],
-            y=[labels.get(r["gpu_uuid"], gpu_label(r["gpu_uuid"], r["node"])) for r in rows],
+            y=[lane_label(r, labels) for r in rows],
             text=[str(r["chunk"]) for r in rows], textposition="inside", insidetextanchor="middle",
             customdata=[[r["chunk"], r["attempt"]] for r in rows],
             hovertext=[chunk_hover(r) for r in rows], hoverinfo="text"), row=3, col=1)

@@ -209,3 +209,55 @@ def test_non_loopback_bind_needs_auth_and_auth_is_enforced(tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=20)
+
+
+def _record(root: Path, t0: float, seconds: int) -> None:
+    from ffray.telemetry.sampler import Sampler
+    from ffray.telemetry.store import TelemetryStore
+    from tests.fake_nvml import FakeGpus
+
+    gpus = FakeGpus(2, "live")
+    store = TelemetryStore(root / "telemetry", "live", roll_seconds=3600)
+    sampler = Sampler("live", gpus)
+    for i in range(seconds):
+        gpus.util = {0: float(i % 100), 1: 50.0}
+        store.append(sampler.sample(t0 + i), t0 + i)
+        gpus.advance(1.0)
+    store.close()
+
+
+def test_live_refresh_appends_new_points_without_redrawing(browser, tmp_path):
+    now = time.time()
+    _record(tmp_path, now - 300, 200)  # samples up to 100 s ago
+    s = Served(Data(str(tmp_path), tmp_path))
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    updates = []
+
+    def on_response(r):
+        if "_dash-update-component" in r.url:
+            try:
+                updates.append(r.text())
+            except Exception:  # noqa: BLE001 - a response of a closed page
+                pass
+
+    page.on("response", on_response)
+    try:
+        page.goto(s.url + "/")
+        page.locator("#c-util g.trace.scatter").nth(1).wait_for(state="attached", timeout=20000)
+        js = "() => document.querySelector('#c-util .js-plotly-plot').data.map(t => t.x.length)"
+        before = page.evaluate(js)
+        _record(tmp_path, now - 99, 80)  # 80 more seconds arrive (a roll of the real store)
+        page.wait_for_function(
+            f"() => document.querySelector('#c-util .js-plotly-plot').data[0].x.length > {before[0]}",
+            timeout=30000)
+        after = page.evaluate(js)
+        assert all(a > b for a, b in zip(after, before)) and len(after) == len(before) == 2
+        # appended, not redrawn: the new points came as extendData, and no figure was sent again
+        figures = [u for u in updates if '"figure"' in u]
+        extends = [u for u in updates if '"extendData"' in u]
+        assert len(figures) == 1 and extends
+        shot(page, "live")
+    finally:
+        ctx.close()
+        s.close()

@@ -87,7 +87,7 @@ def test_live_refresh_appends_only_the_buckets_after_the_last_draw(data):
     state = {**state, "end": _t(60).isoformat(), "bucket": 10}
     payloads, new_state = cluster.extend(data, state)
     upd, idx, max_points = payloads[0]
-    assert sorted(idx) == list(range(4)) and max_points == state["points"]
+    assert sorted(idx) == list(range(4)) and max_points == state["points"] == 121  # whole window
     assert all(len(x) == 6 for x in upd["x"])  # buckets 60, 70, ..., 110
     assert upd["x"][0][0] == _t(60).replace(tzinfo=None).isoformat()
     assert datetime.fromisoformat(new_state["end"]) > _t(110)

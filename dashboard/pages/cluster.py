@@ -110,7 +110,7 @@ def _draw(data: Data, preset, t_from, t_to, nodes, gpus, by):
     figs = [trend_figure(table, m, labels, shaded) for m in GRAPHS]
     order = [k for k, _ in series_groups(table)]
     state = {"bucket": b, "end": end.isoformat(), "order": order, "by": by, "nodes": nodes or [],
-             "gpus": gpus or [], "points": max(1, table.num_rows // max(1, len(order))),
+             "gpus": gpus or [], "points": int((end - start).total_seconds() // b) + 1,  # the window slides
              "live": preset not in ("all", "custom")}
     msg = f"{len(chosen)} GPU(s) on {len({g['node'] for g in chosen})} node(s), {b}-second buckets" + \
         (f"; {note}" if note else "") + (f"; {len(shaded)} throttled period(s)" if shaded else "")

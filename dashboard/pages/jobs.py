@@ -6,7 +6,7 @@ from __future__ import annotations
 from dash import Input, Output, dash_table, dcc, html
 
 from dashboard.data import Data
-from dashboard.figures import GIB, chunk_category, gpu_label, job_figure
+from dashboard.figures import GIB, chunk_category, job_figure, lane_label
 
 NO_JOBS = "No jobs yet. Run one: `ffray demo`, or `ffray swap INPUT -s FACE -o OUTPUT`; its chunks " \
           "and costs appear here."
@@ -75,7 +75,7 @@ def chunk_rows(chunks: list[dict], labels: dict) -> list[dict]:
     out = []
     for r in chunks:
         mem = r["peak_mem_process"] or r["peak_mem_device"]
-        gpu = labels.get(r["gpu_uuid"], gpu_label(r["gpu_uuid"], r["node"]))
+        gpu = lane_label(r, labels)
         fpf = (r["faces_detected"] or 0) / r["frames"] if r["frames"] else None
         out.append({"id": f"{r['chunk']}-{r['attempt']}", "chunk": r["chunk"], "attempt": r["attempt"],
                     "status": chunk_category(r), "gpu": gpu,
@@ -112,7 +112,8 @@ def job_layout(data: Data, job_id: str) -> html.Div:
                   _card("GPU-seconds", _num(job["gpu_seconds"]) or 0),
                   _card("energy", f"{(job['energy_j'] or 0) / 1000:.1f} kJ"),
                   _card("peak memory", f"{(mem or 0) / GIB:.2f} GiB"),
-                  _card("GPU", job["gpu_model"] or "?")], className="cards"),
+                  _card("GPU", job["gpu_model"] or ("none (CPU)" if not job["gpus_used"] else "?"))],
+                 className="cards"),
         html.Div(links or "no report for this job", className="links"),
         dcc.Graph(id="job-fig", figure=job_figure(chunks, trend, labels), config={"displaylogo": False}),
         html.Div("Click a chunk for its details.", id="job-sel", className="sel"),
