@@ -74,6 +74,7 @@ class JobResult:
     plan_s: float
     ledger: str
     summary: dict = field(default_factory=dict)
+    report: str | None = None  # the job's report folder (trend.png, summary.json/.md)
 
 
 def check_output(output: Path, input_path: Path, overwrite: bool, codec: str) -> None:
@@ -222,6 +223,7 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
     t_pool = time.perf_counter()
     if todo:
         cluster = connect(address if address is not None else spec.get("address"), verbose)
+        failed = False
         try:
             opts, notes = _pool_options(spec, cluster)
             ledger.update(actors_used=opts.actors, gpu_per_actor_used=opts.gpu_per_actor)
@@ -263,10 +265,13 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
         except BaseException as e:
             ledger.update(status="failed", ended=time.time(),
                           error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            failed = isinstance(e, Exception)  # not for Ctrl-C
             raise
         finally:
             disconnect(cluster)
             publish(ledger)  # every attempt so far becomes a span (rewritten whole on resume)
+            if failed:
+                job_report(ledger)
     t_asm = time.perf_counter()
     pool_s = t_asm - t_pool
     if out.exists() and not spec.get("overwrite"):
@@ -290,7 +295,20 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
     return JobResult(job_id=ledger.job_id, output=str(out), frames=spec["frames"],
                      chunks=len(chunks), chunks_run=len(todo), retries=progress.retries,
                      wall_s=wall, worker_s=worker_s, assemble_s=assemble_s, plan_s=plan_s,
-                     ledger=str(ledger.root), summary=summary)
+                     ledger=str(ledger.root), summary=summary, report=job_report(ledger))
+
+
+def job_report(ledger: JobLedger) -> str | None:
+    """Write the job's report (``ffray.analytics.report``) into its job folder from the Parquet
+    just published; the folder, or None when it could not be written (never fails the job)."""
+    try:
+        from ffray.analytics.report import write_report
+
+        target = ledger.spec.get("telemetry_target") or ledger.root.parent.parent
+        return str(write_report(ledger.root, target))
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not write the report of job %s: %s", ledger.job_id, e)
+        return None
 
 
 def frame_png(path: Path, number: int, frame_count: int) -> bytes:

@@ -1,0 +1,75 @@
+"""Job reports: written when a real `ffray swap` ends (CPU workers on the fake-GPU test cluster),
+and for a constructed GPU job with a heavy chunk and a retry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ffray.analytics.costs import job_costs
+from ffray.analytics.source import Store
+from tests.analytics_data import Chunk, Gpu, Job, write_store
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TOTALS = ["frames", "chunks", "chunks_done", "retries", "failed_attempts", "wall_s", "gpu_seconds",
+          "energy_j", "peak_mem_process", "peak_mem_device", "mean_util", "frames_per_gpu_second",
+          "faces_detected", "gpus_used", "width", "height", "status", "gpu_model"]
+
+
+def image_size(png: bytes) -> tuple[int, int]:
+    import io
+
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(io.BytesIO(png), format="png")
+    return img.shape[1], img.shape[0]
+
+
+def test_swap_writes_a_report_whose_totals_equal_the_analytics_query(cluster, media, data_dir, tmp_path,
+                                                                      capsys):
+    from ffray.cli import main
+
+    out = tmp_path / "out.mp4"
+    rc = main(["swap", str(media.cfr_audio), "-o", str(out), "--processor", "stamp", "--actors", "2",
+               "--gpu-per-actor", "1", "--chunk-seconds", "0.5", "--data-dir", str(data_dir)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    job = next((data_dir / "jobs").iterdir())
+    report = job / "report"
+    assert f"report: {report}" in err.replace("\n", "")  # printed by ffray swap
+    png = (report / "trend.png").read_bytes()
+    assert png.startswith(PNG) and image_size(png)[0] >= 800
+    summary = json.loads((report / "summary.json").read_text())
+    row = json.loads(json.dumps(job_costs(Store(data_dir), job_id=job.name).to_pylist()[0], default=str))
+    assert {k: summary["totals"][k] for k in TOTALS} == {k: row[k] for k in TOTALS}
+    t = summary["totals"]
+    assert t["frames"] == 96 and t["chunks_done"] == t["chunks"] >= 6 and t["status"] == "done"
+    assert t["gpu_seconds"] > 0  # each actor held one (fake) GPU for its chunks' seconds
+    assert t["energy_j"] is None and t["gpu_model"] is None  # no NVML here: no GPU samples
+    md = (report / "summary.md").read_text()
+    assert f"# Job {job.name}" in md and "| frames | 96 |" in md and "trend.png" in md
+
+
+def test_report_of_a_gpu_job_marks_the_heavy_chunk_and_the_retry(tmp_path):
+    from ffray.analytics.report import write_report
+
+    gpu = Gpu("GPU-r0", "NVIDIA L4", "n0", 0, 24 << 30)
+    chunks = [Chunk(10, frames=100, faces=100) for _ in range(4)]
+    chunks.append(Chunk(30, frames=100, faces=300, mem_proc=4_000_000_000))
+    chunks[1].failed_s = 2
+    write_store(tmp_path, [Job("rep-1", [gpu], chunks, watts=70.0, mem_device=5_000_000_000)])
+    folder = write_report(tmp_path / "jobs" / "rep-1", tmp_path)
+    assert folder == tmp_path / "jobs" / "rep-1" / "report"
+    summary = json.loads((folder / "summary.json").read_text())
+    t = summary["totals"]
+    assert (t["gpu_seconds"], t["energy_j"], t["peak_mem_process"], t["retries"]) == \
+        (70.0, 70.0 * 70, 4_000_000_000, 1)
+    assert t["cost"] == pytest.approx(70.0 / 3600 * 0.8)  # the L4's default price
+    texts = [e["text"] for e in summary["events"]]
+    ratio = 30 / (70 / 5)
+    assert texts == [f"chunk 4: 3.0 faces per frame, {ratio:.1f}x the mean GPU-seconds",
+                     "chunk 1: attempt 1 failed after 2.0 s, retried"]
+    md = (folder / "summary.md").read_text()
+    assert all(f"- {x}" in md for x in texts) and "| GPU-seconds | 70.00 |" in md
+    assert (folder / "trend.png").read_bytes().startswith(PNG)
