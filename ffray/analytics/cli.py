@@ -68,12 +68,17 @@ def add_parser(sub) -> None:
     p.add_argument("--gpu", metavar="MODEL", help="one GPU class or NVML name (default: all fitted)")
     p.add_argument("--gpus", type=int, default=1, help="GPUs the job will use (default 1)")
     p.add_argument("--refit", action="store_true", help="fit now instead of using the cached model")
+    k = what.add_parser("compact", help="merge the per-job span and job-record files of closed days "
+                        "(local data dirs; also done when a job ends)")
+    k.add_argument("--data-dir", help="data dir (default $FFRAY_HOME or ~/.ffray)")
 
 
 def run(args) -> int:
     from ffray.analytics.source import Store
     from ffray.settings import telemetry_target
 
+    if args.what == "compact":
+        return cmd_compact(args)
     if args.limit < 0:
         raise FFrayError("--limit must be >= 0")
     if args.format == "parquet" and not args.output:
@@ -104,6 +109,21 @@ def run(args) -> int:
                 "predict": cmd_predict}[args.what](args, store, classes, since)
     finally:
         store.close()
+
+
+def cmd_compact(args) -> int:
+    import time
+
+    from ffray.settings import telemetry_target
+    from ffray.telemetry.jobfiles import compact_closed_days
+
+    target = telemetry_target(args.data_dir)
+    if "://" in target:
+        raise FFrayError("compact works on local data dirs only")
+    t = time.perf_counter()
+    merged = compact_closed_days(target)
+    print(f"{len(merged)} day file(s) written in {time.perf_counter() - t:.1f} s under {target}")
+    return 0
 
 
 def cmd_jobs(args, store, classes, since) -> int:
@@ -150,17 +170,20 @@ def cmd_chunks(args, store, classes, since) -> int:
     return 0
 
 
-def _model(args, store, classes, since, refit: bool = True):
-    from ffray.analytics.capacity import fit_model, model_path, save_model
+def _model(args, store, classes, since):
+    """Fit (from one pass over the store), save; the model and the job table behind it."""
+    from ffray.analytics.capacity import fit_jobs, job_table, model_path, save_model
     from ffray.settings import data_dir
 
-    model = fit_model(store, classes, since=since, processor=args.processor, min_jobs=args.min_jobs)
+    jobs = job_table(store, classes, since=since, processor=args.processor)
+    model = fit_jobs(jobs, classes, min_jobs=args.min_jobs, meta={
+        "since": since.isoformat() if since else None, "processor": args.processor})
     if model.meta["jobs"] == 0:
         which = "" if args.processor in ("", "all") else f" of processor {args.processor!r}"
         raise FFrayError(f"no finished jobs{which} with GPU telemetry in {store.target}: run jobs on GPUs "
                          "with telemetry on (`ffray swap`), or use --processor all")
     path = save_model(model, model_path(data_dir(args.data_dir)))
-    return model, path
+    return model, path, jobs
 
 
 def fit_rows(model) -> list[dict]:
@@ -183,8 +206,8 @@ def cmd_capacity(args, store, classes, since) -> int:
 
     if args.deadline is not None and args.deadline <= 0:
         raise FFrayError("--deadline must be > 0 seconds")
-    model, path = _model(args, store, classes, since)
-    rows, summary = right_size(store, model, classes, deadline_s=args.deadline, extrapolate=args.extrapolate)
+    model, path, jobs = _model(args, store, classes, since)
+    rows, summary = right_size(jobs, model, classes, deadline_s=args.deadline, extrapolate=args.extrapolate)
     if args.format == "json":
         print(json_dump({"model": model.to_dict(), "model_path": str(path), "summary": summary,
                          "jobs": rows}))
@@ -227,7 +250,7 @@ def cmd_predict(args, store, classes, since) -> int:
 
     model = None if args.refit else load_model(model_path(data_dir(args.data_dir)))
     if model is None:
-        model, _ = _model(args, store, classes, None)
+        model, _, _ = _model(args, store, classes, None)
     w, h = args.size
     rows = predict(model, classes, args.frames, w, h, args.faces, gpu=args.gpu, gpus=args.gpus,
                    extrapolate=args.extrapolate)

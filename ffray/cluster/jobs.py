@@ -299,12 +299,19 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
 
 
 def job_report(ledger: JobLedger) -> str | None:
-    """Write the job's report (``ffray.analytics.report``) into its job folder from the Parquet
-    just published; the folder, or None when it could not be written (never fails the job)."""
+    """Compact the job files of closed days (``ffray.telemetry.jobfiles``), then write the job's
+    report (``ffray.analytics.report``) into its job folder from the Parquet just published; the
+    folder, or None when it could not be written (never fails the job)."""
+    target = ledger.spec.get("telemetry_target") or ledger.root.parent.parent
+    try:  # closed days' job files merged first: the report (and every later query) reads fewer files
+        from ffray.telemetry.jobfiles import compact_closed_days
+
+        compact_closed_days(target)
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not compact the job files of closed days: %s", e)
     try:
         from ffray.analytics.report import write_report
 
-        target = ledger.spec.get("telemetry_target") or ledger.root.parent.parent
         return str(write_report(ledger.root, target))
     except Exception as e:  # noqa: BLE001
         log.warning("could not write the report of job %s: %s", ledger.job_id, e)

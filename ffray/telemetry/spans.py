@@ -48,7 +48,23 @@ def write_spans(target, job_id: str, rows: list[dict]) -> str | None:
     table = pa.Table.from_pylist(rows, schema=SPAN)
     first = min(r["start"] for r in rows if r["start"] is not None)
     sink = Sink(join(target, "spans"))
-    return sink.write_parquet(table, f"date={first.strftime('%Y-%m-%d')}/job={job_id}/spans.parquet")
+    return _write_job_file(sink, f"date={first.strftime('%Y-%m-%d')}", f"job={job_id}/spans.parquet",
+                           table, job_id)
+
+
+def _write_job_file(sink, day: str, name: str, table: pa.Table, job_id: str) -> str:
+    """Write a job's file into ``day``; in a local folder under its lock, after taking the job
+    out of the day's compacted files (see ``ffray.telemetry.jobfiles``)."""
+    if not sink.local:
+        return sink.write_parquet(table, f"{day}/{name}")
+    from pathlib import Path
+
+    from ffray.telemetry.jobfiles import evict, locked
+
+    folder = Path(sink.path(day))
+    with locked(folder):
+        evict(folder, job_id)
+        return sink.write_parquet(table, f"{day}/{name}")
 
 
 def job_record(spec: dict, chunks_done: int) -> dict:
@@ -88,9 +104,9 @@ def write_job_record(target, record: dict) -> str:
     from ffray.telemetry.sink import Sink, join
 
     created = record["created"] or datetime.now(timezone.utc)
-    return Sink(join(target, "job_records")).write_parquet(
-        pa.Table.from_pylist([record], schema=JOB),
-        f"date={created.strftime('%Y-%m-%d')}/{record['job_id']}.parquet")
+    return _write_job_file(Sink(join(target, "job_records")), f"date={created.strftime('%Y-%m-%d')}",
+                           f"{record['job_id']}.parquet", pa.Table.from_pylist([record], schema=JOB),
+                           record["job_id"])
 
 
 def publish(ledger) -> None:
