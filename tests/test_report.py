@@ -73,3 +73,18 @@ def test_report_of_a_gpu_job_marks_the_heavy_chunk_and_the_retry(tmp_path):
     md = (folder / "summary.md").read_text()
     assert all(f"- {x}" in md for x in texts) and "| GPU-seconds | 70.00 |" in md
     assert (folder / "trend.png").read_bytes().startswith(PNG)
+
+
+def test_a_failed_job_gets_a_report_with_its_failed_attempts(cluster, media, data_dir, tmp_path):
+    from ffray.errors import JobFailed
+    from tests.media import swap
+
+    with pytest.raises(JobFailed):
+        swap(media.cfr_silent, tmp_path / "o.mp4", data_dir, processor="tests.procs:FailOn",
+             params={"chunk": 1}, actors=2, gpu_per_actor=1, chunk_seconds=0.5, max_attempts=2)
+    job = next((data_dir / "jobs").iterdir())
+    summary = json.loads((job / "report" / "summary.json").read_text())
+    assert summary["totals"]["status"] == "failed" and summary["totals"]["failed_attempts"] == 2
+    retries = [e["text"] for e in summary["events"] if e["kind"] == "retry"]
+    assert len(retries) == 2 and retries[0].endswith(", retried") and retries[1].endswith("not retried")
+    assert (job / "report" / "trend.png").read_bytes().startswith(PNG)

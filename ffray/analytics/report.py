@@ -93,9 +93,10 @@ def events(chunks: list[dict]) -> list[dict]:
     out += sorted(heavy, key=lambda e: -e["ratio"])[:MAX_EVENTS]
     for c in chunks:
         if c["status"] == "failed":
+            again = any(o["chunk"] == c["chunk"] and o["attempt"] > c["attempt"] for o in chunks)
             out.append({"kind": "retry", "chunk": c["chunk"], "attempt": c["attempt"], "start": c["start"],
                         "end": c["end"], "text": f"chunk {c['chunk']}: attempt {c['attempt']} failed after "
-                        f"{c['seconds'] or 0:.1f} s, retried"})
+                        f"{c['seconds'] or 0:.1f} s, {'retried' if again else 'not retried'}"})
         elif (c["throttled_share"] or 0) >= 0.5:
             out.append({"kind": "throttled", "chunk": c["chunk"], "start": c["start"], "end": c["end"],
                         "text": f"chunk {c['chunk']}: GPU throttled in {c['throttled_share']:.0%} "
