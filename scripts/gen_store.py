@@ -35,11 +35,12 @@ LAW = {"A": 0.004, "B": 0.006, "C": 0.5, "M0": 1.5e9, "M1": 1.2e9}
 RESOLUTIONS = [(1280, 720), (1920, 1080), (2560, 1440), (3840, 2160)]
 
 
-def plan_jobs(rng, n_jobs, lanes, t0, t_end, models_of_lane, long_chunks=0):
-    """Place jobs on GPU lanes (one actor per GPU); returns jobs and their chunk spans."""
+def plan_jobs(rng, n_jobs, lanes, t0, t_end, models_of_lane, long_chunks=0, gap_scale=1.0):
+    """Place jobs on GPU lanes (one actor per GPU); returns jobs and their chunk spans. Jobs that
+    would end after ``t_end`` are dropped: a smaller ``gap_scale`` packs them closer."""
     free = np.full(len(lanes), t0, dtype=float)
     span_s = t_end - t0
-    gap = 0.8 * span_s * len(lanes) / (2.0 * max(1, n_jobs))  # a job holds 2 GPUs on average
+    gap = gap_scale * 0.8 * span_s * len(lanes) / (2.0 * max(1, n_jobs))  # a job holds 2 GPUs on average
     jobs = []
     by_node: dict[str, list[int]] = {}
     for i, (node, _) in enumerate(lanes):
@@ -143,6 +144,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--long-job-chunks", type=int, default=0,
                     help="make job gen-000000 a 1-hour job of this many chunks on 4 GPUs of node00")
+    ap.add_argument("--gap-scale", type=float, default=1.0,
+                    help="scale the idle gaps between jobs (below 1: more of --jobs fit in --days)")
     a = ap.parse_args()
     t_start = time.perf_counter()
     rng = np.random.default_rng(a.seed)
@@ -153,7 +156,7 @@ def main() -> None:
     lanes = [(f"node{n:02d}", g) for n in range(a.nodes) for g in range(a.gpus_per_node)]
     models_of_lane = [models[n % len(models)] for n in range(a.nodes) for _ in range(a.gpus_per_node)]
     uuids = [f"GPU-{i:08x}-gen0-0000-0000-{g:012x}" for i, (_, g) in enumerate(lanes)]
-    jobs = plan_jobs(rng, a.jobs, lanes, t0, t_end, models_of_lane, a.long_job_chunks)
+    jobs = plan_jobs(rng, a.jobs, lanes, t0, t_end, models_of_lane, a.long_job_chunks, a.gap_scale)
     total = t_end - t0
     busy = [np.zeros(total, bool) for _ in lanes]
     mem = [np.zeros(total, np.float64) for _ in lanes]
