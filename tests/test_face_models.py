@@ -59,6 +59,24 @@ def test_scrfd_decodes_known_outputs(contract_models):
     assert det.detect([np.zeros((480, 640, 3), np.uint8)]) == [[]]
 
 
+def test_scrfd_decoder_caps_candidates_of_an_uncalibrated_model():
+    """Every anchor above threshold (random weights do that) must not make NMS quadratic in 33,600
+    anchors: the best PRE_NMS_TOP_K enter NMS, so the best-scoring box survives."""
+    from ffray.faces import scrfd
+
+    rng = np.random.default_rng(0)
+    outs = {}
+    for s, (sn, bn, kn) in scrfd.STRIDES.items():
+        n = (640 // s) ** 2 * 2
+        outs[sn] = rng.uniform(0.6, 0.99, (n, 1)).astype(np.float32)
+        outs[bn] = rng.uniform(0, 0.2, (n, 4)).astype(np.float32)  # tiny boxes: little suppression
+        outs[kn] = rng.uniform(-1, 1, (n, 10)).astype(np.float32)
+    best = max(float(o.max()) for k, o in outs.items() if k in [v[0] for v in scrfd.STRIDES.values()])
+    boxes, scores, kps = scrfd.decode(outs, (640, 640), 0.5)
+    assert 0 < len(scores) <= scrfd.PRE_NMS_TOP_K and scores.max() == pytest.approx(best)
+    assert boxes.shape == (len(scores), 4) and kps.shape == (len(scores), 5, 2)
+
+
 def test_arcface_embeddings_are_normed_and_discriminate(contract_models):
     from ffray.video.sample import astronaut_face, faces_image
 

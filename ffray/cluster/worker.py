@@ -43,6 +43,9 @@ class ChunkWorker:
         self._actor_id = ctx.get_actor_id()
         self._gpus = float(ctx.get_assigned_resources().get("GPU", 0.0))
         self._gpu_uuids = gpu_uuids(self._gpu_ids)
+        self._seen: list[str] | None = None
+        # CUDA numbers devices fastest-first unless told otherwise; Ray's ids are NVML (PCI) order
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         self._spec = processor
         self._encode = encode
         self._pix_fmt = source_pix_fmt
@@ -59,7 +62,7 @@ class ChunkWorker:
     def info(self) -> dict:
         return {"node_id": self._node_id, "actor_id": self._actor_id, "pid": os.getpid(),
                 "host": socket.gethostname(), "gpu_ids": list(self._gpu_ids),
-                "gpu_uuids": self._gpu_uuids, "gpus": self._gpus,
+                "gpu_uuids": self._gpu_uuids, "gpu_uuids_seen": self._seen_uuids(), "gpus": self._gpus,
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "processor": self._spec.kind, "setup_s": self._setup_s}
 
@@ -113,9 +116,36 @@ class ChunkWorker:
         return {"data": data, "stats": stats}
 
 
+    def _seen_uuids(self) -> list[str] | None:
+        """UUIDs of the GPUs on which NVML lists this process (a CUDA context exists once models
+        ran): the independent check that ``gpu_uuids`` names the device really used. None before
+        any GPU use or without NVML; [] where NVML shows other PIDs (a container's PID namespace)."""
+        if self._seen or not self._gpu_ids:
+            return self._seen
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            try:
+                seen = []
+                for i in range(pynvml.nvmlDeviceGetCount()):
+                    h = pynvml.nvmlDeviceGetHandleByIndex(i)
+                    pids = {p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h)}
+                    if os.getpid() in pids:
+                        u = pynvml.nvmlDeviceGetUUID(h)
+                        seen.append(u.decode() if isinstance(u, bytes) else str(u))
+                self._seen = seen
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001 - no NVML (CPU machines, fake GPUs)
+            self._seen = None
+        return self._seen
+
+
 def gpu_uuids(gpu_ids: tuple[str, ...]) -> list[str | None]:
-    """NVML UUIDs of the physical GPUs Ray assigned (Ray's GPU ids are NVML indices); None where
-    NVML cannot tell (no driver, or fake GPUs in tests)."""
+    """NVML UUIDs of the physical GPUs Ray assigned (Ray's GPU ids are NVML indices, or UUIDs when
+    the node's CUDA_VISIBLE_DEVICES lists UUIDs); None where NVML cannot tell (no driver, or fake
+    GPUs in tests)."""
     if not gpu_ids:
         return []
     try:
@@ -125,6 +155,9 @@ def gpu_uuids(gpu_ids: tuple[str, ...]) -> list[str | None]:
         try:
             out = []
             for g in gpu_ids:
+                if g.startswith(("GPU-", "MIG-")):
+                    out.append(g)
+                    continue
                 h = pynvml.nvmlDeviceGetHandleByIndex(int(g))
                 u = pynvml.nvmlDeviceGetUUID(h)
                 out.append(u.decode() if isinstance(u, bytes) else str(u))

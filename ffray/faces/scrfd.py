@@ -25,9 +25,14 @@ def anchor_centers(h: int, w: int, stride: int) -> np.ndarray:
     return np.repeat(c, ANCHORS, axis=0)
 
 
+PRE_NMS_TOP_K = 1000  # candidates kept (best scores first) before the greedy NMS
+
+
 def decode(outputs: dict[str, np.ndarray], input_hw: tuple[int, int], threshold: float,
            nms_thresh: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes (N,4), scores (N,), keypoints (N,5,2) in input-image pixels, after NMS."""
+    """Boxes (N,4), scores (N,), keypoints (N,5,2) in input-image pixels, after NMS. At most
+    ``PRE_NMS_TOP_K`` candidates enter NMS: a badly calibrated model (or a contract model with
+    random weights) can pass tens of thousands of anchors, and greedy NMS is quadratic."""
     boxes, scores, kpss = [], [], []
     ih, iw = input_hw
     for s, (sn, bn, kn) in STRIDES.items():
@@ -46,6 +51,9 @@ def decode(outputs: dict[str, np.ndarray], input_hw: tuple[int, int], threshold:
     if not boxes:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
     b, sc, k = np.concatenate(boxes), np.concatenate(scores), np.concatenate(kpss)
+    if len(sc) > PRE_NMS_TOP_K:
+        top = np.argpartition(-sc, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
+        b, sc, k = b[top], sc[top], k[top]
     # insightface's NMS counts box width as x2 - x1 + 1, as does ours
     keep = nms(b, sc, nms_thresh)
     return b[keep].astype(np.float32), sc[keep].astype(np.float32), k[keep].astype(np.float32)
