@@ -8,6 +8,8 @@ import plotly.io as pio
 import pyarrow as pa
 from plotly.subplots import make_subplots
 
+from ffray.analytics.costs import worker_lanes
+
 GIB = 1024 ** 3
 METRICS = {  # key: (column prefix, title, unit, scale)
     "util": ("util", "GPU utilization", "%", 1.0),
@@ -92,11 +94,16 @@ def gpu_label(uuid: str | None, node: str | None, index=None) -> str:
     return f"{n} · GPU{index}" if index is not None else f"{n} · {uuid[-12:]}"
 
 
-def lane_label(r: dict, labels: dict) -> str:
-    """The timeline row of a chunk attempt: its GPU, its node's CPU, or the failed-attempts row."""
+def lane_label(r: dict, labels: dict, lane: tuple[str, int, int] | None = None) -> str:
+    """The timeline row of a chunk attempt: its GPU, its node's CPU, or the failed-attempts row;
+    with ``lane`` (``worker_lanes``) one row per worker where several share a device."""
     if r["gpu_uuid"]:
-        return labels.get(r["gpu_uuid"], gpu_label(r["gpu_uuid"], r["node"]))
-    return f"{short_node(r['node'])} · CPU" if r["status"] == "done" else "failed attempts"
+        base = labels.get(r["gpu_uuid"], gpu_label(r["gpu_uuid"], r["node"]))
+    elif r["status"] == "done":
+        base = f"{short_node(r['node'])} · CPU"
+    else:
+        return "failed attempts"
+    return f"{base} · worker {lane[1] + 1}" if lane and lane[2] > 1 else base
 
 
 def chunk_hover(r: dict) -> str:
@@ -136,6 +143,7 @@ def job_figure(chunks: list[dict], trend: pa.Table, labels: dict) -> go.Figure:
     if not trend.num_rows:
         fig.add_annotation(text="no GPU samples for this job (CPU workers, or telemetry was off)",
                            showarrow=False, xref="x domain", yref="y domain", x=0.5, y=0.5, row=1, col=1)
+    lanes = dict(zip([(r["chunk"], r["attempt"]) for r in chunks], worker_lanes(chunks)))
     for cat, colour in STATUS_COLOURS.items():
         rows = [r for r in chunks if chunk_category(r) == cat and r["start"] is not None]
         if not rows:
@@ -144,11 +152,12 @@ def job_figure(chunks: list[dict], trend: pa.Table, labels: dict) -> go.Figure:
             orientation="h", name=f"chunks: {cat}", marker={"color": colour},
             base=[r["start"].replace(tzinfo=None).isoformat() for r in rows],
             x=[max(1.0, r["seconds"] * 1000.0) for r in rows],
-            y=[lane_label(r, labels) for r in rows],
+            y=[lane_label(r, labels, lanes[(r["chunk"], r["attempt"])]) for r in rows],
             text=[str(r["chunk"]) for r in rows], textposition="inside", insidetextanchor="middle",
             customdata=[[r["chunk"], r["attempt"]] for r in rows],
             hovertext=[chunk_hover(r) for r in rows], hoverinfo="text"), row=3, col=1)
     fig.update_layout(barmode="overlay", bargap=0.25)
+    fig.update_yaxes(categoryorder="category descending", row=3, col=1)
     fig.update_xaxes(type="date")
     _base_layout(fig, "", 720)
     fig.update_layout(margin={"l": 190, "r": 10, "t": 30, "b": 30}, legend={"y": -0.08})

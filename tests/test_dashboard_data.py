@@ -127,3 +127,23 @@ def test_gpu_share_splits_energy_and_time_window_is_padded(data):
     assert bucket >= 1 and job["gpu_model"] == "Fake H100"
     lo = min(trend["bucket"].to_pylist())
     assert _t(60) - timedelta(seconds=5 + bucket) <= lo <= _t(60)
+
+
+def test_workers_sharing_a_gpu_get_their_own_timeline_lanes():
+    from ffray.analytics.costs import worker_lanes
+
+    t = [_t(s) for s in range(6)]
+
+    def c(chunk, actor, start, gpu="GPU-a", status="done", node="n0"):
+        return {"chunk": chunk, "attempt": 1, "status": status, "gpu_uuid": gpu if status == "done" else None,
+                "actor_id": actor, "node": node, "start": t[start]}
+
+    chunks = [c(0, "x", 1), c(1, "y", 0), c(2, "x", 3), c(3, "z", 2, gpu="GPU-b"), c(4, None, 4, status="failed"),
+              c(5, "w", 5, gpu=None)]
+    assert worker_lanes(chunks) == [("GPU-a", 1, 2), ("GPU-a", 0, 2), ("GPU-a", 1, 2), ("GPU-b", 0, 1),
+                                    ("failed", 0, 1), ("cpu:n0", 0, 1)]
+    from dashboard.figures import lane_label
+
+    labels = {"GPU-a": "n0 · GPU0"}
+    assert [lane_label(r, labels, ln) for r, ln in zip(chunks, worker_lanes(chunks))][:2] == [
+        "n0 · GPU0 · worker 2", "n0 · GPU0 · worker 1"]

@@ -7,6 +7,7 @@ from dash import Input, Output, dash_table, dcc, html
 
 from dashboard.data import Data
 from dashboard.figures import GIB, chunk_category, job_figure, lane_label
+from ffray.analytics.costs import worker_lanes
 
 NO_JOBS = "No jobs yet. Run one: `ffray demo`, or `ffray swap INPUT -s FACE -o OUTPUT`; its chunks " \
           "and costs appear here."
@@ -73,9 +74,9 @@ CHUNK_COLUMNS = [("chunk", "chunk"), ("attempt", "attempt"), ("status", "status"
 
 def chunk_rows(chunks: list[dict], labels: dict) -> list[dict]:
     out = []
-    for r in chunks:
+    for r, lane in zip(chunks, worker_lanes(chunks)):
         mem = r["peak_mem_process"] or r["peak_mem_device"]
-        gpu = lane_label(r, labels)
+        gpu = lane_label(r, labels, lane)
         fpf = (r["faces_detected"] or 0) / r["frames"] if r["frames"] else None
         out.append({"id": f"{r['chunk']}-{r['attempt']}", "chunk": r["chunk"], "attempt": r["attempt"],
                     "status": chunk_category(r), "gpu": gpu,

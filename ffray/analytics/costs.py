@@ -119,3 +119,28 @@ def job_costs(store: Store, since=None, job_id: str | None = None) -> pa.Table:
         return store.sql(q, **params)
     finally:
         store.con.unregister("chunk_costs_t")
+
+
+def worker_lanes(chunks: list[dict]) -> list[tuple[str, int, int]]:
+    """A timeline lane per chunk attempt (``chunk_costs`` rows, same order): (device, worker,
+    workers on that device). The device is the GPU UUID, ``cpu:<node>`` for a finished attempt
+    without a GPU, or ``failed``; workers sharing a device (fractional GPUs) get their own lane,
+    numbered by first start, so their overlapping spans stay visible."""
+    def device(c: dict) -> str:
+        if c["status"] != "done":
+            return "failed"
+        return c["gpu_uuid"] or f"cpu:{c['node'] or '?'}"
+
+    first: dict[str, dict[str, object]] = {}
+    for c in sorted((c for c in chunks if c["start"] is not None), key=lambda c: c["start"]):
+        first.setdefault(device(c), {}).setdefault(c.get("actor_id") or "?", c["start"])
+    order = {d: {a: i for i, a in enumerate(actors)} for d, actors in first.items()}
+    out = []
+    for c in chunks:
+        d = device(c)
+        if d == "failed":
+            out.append((d, 0, 1))
+        else:
+            workers = order.get(d, {})
+            out.append((d, workers.get(c.get("actor_id") or "?", 0), max(1, len(workers))))
+    return out

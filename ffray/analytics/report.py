@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ffray.analytics.costs import worker_lanes
 from ffray.errors import FFrayError
 
 HEAVY = 1.5  # a chunk is an event when its GPU-seconds are at least this multiple of the mean
@@ -124,10 +125,10 @@ def _prediction(data_dir: Path, summary: dict, classes) -> dict | None:
         return None
 
 
-def _lane(c: dict) -> str:
-    if c["status"] == "failed":
-        return FAILED_LANE
-    return c["gpu_uuid"] or c["actor_id"] or c["node"] or "?"
+def _short(node: str | None) -> str:
+    """Host names stay; Ray's 56-hex node ids are cut to 8 characters."""
+    node = node or "?"
+    return node[:8] if len(node) > 20 and all(ch in "0123456789abcdef" for ch in node) else node
 
 
 def _iso(v):
@@ -179,8 +180,20 @@ def render_png(data: dict) -> bytes:
     fig = Figure(figsize=(13, 8.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax_u, ax_m, ax_c = fig.subplots(3, 1, sharex=True, height_ratios=[3, 3, 2])
-    names = {c["gpu_uuid"]: f"{c['gpu_name'] or 'GPU'} {c['gpu_uuid'][-8:]} ({c['node'] or '?'})"
+    names = {c["gpu_uuid"]: f"{c['gpu_name'] or 'GPU'} {c['gpu_uuid'][-8:]} ({_short(c['node'])})"
              for c in chunks if c["gpu_uuid"]}
+    lane_of = {(c["chunk"], c["attempt"]): ln for c, ln in zip(chunks, worker_lanes(chunks))}
+
+    def _lane(c: dict) -> tuple:
+        return lane_of[(c["chunk"], c["attempt"])][:2]
+
+    def _lane_name(k: tuple) -> str:
+        dev, w = k
+        if dev == "failed":
+            return FAILED_LANE
+        n = sum(1 for d, _ in lanes if d == dev)
+        base = names.get(dev, f"{_short(dev[4:])} CPU" if dev.startswith("cpu:") else dev[-8:])
+        return f"{base} w{w + 1}" if n > 1 else base
     b = data["bucket_s"]
     if trend.num_rows:
         for uuid in sorted(set(trend["series"].to_pylist())):
@@ -201,7 +214,7 @@ def render_png(data: dict) -> bytes:
         for c in done:
             for ax in (ax_u, ax_m):
                 ax.axvline(rel(c["start"]), color="0.6", lw=0.5, ls=":")
-    lanes = sorted({_lane(c) for c in chunks}, key=lambda k: (k == FAILED_LANE, k))
+    lanes = sorted({_lane(c) for c in chunks}, key=lambda k: (k[0] == "failed", k))
     y_of = {k: i for i, k in enumerate(lanes)}
     for c in chunks:
         if c["start"] is None or c["end"] is None:
@@ -230,8 +243,7 @@ def render_png(data: dict) -> bytes:
     ax_u.set_ylabel("GPU utilization %")
     ax_u.set_ylim(0, 105)
     ax_m.set_ylabel("GPU memory GiB")
-    ax_c.set_yticks(range(len(lanes)), [names.get(k, k if k == FAILED_LANE else f"worker {k[-8:]}")
-                                         for k in lanes], fontsize=7)
+    ax_c.set_yticks(range(len(lanes)), [_lane_name(k) for k in lanes], fontsize=7)
     ax_c.set_ylim(-0.6, top + 0.45 * (len(shown) + 1) + 0.2)
     ax_c.set_xlabel("seconds since the job's first chunk started"
                     + (f" ({t0:%Y-%m-%d %H:%M:%S} UTC)" if t0 else ""))
