@@ -18,6 +18,8 @@ def add_parser(sub) -> None:
     d.add_argument("--data-dir", help="data dir or filesystem URI (default $FFRAY_HOME or ~/.ffray)")
     d.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     d.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    d.add_argument("--prices", metavar="FILE", help="$/GPU-hour per GPU class or model (JSON; capacity page)")
+    d.add_argument("--gpu-specs", metavar="FILE", help="extra or changed GPU classes (JSON; capacity page)")
     d.add_argument("--auth", metavar="USER:PASSWORD",
                    help=f"require HTTP basic auth (needed to bind a non-loopback address; or ${AUTH_ENV})")
 
@@ -67,7 +69,10 @@ def run(args) -> int:
 
     auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
     check_bind(args.host, args.port, auth)
-    data = Data(telemetry_target(args.data_dir), data_dir(args.data_dir))
+    from ffray.analytics.gpus import load_classes
+
+    classes = tuple(load_classes(args.gpu_specs, args.prices))  # bad files: one-line errors now
+    data = Data(telemetry_target(args.data_dir), data_dir(args.data_dir), classes=classes)
     app = create_app(data, auth)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     print(f"ffray dashboard on http://{args.host}:{args.port}/ over {data.target}"

@@ -26,6 +26,7 @@ class Data:
     target: str  # data dir or filesystem URI holding telemetry/, spans/, job_records/
     ledgers: Path | None = None  # local data dir holding jobs/<id>/ (reports)
     bound: Store | None = None  # set inside ``session()``: every call shares one connection
+    classes: tuple = ()  # GPU classes (ffray.analytics.gpus.load_classes); () = the defaults
 
     def missing(self) -> bool:
         """True when there is no data dir at all (a URI is taken as present)."""
@@ -104,6 +105,46 @@ class Data:
             if c["gpu_uuid"] and c["gpu_uuid"] not in labels:
                 labels[c["gpu_uuid"]] = gpu_label(c["gpu_uuid"], c["node"])
         return rows[0], chunks, trend, bucket, labels
+
+    # capacity
+    def gpu_classes(self) -> list[dict]:
+        from ffray.analytics.gpus import load_classes
+
+        return list(self.classes) or load_classes()
+
+    def capacity(self, refit: bool = False, deadline_s: float | None = None, extrapolate: bool = False):
+        """(model dict, where it came from, fit rows, right-sizing rows, summary). Uses the model
+        ``ffray analyze capacity`` cached in the data dir unless ``refit``; a refit here is not
+        saved (the dashboard only reads)."""
+        from ffray.analytics.capacity import (
+            CapacityModel,
+            fit_jobs,
+            job_table,
+            load_model,
+            model_path,
+            right_size,
+        )
+        from ffray.analytics.cli import fit_rows
+
+        classes = self.gpu_classes()
+        cached = None if refit or self.ledgers is None else load_model(model_path(self.ledgers))
+        with self.store() as s:
+            jobs = job_table(s, classes)
+            if cached is not None:
+                model, source = cached, f"cached model of {cached.meta.get('fitted_at', '?')}"
+            else:
+                model = fit_jobs(jobs, classes, meta={"since": None, "processor": "faceswap"})
+                source = "fitted now from the store (not saved; `ffray analyze capacity` saves it)"
+            rows, summary = right_size(jobs, model, classes, deadline_s=deadline_s, extrapolate=extrapolate)
+        assert isinstance(model, CapacityModel)
+        return model.to_dict(), source, fit_rows(model), rows, summary
+
+    def predict(self, model: dict, frames: int, width: int, height: int, faces: float, gpu=None,
+                gpus: int = 1, extrapolate: bool = False) -> list[dict]:
+        from ffray.analytics.capacity import CapacityModel, predict
+
+        return predict(CapacityModel.from_dict(model), self.gpu_classes(), frames, width, height, faces,
+                       gpu=gpu, gpus=gpus, extrapolate=extrapolate)
 
     def report_file(self, job_id: str, name: str) -> Path | None:
         """A job's report file (``ffray.analytics.report``), only for a known job id and a known

@@ -261,3 +261,55 @@ def test_live_refresh_appends_new_points_without_redrawing(browser, tmp_path):
     finally:
         ctx.close()
         s.close()
+
+
+@pytest.fixture(scope="module")
+def capacity_served(tmp_path_factory):
+    """Jobs following a known cost law on an H100 and an L4 (10 each), 3 on an A10G (no fit)."""
+    import numpy as np
+
+    from tests.analytics_data import Gpu, law_job, write_store
+
+    law = {"A": 0.004, "B": 0.006, "C": 0.002, "D": 3.0, "M0": 1.5e9, "M1": 1.2e9}
+    gpus = [(Gpu("GPU-h100-0", "NVIDIA H100 80GB HBM3", "n0", 0, 80 << 30), 1.0, 10),
+            (Gpu("GPU-l4-0", "NVIDIA L4", "n1", 0, 24 << 30), 0.3, 10),
+            (Gpu("GPU-a10g-0", "NVIDIA A10G", "n2", 0, 24 << 30), 0.35, 3)]
+    rng = np.random.default_rng(5)
+    jobs = []
+    for gpu, rel, n in gpus:
+        for k in range(n):
+            w, h = [(1280, 720), (1920, 1080), (3840, 2160)][k % 3]
+            jobs.append(law_job(f"{gpu.uuid}-{k:02d}", gpu, law, rel, w, h, float(rng.choice([0.5, 1, 2])),
+                                [int(x) for x in rng.integers(60, 300, 3)]))
+    root = tmp_path_factory.mktemp("capacity")
+    write_store(root, jobs)
+    data = Data(str(root), root)
+    s = Served(data)
+    yield s, data
+    s.close()
+
+
+def test_capacity_page_shows_fits_right_sizing_and_predicts(capacity_served, page):
+    s, data = capacity_served
+    page.goto(s.url + "/capacity")
+    page.locator("#cap-fits").wait_for(timeout=30000)
+    fits = page.locator("#cap-fits tbody tr")
+    assert fits.count() == 3  # header + H100 + L4
+    text = page.locator("#cap-fits").inner_text()
+    assert "H100" in text and "L4" in text and "A10G" not in text
+    assert "A10G (3 jobs)" in page.locator("#cap-nofit").inner_text()  # seen, but not fitted
+    assert "23 finished jobs" in page.locator("#cap-msg").inner_text()
+    assert page.locator("#cap-jobs tbody tr:has(td.dash-cell)").count() == 23  # a row per job
+    page.locator("#p-res").fill("3840x2160")
+    page.locator("#p-frames").fill("3000")
+    page.locator("#p-go").click()
+    page.locator("#p-table").wait_for(timeout=20000)
+    model, *_ = data.capacity()
+    want = data.predict(model, 3000, 3840, 2160, 1.0)
+    shown = page.locator("#p-table").inner_text()
+    for r in want:  # every class with a fit, its predicted GPU-seconds as the model gives them
+        assert r["gpu_class"] in shown and f"{r['gpu_seconds']:,.0f} (" in shown
+    shot(page, "capacity")
+    page.locator("#p-res").fill("19x")
+    page.locator("#p-go").click()
+    page.get_by_text("WIDTHxHEIGHT").wait_for(timeout=20000)

@@ -138,8 +138,8 @@ def test_workers_sharing_a_gpu_get_their_own_timeline_lanes():
         return {"chunk": chunk, "attempt": 1, "status": status, "gpu_uuid": gpu if status == "done" else None,
                 "actor_id": actor, "node": node, "start": t[start]}
 
-    chunks = [c(0, "x", 1), c(1, "y", 0), c(2, "x", 3), c(3, "z", 2, gpu="GPU-b"), c(4, None, 4, status="failed"),
-              c(5, "w", 5, gpu=None)]
+    chunks = [c(0, "x", 1), c(1, "y", 0), c(2, "x", 3), c(3, "z", 2, gpu="GPU-b"),
+              c(4, None, 4, status="failed"), c(5, "w", 5, gpu=None)]
     assert worker_lanes(chunks) == [("GPU-a", 1, 2), ("GPU-a", 0, 2), ("GPU-a", 1, 2), ("GPU-b", 0, 1),
                                     ("failed", 0, 1), ("cpu:n0", 0, 1)]
     from dashboard.figures import lane_label
