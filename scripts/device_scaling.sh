@@ -14,7 +14,7 @@ run() {  # NAME LAYOUT... -- EXTRA...
   local name=$1; shift; local layouts=()
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do layouts+=(--layout "$1"); shift; done
   shift
-  timeout 560 python3 scripts/bench_scaling.py --input .devdata/sample1080.mp4 --source .devdata/source.jpg \
+  timeout 560 python3 scripts/bench_scaling.py --input "${INPUT:-.devdata/sample1080.mp4}" --source .devdata/source.jpg \
     "${layouts[@]}" --home "$H/$name" --no-analyse --out "$H/$name.json" --chunk-seconds 2.5 --extra "$@" \
     > "$OUT/$name.log" 2>&1
   echo "== $name rc=$?"; grep -h '"layout"' "$OUT/$name.log" | cut -c1-400
@@ -25,6 +25,12 @@ for phase in "$@"; do
       bash .devpack/install.sh > "$OUT/install.log" 2>&1 || { tail -5 "$OUT/install.log"; exit 1; }
       nvidia-smi --query-gpu=index,name,uuid,memory.total --format=csv | tee "$OUT/gpus.csv"
       python3 scripts/make_test_models.py /tmp/cm --cost-matched > /dev/null ;;
+    long)  # a 2-minute 1080p30 input (pan/zoom over six real faces, with audio) for INPUT=/tmp/long.mp4
+      python3 -c "from ffray.video.sample import make_demo_video; make_demo_video('/tmp/long.mp4', 120, 1920, 1080, 30)"
+      ls -la /tmp/long.mp4 ;;
+    layouts)  # LAYOUTS="4x0.25 8x0.125" NAME=long
+      # shellcheck disable=SC2086
+      run "${NAME:-custom}" $LAYOUTS -- --model-dir /tmp/cm --detector mtcnn --swapper inswapper ;;
     models)
       if [ "$N" -ge 2 ]; then
         run models 1x1 "${N}x1" "$((2 * N))x0.5" -- --model-dir /tmp/cm --detector mtcnn --swapper inswapper
