@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ffray.telemetry.store import replace_parts
+
 PREFIX = "compacted-"
 TABLES = {"spans": "job=*/spans.parquet", "job_records": "*.parquet"}
 
@@ -81,17 +83,8 @@ def compact_day(folder: Path, table: str, schema: pa.Schema) -> Path | None:
                                            if table == "spans" else [])
         data = data.sort_by(keys)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        final = folder / f"{PREFIX}{stamp}-{os.getpid()}.parquet"
-        tmp = folder / f".{final.name}.tmp"
-        pq.write_table(data, tmp, compression="zstd", row_group_size=1 << 20)
-        hidden = []
-        for p in old + jobs:  # hide the parts, then show the merged file (never both visible)
-            h = p.with_name(f".{p.name}.old")
-            os.replace(p, h)
-            hidden.append(h)
-        os.replace(tmp, final)
-        for h in hidden:
-            h.unlink()
+        final = replace_parts(data, old + jobs, folder / f"{PREFIX}{stamp}-{os.getpid()}.parquet",
+                              row_group_size=1 << 20)
         if table == "spans":
             for p in jobs:
                 shutil.rmtree(p.parent, ignore_errors=True)

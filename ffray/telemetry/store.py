@@ -171,8 +171,15 @@ def compact(root: Path, table: str, date: str, node: str) -> Path | None:
     data = pa.concat_tables([pq.read_table(p) for p in parts]).sort_by("ts")
     ts = data.column("ts").to_pylist()
     final = folder / f"part-{_stamp(min(ts))}-{_stamp(max(ts))}-compacted.parquet"
-    tmp = folder / f".{final.name}.tmp"
-    pq.write_table(data, tmp, compression="zstd")
+    return replace_parts(data, parts, final)
+
+
+def replace_parts(data: pa.Table, parts: list[Path], final: Path, **write_options) -> Path:
+    """Write ``data`` to ``final`` in place of ``parts``: the merged file is written under a hidden
+    temp name, the parts are hidden (``.name.old``), then the merged file appears and the parts go.
+    A reader (DuckDB glob, pyarrow.dataset) sees the parts or the merged file, never both."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    pq.write_table(data, tmp, compression="zstd", **write_options)
     hidden = []
     for p in parts:
         h = p.with_name(f".{p.name}.old")
