@@ -78,13 +78,6 @@ class Data:
         with self.store() as s:
             return job_costs(s).to_pylist()
 
-    def job(self, job_id: str) -> dict | None:
-        if not JOB_ID.match(job_id or ""):
-            return None
-        with self.store() as s:
-            rows = job_costs(s, job_id=job_id).to_pylist()
-        return rows[0] if rows else None
-
     def job_detail(self, job_id: str):
         """(job row, chunk rows, GPU trend table, bucket seconds, {uuid: label}) or None for an
         unknown job."""
@@ -95,8 +88,8 @@ class Data:
             if not rows:
                 return None
             chunks = chunk_costs(s, job_id).to_pylist()
-            trend, bucket = queries.job_trends(s, job_id)
             w = queries.job_window(s, job_id)
+            trend, bucket = queries.job_trends(s, job_id, window=w or {"gpu_uuids": None})
             inv = queries.inventory(s, w["start"], w["end"]) if w else []
         used = set(w["gpu_uuids"] or []) if w else set()
         labels = {g["gpu_uuid"]: gpu_label(g["gpu_uuid"], g["node"], g["gpu_index"])

@@ -8,7 +8,7 @@ import plotly.io as pio
 import pyarrow as pa
 from plotly.subplots import make_subplots
 
-from ffray.analytics.costs import worker_lanes
+from ffray.analytics.costs import short_node, worker_lanes
 
 GIB = 1024 ** 3
 METRICS = {  # key: (column prefix, title, unit, scale)
@@ -77,13 +77,6 @@ def chunk_category(row: dict) -> str:
     if row["status"] != "done":
         return "failed"
     return "retried" if row["attempt"] > 1 else "done"
-
-
-def short_node(node: str | None) -> str:
-    """Host names stay; Ray's 56-hex node ids are cut to 8 characters."""
-    if not node:
-        return "?"
-    return node[:8] if len(node) > 20 and all(c in "0123456789abcdef" for c in node) else node
 
 
 def gpu_label(uuid: str | None, node: str | None, index=None) -> str:

@@ -80,15 +80,13 @@ def draw(data: Data, preset="1h", t_from=None, t_to=None, nodes=(), gpus=(), by=
     """Figures for the four charts, the live-refresh state and a message (the cluster page's
     server-side work)."""
     if data.missing():
-        return _draw(data, preset, t_from, t_to, nodes, gpus, by)
+        return [_empty(f"No data directory at {data.target}. {EMPTY_HELP}")] * 4, None, \
+            f"No data directory at {data.target} yet. {EMPTY_HELP}"
     with data.session() as d:
         return _draw(d, preset, t_from, t_to, nodes, gpus, by)
 
 
 def _draw(data: Data, preset, t_from, t_to, nodes, gpus, by):
-    if data.missing():
-        return [_empty(f"No data directory at {data.target}. {EMPTY_HELP}")] * 4, None, \
-            f"No data directory at {data.target} yet. {EMPTY_HELP}"
     w = window(data, preset, t_from, t_to)
     if w is None:
         return [_empty("no telemetry yet")] * 4, None, f"No GPU telemetry in {data.target} yet. {EMPTY_HELP}"

@@ -121,6 +121,13 @@ def job_costs(store: Store, since=None, job_id: str | None = None) -> pa.Table:
         store.con.unregister("chunk_costs_t")
 
 
+def short_node(node: str | None) -> str:
+    """A node for labels: host names stay; Ray's 56-hex node ids are cut to 8 characters."""
+    if not node:
+        return "?"
+    return node[:8] if len(node) > 20 and all(c in "0123456789abcdef" for c in node) else node
+
+
 def worker_lanes(chunks: list[dict]) -> list[tuple[str, int, int]]:
     """A timeline lane per chunk attempt (``chunk_costs`` rows, same order): (device, worker,
     workers on that device). The device is the GPU UUID, ``cpu:<node>`` for a finished attempt

@@ -5,14 +5,13 @@ throttle periods, alerts, and a job's GPU curves."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 
 from ffray.analytics.source import Store
 
 NICE_BUCKETS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400]
-METRICS = {"util": "util_gpu", "mem": "mem_used_bytes", "power": "power_w", "temp": "temp_c"}
 
 
 def bucket_seconds(span_s: float, max_points: int) -> int:
@@ -87,15 +86,13 @@ def job_window(store: Store, job_id: str) -> dict | None:
     return None if row["start"] is None else row
 
 
-def job_trends(store: Store, job_id: str, max_points: int = 600, pad_s: float = 5.0) -> tuple[pa.Table, int]:
-    """The utilization/memory curves of the GPUs a job used, over its time window (padded)."""
-    w = job_window(store, job_id)
+def job_trends(store: Store, job_id: str, max_points: int = 600, pad_s: float = 5.0,
+               window: dict | None = None) -> tuple[pa.Table, int]:
+    """The utilization/memory curves of the GPUs a job used, over its time window (padded);
+    ``window``: the job's ``job_window`` when the caller already has it."""
+    w = window if window is not None else job_window(store, job_id)
     if w is None or not w["gpu_uuids"]:
         return pa.table({}), 1
     start, end = w["start"] - timedelta(seconds=pad_s), w["end"] + timedelta(seconds=pad_s)
     b = bucket_seconds((end - start).total_seconds(), max_points)
     return trends(store, start, end, b, uuids=w["gpu_uuids"]), b
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffray.analytics.costs import worker_lanes
+from ffray.analytics.costs import short_node, worker_lanes
 from ffray.errors import FFrayError
 
 HEAVY = 1.5  # a chunk is an event when its GPU-seconds are at least this multiple of the mean
@@ -125,12 +125,6 @@ def _prediction(data_dir: Path, summary: dict, classes) -> dict | None:
         return None
 
 
-def _short(node: str | None) -> str:
-    """Host names stay; Ray's 56-hex node ids are cut to 8 characters."""
-    node = node or "?"
-    return node[:8] if len(node) > 20 and all(ch in "0123456789abcdef" for ch in node) else node
-
-
 def _iso(v):
     return v.isoformat() if isinstance(v, datetime) else str(v)
 
@@ -180,7 +174,7 @@ def render_png(data: dict) -> bytes:
     fig = Figure(figsize=(13, 8.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax_u, ax_m, ax_c = fig.subplots(3, 1, sharex=True, height_ratios=[3, 3, 2])
-    names = {c["gpu_uuid"]: f"{c['gpu_name'] or 'GPU'} {c['gpu_uuid'][-8:]} ({_short(c['node'])})"
+    names = {c["gpu_uuid"]: f"{c['gpu_name'] or 'GPU'} {c['gpu_uuid'][-8:]} ({short_node(c['node'])})"
              for c in chunks if c["gpu_uuid"]}
     lane_of = {(c["chunk"], c["attempt"]): ln for c, ln in zip(chunks, worker_lanes(chunks))}
 
@@ -192,7 +186,7 @@ def render_png(data: dict) -> bytes:
         if dev == "failed":
             return FAILED_LANE
         n = sum(1 for d, _ in lanes if d == dev)
-        base = names.get(dev, f"{_short(dev[4:])} CPU" if dev.startswith("cpu:") else dev[-8:])
+        base = names.get(dev, f"{short_node(dev[4:])} CPU" if dev.startswith("cpu:") else dev[-8:])
         return f"{base} w{w + 1}" if n > 1 else base
     b = data["bucket_s"]
     if trend.num_rows:

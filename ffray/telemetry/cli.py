@@ -15,23 +15,22 @@ def run(args) -> int:
     root = data_dir(args.data_dir)
     target = telemetry_target(args.data_dir)
     if args.action == "tail":
-        import duckdb
+        from ffray.analytics.source import Store
 
-        found = False
-        for table, cols in (("gpu", "ts, node, gpu_index, util_gpu, mem_used_bytes // 1048576 AS "
-                                    "mem_mib, temp_c, power_w, throttled"),
-                            ("host", "ts, node, gpu_available, cpu_percent, mem_used_bytes // "
-                                     "1048576 AS mem_mib")):
-            files = list((root / "telemetry" / table).glob("**/*.parquet"))
-            if not files:
-                continue
-            found = True
-            rel = duckdb.sql(f"SELECT {cols} FROM read_parquet('{root}/telemetry/{table}/**/*.parquet',"
-                             f" hive_partitioning=true) ORDER BY ts DESC LIMIT {int(args.rows)}")
-            print(f"-- {table}")
-            rel.show(max_width=200)
-        if not found:
-            print(f"no telemetry in {root / 'telemetry'} yet (run `ffray telemetry record`)")
+        store = Store(target)
+        try:
+            for table, cols in (("gpu", "ts, node, gpu_index, util_gpu, mem_used_bytes // 1048576 AS "
+                                        "mem_mib, temp_c, power_w, throttled"),
+                                ("host", "ts, node, gpu_available, cpu_percent, mem_used_bytes // "
+                                         "1048576 AS mem_mib")):
+                if store.present[table]:
+                    print(f"-- {table}")
+                    store.con.sql(f"SELECT {cols} FROM {table} ORDER BY ts DESC LIMIT $n",
+                                  params={"n": int(args.rows)}).show(max_width=200)
+            if not (store.present["gpu"] or store.present["host"]):
+                print(f"no telemetry in {target}/telemetry yet (run `ffray telemetry record`)")
+        finally:
+            store.close()
         return 0
     if args.interval < 0.2:
         raise FFrayError("--interval must be >= 0.2 s")
