@@ -14,43 +14,18 @@ corner with a caption). Third-party processors load with ``module:attribute`` na
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
+from ffray.engine.api import BatchInfo, FrameProcessor, Timed, WorkerContext
 from ffray.errors import FFrayError
 
-
-@dataclass(frozen=True)
-class BatchInfo:
-    """Where a batch sits in the job: its chunk and each frame's source frame number and pts."""
-
-    chunk: int
-    frame_numbers: tuple[int, ...]
-    pts: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class WorkerContext:
-    """What a processor may need to know about the worker it runs in."""
-
-    gpu_ids: tuple = ()
-    node_id: str = ""
-    sources: tuple[bytes, ...] = ()  # encoded source face images (-s), shipped from the driver
-    named: dict = field(default_factory=dict)  # other images by role (reference, map pairs)
-    models: dict = field(default_factory=dict)  # model bytes by manifest name
-
-
-@runtime_checkable
-class FrameProcessor(Protocol):
-    name: str
-
-    def process(self, frames: list[np.ndarray], info: BatchInfo) -> list[np.ndarray]: ...
-
-    def stats(self) -> dict: ...
+__all__ = ["BatchInfo", "FrameProcessor", "ProcessorSpec", "Timed", "WorkerContext", "build",
+           "resolve", "check_params", "read_stamp", "stamp_frame"]
 
 
 @dataclass(frozen=True)
@@ -60,24 +35,13 @@ class ProcessorSpec:
     batch_size: int = 8
 
 
-class _Timed:
-    """Accumulates per-stage seconds and counters; every built-in processor uses it."""
-
-    def __init__(self):
-        self._stats: dict[str, float] = {}
-
-    def add(self, key: str, value: float) -> None:
-        self._stats[key] = self._stats.get(key, 0.0) + value
-
-    def stats(self) -> dict:
-        out, self._stats = self._stats, {}
-        return out
+_Timed = Timed  # the name third-party processors (and tests) used before
 
 
 class Identity(_Timed):
     name = "identity"
 
-    def __init__(self, ctx: WorkerContext, **params):
+    def __init__(self, ctx: WorkerContext):
         super().__init__()
 
     def process(self, frames, info):
@@ -111,7 +75,7 @@ def read_stamp(frame: np.ndarray, cell: int = STAMP_CELL) -> int:
 class Stamp(_Timed):
     name = "stamp"
 
-    def __init__(self, ctx: WorkerContext, **params):
+    def __init__(self, ctx: WorkerContext):
         super().__init__()
 
     def process(self, frames, info):
@@ -128,7 +92,7 @@ class StandIn(_Timed):
     name = "standin"
     needs_sources = True
 
-    def __init__(self, ctx: WorkerContext, **params):
+    def __init__(self, ctx: WorkerContext):
         super().__init__()
         self._thumb = None
         if ctx.sources:
@@ -173,6 +137,19 @@ def resolve(kind: str):
             raise FFrayError(f"cannot load processor {kind!r}: {e}") from None
     raise FFrayError(f"unknown processor {kind!r}; built-ins: faceswap, {', '.join(BUILTIN)}, "
                      "or give module:attribute")
+
+
+def check_params(spec: ProcessorSpec) -> None:
+    """Before any work: the processor accepts these parameters (a misspelt one is an error)."""
+    cls = resolve(spec.kind)
+    checker = getattr(cls, "check_params", None)
+    if checker is not None:
+        checker(spec.params)
+        return
+    try:
+        inspect.signature(cls).bind(WorkerContext(), **spec.params)
+    except TypeError as e:
+        raise FFrayError(f"processor {spec.kind!r}: {e}") from None
 
 
 def build(spec: ProcessorSpec, ctx: WorkerContext) -> FrameProcessor:

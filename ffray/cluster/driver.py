@@ -1,7 +1,8 @@
 """The driver's scheduling loop over a pool of ChunkWorker actors.
 
-- at most ``inflight`` chunks per actor (default 2: one running, one queued, so an actor never
-  idles waiting for the driver);
+- every worker first builds its engine and says how many chunks it runs at once (its slots);
+  the driver keeps slots + 1 chunks in flight per worker (so a slot never idles waiting for the
+  driver), handed out one at a time to the least loaded worker;
 - payloads are cut lazily from one sequential demux of the input and put into the object store
   once; a retry reuses the same object;
 - a chunk whose actor dies goes back to the front of the queue and is given to another actor when
@@ -30,7 +31,7 @@ class PoolOptions:
     gpu_per_actor: float = 0.0
     cpu_per_actor: float = 0.0
     max_attempts: int = 3
-    inflight: int = 2
+    inflight: int | None = None  # chunks in flight per actor (default: its slots + 1)
     max_replacements: int | None = None  # default: 2 x actors
 
 
@@ -43,7 +44,10 @@ class Progress:
     inflight: int = 0
     retries: int = 0
     actors: int = 0
+    slots: int = 0  # chunks the workers can run at once, together
     started: float = field(default_factory=time.time)
+    workers_ready: float | None = None  # when every first worker had built its engine
+    worker_info: list = field(default_factory=list)
 
 
 @dataclass
@@ -52,6 +56,7 @@ class _Actor:
     key: int
     inflight: int = 0
     alive: bool = True
+    capacity: int = 2
 
 
 def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
@@ -62,12 +67,25 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
     actors: list[_Actor] = []
     replacements = opts.max_replacements if opts.max_replacements is not None else 2 * opts.actors
 
-    def spawn() -> None:
-        actors.append(_Actor(handle=make_actor(), key=len(actors)))
+    def spawn(n: int = 1) -> None:
+        new = [_Actor(handle=make_actor(), key=len(actors) + i) for i in range(n)]
+        # every worker builds its engine (models, sessions) first: a setup error fails the job here,
+        # before any chunk is sent, and the driver learns how many chunks each takes at once
+        try:
+            infos = ray.get([a.handle.info.remote() for a in new])
+        except RayActorError as e:
+            raise JobFailed(f"worker setup failed: {_root_cause(e)}") from None
+        except RayTaskError as e:
+            raise JobFailed(f"worker setup failed: {_first_line(e.cause if e.cause else e)}") from None
+        for a, info in zip(new, infos):
+            a.capacity = opts.inflight or int(info.get("slots", 1)) + 1
+            progress.worker_info.append(info)
+        actors.extend(new)
 
-    for _ in range(opts.actors):
-        spawn()
+    spawn(opts.actors)
+    progress.workers_ready = time.time()
     progress.actors = opts.actors
+    progress.slots = sum(int(i.get("slots", 1)) for i in progress.worker_info)
     refs: dict = {}  # payload object refs by chunk index, kept until the chunk is done
     sizes: dict[int, int] = {}
     attempts: dict[int, int] = {}
@@ -101,16 +119,23 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
         return [a for a in actors if a.alive]
 
     def fill() -> None:
-        for a in sorted(_alive(), key=lambda a: a.inflight):
-            while a.inflight < opts.inflight:
-                c = next_chunk(a)
-                if c is None:
-                    break  # nothing for this actor; a retry may still suit the next one
-                attempts[c] = attempts.get(c, 0) + 1
-                ref = a.handle.process.remote(refs[c], attempts[c])
-                pending[ref] = (a, c, attempts[c])
-                submitted[ref] = time.time()
-                a.inflight += 1
+        """One chunk at a time to the least loaded actor (by share of its capacity), so chunks
+        spread over every worker before any worker takes a second."""
+        skip: set[int] = set()
+        while True:
+            free = [a for a in _alive() if a.inflight < a.capacity and a.key not in skip]
+            if not free:
+                return
+            a = min(free, key=lambda a: (a.inflight / a.capacity, a.key))
+            c = next_chunk(a)
+            if c is None:
+                skip.add(a.key)  # nothing for this actor; a retry may still suit another one
+                continue
+            attempts[c] = attempts.get(c, 0) + 1
+            ref = a.handle.process.remote(refs[c], attempts[c])
+            pending[ref] = (a, c, attempts[c])
+            submitted[ref] = time.time()
+            a.inflight += 1
 
     def fail(actor: _Actor, chunk: int, attempt: int, reason: str, since: float | None) -> None:
         progress.retries += 1

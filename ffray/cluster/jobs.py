@@ -20,7 +20,8 @@ import ray
 from ffray.cluster.driver import PoolOptions, Progress, run_pool
 from ffray.cluster.ledger import JobLedger
 from ffray.cluster.runtime import ClusterInfo, connect, disconnect
-from ffray.cluster.worker import ChunkWorker
+from ffray.cluster.worker import MAX_CONCURRENCY, ChunkWorker, WorkerSpec
+from ffray.engine.build import StreamFormat, WorkerOptions
 from ffray.errors import FFrayError, MediaError
 from ffray.processors import ProcessorSpec, resolve
 from ffray.telemetry.actor import ensure_actors, stop_and_collect
@@ -171,7 +172,10 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
     return ledger
 
 
-def _pool_options(spec: dict, cluster: ClusterInfo) -> tuple[PoolOptions, list[str]]:
+def _pool_options(spec: dict, cluster: ClusterInfo) -> tuple[PoolOptions, list[str], float | None]:
+    """The worker layout: by default one worker per GPU (each runs several chunks at once), or
+    one per node on a CPU-only cluster. Also the CPUs each CPU worker may use (None: a GPU
+    worker takes its GPU share of its node's CPUs)."""
     notes = []
     gpa = spec.get("gpu_per_actor")
     if gpa is None:
@@ -182,12 +186,13 @@ def _pool_options(spec: dict, cluster: ClusterInfo) -> tuple[PoolOptions, list[s
         notes.append("warning: the cluster has no GPU; workers run on the CPU")
     actors = spec.get("actors")
     if actors is None:
-        actors = max(1, int(cluster.gpus // gpa)) if gpa > 0 else max(1, int(cluster.cpus // 2))
+        actors = max(1, int(cluster.gpus // gpa)) if gpa > 0 else max(1, cluster.cpu_nodes)
     if gpa > 0 and actors * gpa > cluster.gpus + 1e-9:
         raise FFrayError(f"{actors} actors x {gpa} GPU need {actors * gpa:g} GPUs; the cluster has "
                          f"{cluster.gpus:g}")
+    cpus = None if gpa > 0 else max(1.0, cluster.cpus / actors)
     return PoolOptions(actors=actors, gpu_per_actor=gpa, cpu_per_actor=spec.get("cpu_per_actor", 0.0),
-                       max_attempts=spec.get("max_attempts", 3)), notes
+                       max_attempts=spec.get("max_attempts", 3)), notes, cpus
 
 
 def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: None,
@@ -221,11 +226,12 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
             published[0] = time.time()
             publish(ledger)
     t_pool = time.perf_counter()
+    t_run0 = time.time()
     if todo:
         cluster = connect(address if address is not None else spec.get("address"), verbose)
         failed = False
         try:
-            opts, notes = _pool_options(spec, cluster)
+            opts, notes, worker_cpus = _pool_options(spec, cluster)
             ledger.update(actors_used=opts.actors, gpu_per_actor_used=opts.gpu_per_actor)
             for n in notes:
                 on_note(n)
@@ -233,20 +239,24 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
                 on_note(f"face pipeline: {spec['pipeline']}")
             else:
                 on_note(f"processor: {proc.kind}")
-            on_note(f"{opts.actors} worker actor(s), {opts.gpu_per_actor:g} GPU each, on "
-                    f"{cluster.nodes} node(s); {len(todo)} of {len(chunks)} chunks to run")
             sources = ledger.load_sources()
             named = ledger.load_named()
-            # model bytes go through the object store once: no node needs the model files
+            # model bytes go through the object store once (no node needs the model files), and a
+            # worker fetches them only when its node has no prepared copy yet
             models = {k: ray.put(Path(v).read_bytes())
                       for k, v in proc.params.get("model_paths", {}).items()}
-            rate = info.video.avg_rate
+            v = info.video
+            wspec = WorkerSpec(
+                processor=proc, encode=enc, stream=StreamFormat(v.width, v.height, v.pix_fmt, v.color),
+                rate=v.avg_rate, sources=sources, named=named, models=models,
+                options=WorkerOptions(encoder_threads=enc.threads, slots=spec.get("slots"),
+                                      frame_ops=spec.get("frame_ops", "auto"), cpus=worker_cpus))
             cls = ray.remote(ChunkWorker)
 
             def make_actor():
                 return cls.options(num_gpus=opts.gpu_per_actor, num_cpus=opts.cpu_per_actor,
-                                   scheduling_strategy="SPREAD", max_concurrency=1).remote(
-                    proc, enc, sources, info.video.pix_fmt, rate, named, models)
+                                   scheduling_strategy="SPREAD",
+                                   max_concurrency=MAX_CONCURRENCY).remote(wspec)
 
             def on_done(result: dict) -> None:
                 st = result["stats"]
@@ -256,9 +266,28 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
                 ledger.event(**kw)
 
             tele = Telemetry(spec, ledger.root.parent.parent) if spec.get("telemetry", True) else None
+            t_workers = time.time()
+            announced = []
+
+            def progress_hook(p: Progress) -> None:
+                if p.workers_ready and not announced:
+                    announced.append(True)
+                    first = p.worker_info[0] if p.worker_info else {}
+                    on_note(f"{opts.actors} worker(s), {opts.gpu_per_actor:g} GPU each, {p.slots} chunk(s) "
+                            f"at once, frames on the {first.get('backend', '?').upper()}, on "
+                            f"{cluster.nodes} node(s); ready {p.workers_ready - t_workers:.1f} s after "
+                            f"creation; {len(todo)} of {len(chunks)} chunks to run")
+                    ledger.update(startup={"ray_s": t_workers - t_run0,
+                                           "workers_ready_s": p.workers_ready - t_workers,
+                                           "workers": p.worker_info})
+                if tele:
+                    tele.tick()
+                republish()
+                on_progress(p)
+
             try:
                 run_pool(make_actor, iter_payloads(str(inp), index, todo), on_done, opts, progress,
-                         lambda p: (tele and tele.tick(), republish(), on_progress(p)), on_event)
+                         progress_hook, on_event)
             finally:
                 if tele is not None:
                     tele.stop()

@@ -26,6 +26,7 @@ class ClusterInfo:
     cpus: float
     gpus: float
     nodes: int
+    cpu_nodes: int = 1  # alive nodes with at least one CPU
 
 
 def connect(address: str | None = None, verbose: bool = False) -> ClusterInfo:
@@ -47,9 +48,11 @@ def connect(address: str | None = None, verbose: bool = False) -> ClusterInfo:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FFrayError(f"cannot connect to Ray at {address or 'local'}: {first}") from None
     res = ray.cluster_resources()
-    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    cpu_nodes = sum(1 for n in alive if float(n.get("Resources", {}).get("CPU", 0)) >= 1)
     return ClusterInfo(address=address or "local", started_here=started,
-                       cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)), nodes=nodes)
+                       cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)), nodes=len(alive),
+                       cpu_nodes=max(1, cpu_nodes))
 
 
 def disconnect(info: ClusterInfo) -> None:

@@ -1,120 +1,175 @@
-"""ChunkWorker: a Ray actor that decodes a chunk's packets, runs the frame processor in batches
-and encodes the result. It holds one processor (models loaded once) for its whole life."""
+"""ChunkWorker: the Ray actor that turns chunk payloads into encoded chunks, one per GPU by default.
+
+It builds its engine once (models loaded and sessions built once for the GPU it holds) and then
+runs several chunks at once (``Budget.slots``, from its CPUs): each chunk's decoder and encoder
+in threads of their own, its frames through the engine's shared stages. Ray calls ``process``
+concurrently (a threaded actor); a semaphore keeps at most ``slots`` chunks inside.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import ray
 
-from ffray.processors import BatchInfo, ProcessorSpec, WorkerContext, build
-from ffray.video.decode import BgrConverter, ChunkPayload, decode_payload
+from ffray.engine.api import WorkerContext
+from ffray.engine.budget import Budget, node_cpus, plan_budget
+from ffray.engine.build import StreamFormat, WorkerOptions, build_engine
+from ffray.engine.chunk import ChunkTimes, run_chunk
+from ffray.engine.frames import Frame
+from ffray.engine.share import ShareClock
+from ffray.models.devices import cuda_ordinal
+from ffray.processors import ProcessorSpec
+from ffray.video.decode import ChunkPayload, decode_payload
 from ffray.video.encode import ChunkEncoder, EncodeSettings
 
+MAX_CONCURRENCY = 64  # Ray threads per actor; ``slots`` of them process, the rest wait or answer info()
 
-class _Clock:
-    """Seconds spent inside an iterator's ``next()`` (decode time of a streaming decoder)."""
 
-    def __init__(self, it: Iterator):
-        self._it, self.seconds = it, 0.0
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker is built from (the same for every worker of a job)."""
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        t = time.perf_counter()
-        try:
-            return next(self._it)
-        finally:
-            self.seconds += time.perf_counter() - t
+    processor: ProcessorSpec
+    encode: EncodeSettings
+    stream: StreamFormat
+    rate: Fraction | None
+    options: WorkerOptions = field(default_factory=WorkerOptions)
+    sources: tuple[bytes, ...] = ()
+    named: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)  # manifest name -> ObjectRef of the model bytes
 
 
 class ChunkWorker:
-    def __init__(self, processor: ProcessorSpec, encode: EncodeSettings, sources: tuple[bytes, ...],
-                 source_pix_fmt: str, rate: Fraction | None, named: dict | None = None,
-                 models: dict | None = None):
+    def __init__(self, spec: WorkerSpec):
+        t = time.perf_counter()
+        self._created = time.time()
         ctx = ray.get_runtime_context()
         self._gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())
         self._node_id = ctx.get_node_id()
         self._actor_id = ctx.get_actor_id()
         self._gpus = float(ctx.get_assigned_resources().get("GPU", 0.0))
-        self._gpu_uuids = gpu_uuids(self._gpu_ids)
-        self._seen: list[str] | None = None
         # CUDA numbers devices fastest-first unless told otherwise; Ray's ids are NVML (PCI) order
         os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-        self._spec = processor
-        self._encode = encode
-        self._pix_fmt = source_pix_fmt
-        self._rate = rate
-        t = time.perf_counter()
-        # model bytes come through the object store (refs in a dict are not resolved for us)
-        model_bytes = {k: ray.get(v) if isinstance(v, ray.ObjectRef) else v
-                       for k, v in (models or {}).items()}
-        self._proc = build(processor, WorkerContext(gpu_ids=self._gpu_ids, node_id=self._node_id,
-                                                    sources=tuple(sources), named=dict(named or {}),
-                                                    models=model_bytes))
+        self._gpu_uuids = gpu_uuids(self._gpu_ids)
+        self._seen: list[str] | None = None
+        self._spec = spec
+        real_gpu = bool(self._gpu_ids) and self._gpu_uuids and self._gpu_uuids[0] is not None
+        self._ordinal = cuda_ordinal(self._gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES")) \
+            if real_gpu else None
+        cpus = spec.options.cpus or self._cpu_share()
+        self._budget: Budget = plan_budget(cpus, gpu=False, encoder_threads=spec.options.encoder_threads,
+                                           slots=spec.options.slots)
+        wctx = WorkerContext(gpu_ids=self._gpu_ids, node_id=self._node_id, sources=tuple(spec.sources),
+                             named=dict(spec.named), models=dict(spec.models))
+        if spec.encode.codec.endswith("_nvenc"):
+            from ffray.video.encode import check_encoder
+
+            check_encoder(spec.encode, spec.stream.width, spec.stream.height)
+        built = build_engine(spec.processor, wctx, spec.stream, self._budget, self._ordinal,
+                             spec.options, fetch=ray.get)
+        if built.backend == "gpu":  # the CPU only decodes and encodes: more encoders fit
+            self._budget = plan_budget(cpus, gpu=True, encoder_threads=spec.options.encoder_threads,
+                                       slots=spec.options.slots)
+        self._built = built
+        self._engine = built.engine
+        self._slots = threading.BoundedSemaphore(self._budget.slots)
+        self._slot_ids = list(range(self._budget.slots))
+        self._slot_lock = threading.Lock()
+        self._share = ShareClock(self._gpus)
         self._setup_s = time.perf_counter() - t
+
+    def _cpu_share(self) -> float:
+        """This worker's share of its node's CPUs: its fraction of the node's GPUs, or the whole
+        node for a CPU worker (the driver passes ``cpus`` when CPU workers share a node)."""
+        try:
+            node = next(n for n in ray.nodes() if n.get("NodeID") == self._node_id)
+            res = node.get("Resources", {})
+            cpus, gpus = float(res.get("CPU", 0) or node_cpus()), float(res.get("GPU", 0))
+        except (StopIteration, Exception):  # noqa: BLE001 - fall back to what this process sees
+            cpus, gpus = float(node_cpus()), 0.0
+        if self._gpus > 0 and gpus > 0:
+            return max(1.0, cpus * self._gpus / gpus)
+        return max(1.0, cpus)
 
     def info(self) -> dict:
         return {"node_id": self._node_id, "actor_id": self._actor_id, "pid": os.getpid(),
                 "host": socket.gethostname(), "gpu_ids": list(self._gpu_ids),
                 "gpu_uuids": self._gpu_uuids, "gpu_uuids_seen": self._seen_uuids(), "gpus": self._gpus,
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "processor": self._spec.kind, "setup_s": self._setup_s}
+                "cuda_ordinal": self._ordinal, "processor": self._spec.processor.kind,
+                "backend": self._built.backend, "pipeline": self._built.description,
+                "slots": self._budget.slots, "budget": self._budget.to_json(), "setup_s": self._setup_s,
+                "created": self._created, "notes": self._built.notes}
+
+    def engine_stats(self) -> dict:
+        return self._engine.stats()
 
     def process(self, payload: ChunkPayload, attempt: int) -> dict:
         """Decode, process and encode one chunk. Returns the NUT bytes and the chunk's stats."""
+        with self._slots:
+            with self._slot_lock:
+                slot = self._slot_ids.pop(0)
+            try:
+                return self._process(payload, attempt, slot)
+            finally:
+                with self._slot_lock:
+                    self._slot_ids.append(slot)
+                    self._slot_ids.sort()
+
+    def _process(self, payload: ChunkPayload, attempt: int, slot: int) -> dict:
         start = time.time()
         t0 = time.perf_counter()
-        spec = payload.spec
-        conv = BgrConverter(payload.color, payload.height)
-        enc = ChunkEncoder(self._encode, payload.width, payload.height, payload.time_base,
-                           self._rate, payload.color, self._pix_fmt)
-        frames = _Clock(decode_payload(payload))
-        process_s = encode_s = convert_s = 0.0
-        batch, pts = [], []
-        number = spec.first_frame
-        bs = max(1, self._spec.batch_size)
+        key = self._share.start()
+        spec, fmt = payload.spec, self._spec.stream
+        enc = ChunkEncoder(self._spec.encode, payload.width, payload.height, payload.time_base,
+                           self._spec.rate, payload.color, fmt.pix_fmt, layout=fmt.layout(),
+                           threads=self._budget.encoder_threads)
+        per_frame = {"faces_detected": [], "faces_swapped": [], "faces_by_identity": []}
 
-        def flush():
-            nonlocal process_s, encode_s, number
-            t = time.perf_counter()
-            out = self._proc.process(batch, BatchInfo(spec.index, tuple(range(number, number + len(batch))),
-                                                      tuple(pts)))
-            process_s += time.perf_counter() - t
-            if len(out) != len(batch):
-                raise RuntimeError(f"processor returned {len(out)} frames for {len(batch)}")
-            t = time.perf_counter()
-            for img, p in zip(out, pts):
-                enc.write(img, p)
-            encode_s += time.perf_counter() - t
-            number += len(batch)
-            batch.clear()
-            pts.clear()
+        def sink(item) -> None:
+            enc.write_frame(item.frame, item.pts)
+            per_frame["faces_detected"].append(len(item.faces))
+            per_frame["faces_swapped"].append(len(item.targets))
+            ids = [0] * (1 + max((t.identity for t in item.targets), default=0))
+            for t in item.targets:
+                ids[t.identity] += 1
+            per_frame["faces_by_identity"].append(ids)
+            item.frame = None  # the frame's memory goes back as soon as it is encoded
 
-        for f in frames:
+        frames = ((spec.first_frame + i, f.pts, Frame(decoded=f)) for i, f in
+                  enumerate(decode_payload(payload, threads=self._budget.decoder_threads)))
+        times = ChunkTimes()
+        try:
+            run = run_chunk(self._engine, spec.index, spec.frames, self._budget.window, frames, sink,
+                            times)
             t = time.perf_counter()
-            batch.append(conv(f))
-            pts.append(f.pts)
-            convert_s += time.perf_counter() - t
-            if len(batch) >= bs:
-                flush()
-        if batch:
-            flush()
-        t = time.perf_counter()
-        data = enc.finish()
-        encode_s += time.perf_counter() - t
-        stats = {"chunk": spec.index, "attempt": attempt, "frames": enc.frames,
-                 "start": start, "end": time.time(), "wall_s": time.perf_counter() - t0,
-                 "decode_s": frames.seconds, "convert_s": convert_s, "process_s": process_s,
-                 "encode_s": encode_s, "input_bytes": payload.nbytes, "output_bytes": len(data),
-                 "stages": self._proc.stats(), **self.info()}
+            data = enc.finish()
+            times.sink_s += time.perf_counter() - t
+        finally:
+            gpu_s = self._share.stop(key)
+        wall = time.perf_counter() - t0
+        stages = {f"{k}_s": v for k, v in run.stage_s.items()}
+        stages.update({k: v for k, v in run.counters.items() if k != "per_frame"})
+        stages["per_frame"] = per_frame if self._spec.processor.kind in ("faceswap", "identity") \
+            else run.counters.get("per_frame", {})
+        stages["frames"] = enc.frames
+        if self._spec.processor.kind == "faceswap":
+            stages["faces_detected"] = sum(per_frame["faces_detected"])
+            stages["faces_swapped"] = sum(per_frame["faces_swapped"])
+        stats = {"chunk": spec.index, "attempt": attempt, "frames": enc.frames, "slot": slot,
+                 "start": start, "end": time.time(), "wall_s": wall, "decode_s": times.source_s,
+                 "convert_s": run.stage_s.get("upload", 0.0) + run.stage_s.get("download", 0.0),
+                 "process_s": sum(run.stage_s.values()), "encode_s": times.sink_s,
+                 "input_bytes": payload.nbytes, "output_bytes": len(data), "stages": stages,
+                 "gpu_seconds": gpu_s, **self.info()}
+        stats["gpus"] = gpu_s / wall if wall > 0 and self._gpus else self._gpus
         return {"data": data, "stats": stats}
-
 
     def _seen_uuids(self) -> list[str] | None:
         """UUIDs of the GPUs on which NVML lists this process (a CUDA context exists once models

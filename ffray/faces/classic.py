@@ -15,15 +15,23 @@ SCALE = 0.8  # the crop shows a little more than the ArcFace template's tight fa
 
 class ClassicSwapper:
     name = "classic"
+    size = SIZE
 
     def __init__(self, source_bgr: np.ndarray, source_face: Face, opts: BlendOptions = BlendOptions()):
         self.opts = opts
         self.source = crop(source_bgr, align_matrix(source_face.kps, SIZE, SCALE), SIZE)
         self.mask = face_mask(SIZE, SCALE, opts)
 
+    @staticmethod
+    def matrix(face: Face) -> np.ndarray:
+        """Frame -> aligned crop matrix of a target face."""
+        return align_matrix(face.kps, SIZE, SCALE)
+
+    def render(self, target_crop: np.ndarray) -> np.ndarray:
+        """The source face colour-matched to a target's aligned crop (BGR uint8, SIZE x SIZE)."""
+        return match_colour(self.source, target_crop, self.mask)
+
     def swap(self, frame: np.ndarray, face: Face) -> tuple[int, int, int, int]:
-        """Swap ``face`` in ``frame`` (in place); returns the frame region that changed."""
-        m = align_matrix(face.kps, SIZE, SCALE)
-        target = crop(frame, m, SIZE)
-        src = match_colour(self.source, target, self.mask)
-        return paste_back(frame, src, m, self.mask, self.opts)
+        """Swap ``face`` in a BGR ``frame`` (in place); returns the frame region that changed."""
+        m = self.matrix(face)
+        return paste_back(frame, self.render(crop(frame, m, SIZE)), m, self.mask, self.opts)

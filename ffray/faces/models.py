@@ -1,4 +1,10 @@
-"""Learned face models around ORT sessions: ArcFace embeddings, inswapper_128, GFPGAN 1.4."""
+"""Learned face models around runners: ArcFace embeddings, inswapper_128, GFPGAN 1.4.
+
+Each takes an ORT session (wrapped in a ``HostRunner``) or a runner from ``ffray.models``. Methods
+on plain BGR images serve source and reference photos; the ``*_frames`` methods take worker
+frames and a frame backend (``ffray.engine.ops_cpu`` / ``ops_gpu``), whose crops stay on its
+device (host or GPU) until the model has run.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from ffray.faces.align import FFHQ_512, Face, crop, insightface_template, similarity
+from ffray.models.runner import HostRunner
 
 
 def normed(v: np.ndarray) -> np.ndarray:
@@ -19,18 +26,8 @@ def _nchw(crops_bgr: list[np.ndarray], mean: float, std: float) -> np.ndarray:
     return ((x - mean) / std).transpose(0, 3, 1, 2)
 
 
-def _run_batched(session, feeds: dict[str, np.ndarray], batched: bool,
-                 max_batch: int = 16) -> np.ndarray:
-    """Run in batches of up to ``max_batch`` when the model's batch dimension is dynamic, else
-    one item per call (det_10g and inswapper_128 have batch 1 fixed in their graphs)."""
-    n = len(next(iter(feeds.values())))
-    step = max_batch if batched else 1
-    return np.concatenate([session.run(None, {k: v[i:i + step] for k, v in feeds.items()})[0]
-                           for i in range(0, n, step)])
-
-
-def _dynamic_batch(session) -> bool:
-    return all(not isinstance(i.shape[0], int) for i in session.get_inputs())
+def as_runner(model, **kw):
+    return model if hasattr(model, "run") and hasattr(model, "input_names") else HostRunner(model, **kw)
 
 
 class ArcFace:
@@ -38,18 +35,24 @@ class ArcFace:
 
     size = 112
 
-    def __init__(self, session):
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-        self.batched = _dynamic_batch(session)
+    def __init__(self, model):
+        self.runner = as_runner(model)
+        self.input_name = self.runner.input_names[0]
+
+    def matrix(self, face: Face) -> np.ndarray:
+        return similarity(face.kps, insightface_template(self.size))
 
     def embed(self, items: list[tuple[np.ndarray, Face]]) -> np.ndarray:
         if not items:
             return np.zeros((0, 512), np.float32)
-        crops = [crop(img, similarity(f.kps, insightface_template(self.size)), self.size)
-                 for img, f in items]
-        return normed(_run_batched(self.session, {self.input_name: _nchw(crops, 127.5, 127.5)},
-                                   self.batched))
+        crops = [crop(img, self.matrix(f), self.size) for img, f in items]
+        return normed(self.runner.host_run({self.input_name: _nchw(crops, 127.5, 127.5)})[0])
+
+    def embed_frames(self, ops, frames: list, faces: list[Face]) -> np.ndarray:
+        if not faces:
+            return np.zeros((0, 512), np.float32)
+        x = ops.crops(frames, [self.matrix(f) for f in faces], self.size, 127.5, 127.5)
+        return normed(ops.host(self.runner.run({self.input_name: x})[0]))
 
 
 def read_emap(model: str | bytes) -> np.ndarray:
@@ -67,14 +70,14 @@ class InSwapper:
     (normed identity @ emap, re-normed); output RGB in [0, 1]."""
 
     size = 128
+    out_scale, out_offset = 255.0, 0.0  # output -> RGB 0..255
 
-    def __init__(self, session, emap: np.ndarray):
-        self.session = session
+    def __init__(self, model, emap: np.ndarray):
+        self.runner = as_runner(model)
         self.emap = emap
-        self.batched = _dynamic_batch(session)
-        names = [i.name for i in session.get_inputs()]
-        self.target_name, self.source_name = "target", "source"
-        assert set(names) == {"target", "source"}, names
+        names = set(self.runner.input_names)
+        if names != {"target", "source"}:
+            raise ValueError(f"inswapper inputs are {sorted(names)}, expected source and target")
 
     def latent(self, identity: np.ndarray) -> np.ndarray:
         """identity: a (mean of) normed embedding(s); returns the (1, 512) latent."""
@@ -84,38 +87,46 @@ class InSwapper:
         return similarity(face.kps, insightface_template(self.size))
 
     def swap(self, items: list[tuple[np.ndarray, Face, np.ndarray]]) -> list[np.ndarray]:
-        """(frame, face, latent) -> swapped aligned 128x128 BGR faces, batched over all faces."""
+        """(image, face, latent) -> swapped aligned 128x128 BGR uint8 faces."""
         if not items:
             return []
         crops = [crop(img, self.matrix(f), self.size) for img, f, _ in items]
-        target = _nchw(crops, 0.0, 255.0)
         source = np.concatenate([lat.reshape(1, -1) for _, _, lat in items]).astype(np.float32)
-        out = _run_batched(self.session, {self.target_name: target, self.source_name: source},
-                           self.batched)
+        out = self.runner.host_run({"target": _nchw(crops, 0.0, 255.0), "source": source})[0]
         rgb = np.clip(out.transpose(0, 2, 3, 1) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return [np.ascontiguousarray(x[..., ::-1]) for x in rgb]
+
+    def swap_frames(self, ops, frames: list, mats: list[np.ndarray], latents: np.ndarray):
+        """Swapped crops (N, 3, 128, 128) RGB in [0, 1], on the backend's device."""
+        target = ops.crops(frames, mats, self.size, 0.0, 255.0)
+        source = ops.to_device(np.ascontiguousarray(latents, np.float32).reshape(len(mats), -1))
+        return self.runner.run({"target": target, "source": source})[0]
 
 
 class GFPGAN:
     """GFPGAN 1.4 on FFHQ-aligned 512 crops, RGB in [-1, 1]."""
 
     size = 512
+    out_scale, out_offset = 127.5, 127.5
 
-    def __init__(self, session):
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-        self.batched = _dynamic_batch(session)
+    def __init__(self, model):
+        self.runner = as_runner(model)
+        self.input_name = self.runner.input_names[0]
 
     def matrix(self, face: Face) -> np.ndarray:
         return similarity(face.kps, FFHQ_512 * self.size)
 
     def enhance(self, items: list[tuple[np.ndarray, Face]], group: int = 16) -> list[np.ndarray]:
-        """Enhanced 512 crops, ``group`` faces at a time (a 512 crop is 3 MB as float32)."""
+        """Enhanced 512 crops (BGR uint8), ``group`` faces at a time."""
         out = []
         for g in range(0, len(items), group):
             crops = [crop(img, self.matrix(f), self.size) for img, f in items[g:g + group]]
-            y = _run_batched(self.session, {self.input_name: _nchw(crops, 127.5, 127.5)},
-                             self.batched)
+            y = self.runner.host_run({self.input_name: _nchw(crops, 127.5, 127.5)})[0]
             rgb = np.clip((y.transpose(0, 2, 3, 1) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
             out += [np.ascontiguousarray(x[..., ::-1]) for x in rgb]
         return out
+
+    def enhance_frames(self, ops, frames: list, mats: list[np.ndarray]):
+        """Enhanced crops (N, 3, 512, 512) RGB in [-1, 1], on the backend's device."""
+        x = ops.crops(frames, mats, self.size, 127.5, 127.5)
+        return self.runner.run({self.input_name: x})[0]

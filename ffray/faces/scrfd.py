@@ -14,6 +14,7 @@ import numpy as np
 
 from ffray.faces.align import Face
 from ffray.faces.mtcnn import nms
+from ffray.models.runner import HostRunner
 
 STRIDES = {8: ("448", "451", "454"), 16: ("471", "474", "477"), 32: ("494", "497", "500")}
 ANCHORS = 2
@@ -60,14 +61,17 @@ def decode(outputs: dict[str, np.ndarray], input_hw: tuple[int, int], threshold:
 
 
 class SCRFD:
+    """det_10g on still images (``detect``) or on worker frames through a frame backend
+    (``detect_frames``); ``model`` is an ORT session or a runner (``ffray.models.runner``)."""
+
     name = "scrfd"
 
-    def __init__(self, session, input_size: tuple[int, int] = (640, 640), threshold: float = 0.5,
+    def __init__(self, model, input_size: tuple[int, int] = (640, 640), threshold: float = 0.5,
                  nms_thresh: float = 0.4):
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-        self.batched = not isinstance(session.get_inputs()[0].shape[0], int)
-        self.out_names = [o.name for o in session.get_outputs()]
+        self.runner = model if hasattr(model, "run") and hasattr(model, "input_names") else \
+            HostRunner(model, flat_outputs=True)
+        self.input_name = self.runner.input_names[0]
+        self.out_names = self.runner.output_names
         self.input_size = input_size  # (width, height)
         self.threshold, self.nms_thresh = threshold, nms_thresh
 
@@ -84,18 +88,29 @@ class SCRFD:
         blob = (canvas[:, :, ::-1].astype(np.float32) - 127.5) / 128.0
         return blob.transpose(2, 0, 1)[None], scale
 
-    def detect(self, frames_bgr: list[np.ndarray], threshold: float | None = None) -> list[list[Face]]:
-        thr = self.threshold if threshold is None else threshold
-        prepared = [self._prepare(f) for f in frames_bgr]
+    def _decode(self, outs: list, scales: list[float], thr: float) -> list[list[Face]]:
         results = []
-        groups = [prepared] if self.batched and prepared else [[p] for p in prepared]
-        for group in groups:
-            blob = np.concatenate([b for b, _ in group])
-            outs = self.session.run(None, {self.input_name: blob})
-            for i, (_, scale) in enumerate(group):
-                named = {n: (o[i] if self.batched else o) for n, o in zip(self.out_names, outs)}
-                b, sc, k = decode(named, (self.input_size[1], self.input_size[0]), thr,
-                                  self.nms_thresh)
-                results.append([Face(box=bb / scale, score=float(s), kps=kk / scale)
-                                for bb, s, kk in zip(b, sc, k)])
+        for i, scale in enumerate(scales):
+            named = {n: np.asarray(o[i]) for n, o in zip(self.out_names, outs)}
+            b, sc, k = decode(named, (self.input_size[1], self.input_size[0]), thr, self.nms_thresh)
+            results.append([Face(box=bb / scale, score=float(s), kps=kk / scale)
+                            for bb, s, kk in zip(b, sc, k)])
         return results
+
+    def detect(self, frames_bgr: list[np.ndarray], threshold: float | None = None) -> list[list[Face]]:
+        """Faces in BGR images (source faces, references)."""
+        thr = self.threshold if threshold is None else threshold
+        if not frames_bgr:
+            return []
+        prepared = [self._prepare(f) for f in frames_bgr]
+        outs = self.runner.host_run({self.input_name: np.concatenate([b for b, _ in prepared])})
+        return self._decode(outs, [s for _, s in prepared], thr)
+
+    def detect_frames(self, ops, frames: list, threshold: float | None = None) -> list[list[Face]]:
+        """Faces in worker frames: resize/normalise by the frame backend, outputs back on the host."""
+        thr = self.threshold if threshold is None else threshold
+        if not frames:
+            return []
+        blob, scales = ops.det_blob(frames, self.input_size)
+        outs = [ops.host(o) for o in self.runner.run({self.input_name: blob})]
+        return self._decode(outs, scales, thr)

@@ -19,8 +19,18 @@ from ffray.errors import FFrayError
 from ffray.video.decode import SWS_FROM_BGR, sws_range, sws_space
 from ffray.video.probe import Color
 
+PictureType = av.video.frame.PictureType
+
 ENCODERS = {"h264": "libx264", "libx264": "libx264", "hevc": "libx265", "h265": "libx265",
-            "libx265": "libx265"}
+            "libx265": "libx265", "h264_nvenc": "h264_nvenc", "hevc_nvenc": "hevc_nvenc"}
+STREAM_CODEC = {"libx264": "h264", "libx265": "hevc", "h264_nvenc": "h264", "hevc_nvenc": "hevc"}
+# x264 preset names -> NVENC's p1 (fastest) .. p7 (best)
+NVENC_PRESETS = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
+                 "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7", "placebo": "p7"}
+# x264/x265 threads per chunk encoder. Fixed, not derived from the machine: the encoders' output
+# depends on it, and the same input and options must give the same bytes on any node at any load.
+# The worker runs as many chunk encoders at once as its CPUs allow (ffray.engine.budget).
+DEFAULT_THREADS = 1
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow", "placebo")
 
@@ -31,21 +41,30 @@ class EncodeSettings:
     crf: float = 18.0
     preset: str = "veryfast"
     pix_fmt: str | None = None  # None: the source's when the encoder supports it, else yuv420p
-    threads: int = 0
+    threads: int = DEFAULT_THREADS
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.codec not in ENCODERS:
-            raise FFrayError(f"unknown --codec {self.codec!r}; choose from h264, hevc")
+            raise FFrayError(f"unknown --codec {self.codec!r}; choose from h264, hevc (CPU) or "
+                             "h264_nvenc, hevc_nvenc (NVIDIA GPUs with NVENC)")
         object.__setattr__(self, "codec", ENCODERS[self.codec])
-        if self.preset not in PRESETS:
-            raise FFrayError(f"unknown --preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        nv = tuple(f"p{i}" for i in range(1, 8))
+        if self.preset not in PRESETS and not (self.nvenc and self.preset in nv):
+            raise FFrayError(f"unknown --preset {self.preset!r}; choose from {', '.join(PRESETS)}"
+                             + (f" or {', '.join(nv)}" if self.nvenc else ""))
         if not 0 <= self.crf <= 51:
             raise FFrayError("--crf must be between 0 and 51")
+        if not 1 <= int(self.threads) <= 64:
+            raise FFrayError("--encoder-threads must be between 1 and 64")
+
+    @property
+    def nvenc(self) -> bool:
+        return self.codec.endswith("_nvenc")
 
     @property
     def stream_codec(self) -> str:
-        return {"libx264": "h264", "libx265": "hevc"}[self.codec]
+        return STREAM_CODEC[self.codec]
 
     def choose_pix_fmt(self, source_pix_fmt: str) -> str:
         if self.pix_fmt:
@@ -54,6 +73,11 @@ class EncodeSettings:
         return source_pix_fmt if source_pix_fmt in supported else "yuv420p"
 
     def codec_options(self) -> dict:
+        if self.nvenc:  # constant quality, deterministic rate control, IDR at forced keyframes
+            opts = {"preset": NVENC_PRESETS.get(self.preset, self.preset), "rc": "vbr",
+                    "cq": f"{self.crf:g}", "b": "0", "forced-idr": "1"}
+            opts.update({k: str(v) for k, v in self.options.items()})
+            return opts
         opts = {"crf": f"{self.crf:g}", "preset": self.preset}
         if self.codec == "libx265":
             opts["x265-params"] = "log-level=error"
@@ -61,11 +85,31 @@ class EncodeSettings:
         return opts
 
 
+def check_encoder(settings: EncodeSettings, width: int, height: int) -> None:
+    """Open the encoder once on a small frame: an NVENC codec on a GPU without NVENC (H100, H200,
+    no NVIDIA driver) fails here, in one line, before any chunk is processed."""
+    from fractions import Fraction
+
+    try:
+        cc = av.CodecContext.create(settings.codec, "w")
+        cc.width, cc.height = max(256, width - width % 2), max(256, height - height % 2)
+        cc.pix_fmt = settings.choose_pix_fmt("yuv420p")
+        cc.time_base = Fraction(1, 25)
+        cc.options = settings.codec_options()
+        cc.open()
+    except (av.error.FFmpegError, ValueError, OSError) as e:
+        why = getattr(e, "strerror", None) or str(e).splitlines()[0][:80]
+        raise FFrayError(f"--codec {settings.codec}: the encoder cannot open here ({why}); "
+                         "this GPU may have no NVENC (H100/H200 have none): use --codec h264 or "
+                         "hevc (libx264/libx265 on the CPU)") from None
+
+
 class ChunkEncoder:
     """Encode BGR frames with explicit pts into NUT bytes."""
 
     def __init__(self, settings: EncodeSettings, width: int, height: int, time_base: Fraction,
-                 rate: Fraction | None, color: Color, source_pix_fmt: str):
+                 rate: Fraction | None, color: Color, source_pix_fmt: str, layout=None,
+                 threads: int | None = None):
         self._buf = io.BytesIO()
         self._out = av.open(self._buf, "w", format="nut", options={"avoid_negative_ts": "disabled"})
         s = self._out.add_stream(settings.codec, rate=rate or Fraction(25),
@@ -75,7 +119,8 @@ class ChunkEncoder:
         s.time_base = time_base
         cc = s.codec_context
         cc.time_base = time_base
-        cc.thread_count = settings.threads
+        cc.thread_count = max(1, settings.threads if threads is None else threads)
+        cc.thread_type = "FRAME"  # x264 frame threads (sliced threads change the bitstream's slices)
         cc.color_range, cc.colorspace = color.range, color.space
         cc.color_primaries, cc.color_trc = color.primaries, color.trc
         self._stream = s
@@ -84,6 +129,7 @@ class ChunkEncoder:
         self._space = sws_space(color, height)
         self._range = sws_range(color)
         self._size = (height, width)
+        self.layout = layout  # the worker's frame layout, for frames changed by stages
         self.frames = 0
 
     def write(self, bgr: np.ndarray, pts: int) -> None:
@@ -96,6 +142,30 @@ class ChunkEncoder:
                                    dst_color_range=self._range, interpolation=SWS_FROM_BGR)
         frame.pts, frame.time_base = pts, self._tb
         self._out.mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def write_frame(self, frame, pts: int) -> None:
+        """Encode a worker frame (``ffray.engine.frames.Frame``): its BGR image if a BGR processor
+        made one, its packed planes if a stage changed pixels, else the decoded frame as it is."""
+        if frame.bgr is not None:
+            self.write(frame.bgr, pts)
+            return
+        if frame.dirty:
+            from ffray.engine.frames import pack
+
+            vf = pack(frame.host, self.layout)
+        else:
+            vf = frame.decoded
+            vf.pict_type = PictureType.NONE  # the decoder's I/P/B decision must not force ours
+        if vf.format.name != self._stream.pix_fmt:
+            vf = self._sws.reformat(vf, format=self._stream.pix_fmt, src_colorspace=self._space,
+                                    dst_colorspace=self._space, src_color_range=self._range,
+                                    dst_color_range=self._range, interpolation=SWS_FROM_BGR)
+        if (vf.width, vf.height) != (self._size[1], self._size[0]):
+            raise ValueError(f"frame of {vf.width}x{vf.height} where {self._size[1]}x{self._size[0]} "
+                             "was expected")
+        vf.pts, vf.time_base = pts, self._tb
+        self._out.mux(self._stream.encode(vf))
         self.frames += 1
 
     def finish(self) -> bytes:

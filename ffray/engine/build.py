@@ -1,0 +1,104 @@
+"""Building a worker's engine: its frame backend (GPU or host), model loader and stages, from the
+job's processor spec and the stream's format. Runs once per worker, in its constructor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ffray.engine.api import WorkerContext
+from ffray.engine.budget import ENCODER_THREADS, Budget
+from ffray.engine.colour import Matrix
+from ffray.engine.frames import Layout, layout_for
+from ffray.engine.ops_cpu import CpuOps
+from ffray.engine.pipeline import Engine
+from ffray.engine.stages.adapter import ProcessorStage
+from ffray.errors import FFrayError
+from ffray.processors import ProcessorSpec, build
+from ffray.video.decode import BgrConverter, sws_range, sws_space
+from ffray.video.probe import Color
+
+GPU_BATCHES = {"det": 4, "swap": 8, "embed": 8, "enhance": 4}
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    encoder_threads: int = ENCODER_THREADS
+    slots: int | None = None  # chunks in flight per worker (default: from its CPUs)
+    frame_ops: str = "auto"  # gpu | cpu | auto (the GPU when the worker has one and CuPy works)
+    cpus: float | None = None  # CPUs this worker may use (default: its share of its node's)
+    gpu_batches: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """What the worker needs to know of the video stream (the same for every chunk)."""
+
+    width: int
+    height: int
+    pix_fmt: str
+    color: Color
+
+    def layout(self) -> Layout:
+        return layout_for(self.pix_fmt, self.width, self.height)
+
+    def matrix(self) -> Matrix:
+        return Matrix.of(self.color, self.height, self.layout().pix_fmt)
+
+
+@dataclass
+class Built:
+    engine: Engine
+    backend: str  # "gpu" or "cpu": where frames are worked on
+    description: str
+    notes: dict = field(default_factory=dict)
+
+
+def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, budget: Budget,
+                 ordinal: int | None, options: WorkerOptions, fetch=None) -> Built:
+    """``ordinal``: the CUDA device of the worker's GPU (None without one). ``fetch`` turns an
+    object ref of model bytes into bytes (only called on a cache miss)."""
+    lay, mat = fmt.layout(), fmt.matrix()
+    space, rng = sws_space(fmt.color, fmt.height), sws_range(fmt.color)
+    if spec.kind == "identity":  # frames go from the decoder to the encoder untouched
+        return Built(Engine([]), "cpu", "identity")
+    if spec.kind != "faceswap":
+        proc = build(spec, ctx)
+        conv = BgrConverter(fmt.color, fmt.height)
+        stage = ProcessorStage(proc, lambda f: conv(f.decoded), batch=max(1, spec.batch_size))
+        return Built(Engine([stage]), "cpu", spec.kind)
+    from ffray.faces.loader import HostLoader
+    from ffray.faces.params import FaceSwapParams
+    from ffray.faces.pipeline import FacePipeline
+
+    params = FaceSwapParams.from_dict(spec.params)
+    want_gpu = params.frame_ops if options.frame_ops == "auto" else options.frame_ops
+    ops, loader, why = None, None, ""
+    if ordinal is not None and want_gpu in ("auto", "gpu") and params.blend != "poisson":
+        from ffray.engine.ops_gpu import available
+
+        why = available(ordinal) or ""
+        if not why:
+            from ffray.engine.ops_gpu import GpuOps
+            from ffray.models.device import DeviceLoader
+            from ffray.models.sessions import choose_providers, uses_gpu
+
+            providers = choose_providers(list(params.providers) if params.providers else None,
+                                         device_id=ordinal)
+            if uses_gpu(providers):
+                ops = GpuOps(lay, mat, ordinal, space, rng)
+                loader = DeviceLoader(ctx.models, params.model_sha256, ordinal, providers,
+                                      params.precision, fetch=fetch)
+            else:
+                why = "the ONNX Runtime providers are CPU only"
+        if want_gpu == "gpu" and ops is None:
+            raise FFrayError(f"frame_ops=gpu but the GPU backend cannot start: {why}")
+    if ops is None:
+        models = {k: (v if isinstance(v, bytes) else fetch(v)) for k, v in ctx.models.items()}
+        ops = CpuOps(lay, mat, space, rng)
+        loader = HostLoader(models, params.providers, threads=budget.ort_threads,
+                            device_id=ordinal or 0)
+    batches = {**GPU_BATCHES, **options.gpu_batches} if ops.name == "gpu" else None
+    pipe = FacePipeline(ctx, params, ops, loader, gpu_batches=batches)
+    stages = pipe.stages(upload_threads=2 if ops.name == "gpu" else 1, host_threads=budget.host_threads)
+    notes = {"models": getattr(loader, "notes", {}), "cpu_reason": why or None}
+    return Built(Engine(stages, queue_size=16), ops.name, pipe.description, notes)

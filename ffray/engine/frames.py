@@ -1,0 +1,117 @@
+"""The worker's frame representation: 8-bit planar YUV packed in one buffer (Y, then U, then V,
+rows without padding), on the host (NumPy) or on the GPU (CuPy), plus the decoded frame it came
+from. Frames nobody changed go to the encoder as decoded.
+
+Working formats are the 8-bit planar YUV formats (4:2:0, 4:2:2, 4:4:4, limited or full range). Other
+sources (10-bit, semi-planar, RGB) are converted to the nearest one when a frame must change
+(4:2:0 sources to ``yuv420p``, others to ``yuv444p``) and back by the encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from ffray.video.decode import SWS_FROM_BGR
+
+_NATIVE = {"yuv420p": (2, 2), "yuvj420p": (2, 2), "yuv422p": (2, 1), "yuvj422p": (2, 1),
+           "yuv444p": (1, 1), "yuvj444p": (1, 1)}
+
+
+@dataclass(frozen=True)
+class Layout:
+    width: int
+    height: int
+    pix_fmt: str  # the working format (one of _NATIVE)
+    sx: int  # chroma subsampling, horizontal and vertical
+    sy: int
+    source_pix_fmt: str
+
+    @property
+    def cw(self) -> int:
+        return -(-self.width // self.sx)
+
+    @property
+    def ch(self) -> int:
+        return -(-self.height // self.sy)
+
+    @property
+    def y_size(self) -> int:
+        return self.width * self.height
+
+    @property
+    def c_size(self) -> int:
+        return self.cw * self.ch
+
+    @property
+    def nbytes(self) -> int:
+        return self.y_size + 2 * self.c_size
+
+    @property
+    def native(self) -> bool:
+        """The decoded frames are already in the working format (no conversion to unpack)."""
+        return self.pix_fmt == self.source_pix_fmt
+
+
+def layout_for(source_pix_fmt: str, width: int, height: int) -> Layout:
+    if source_pix_fmt in _NATIVE:
+        sx, sy = _NATIVE[source_pix_fmt]
+        return Layout(width, height, source_pix_fmt, sx, sy, source_pix_fmt)
+    fmt = av.VideoFormat(source_pix_fmt, width, height)
+    comps = fmt.components
+    sub420 = len(comps) >= 3 and comps[1].width * 2 >= width and comps[1].width < width \
+        and comps[1].height < height and not fmt.is_rgb
+    work = "yuv420p" if sub420 else "yuv444p"
+    sx, sy = _NATIVE[work]
+    return Layout(width, height, work, sx, sy, source_pix_fmt)
+
+
+def planes(buf, lay: Layout):
+    """Y, U, V 2-D views of a packed buffer (NumPy or CuPy)."""
+    y = buf[:lay.y_size].reshape(lay.height, lay.width)
+    u = buf[lay.y_size:lay.y_size + lay.c_size].reshape(lay.ch, lay.cw)
+    v = buf[lay.y_size + lay.c_size:lay.nbytes].reshape(lay.ch, lay.cw)
+    return y, u, v
+
+
+def unpack(frame: av.VideoFrame, lay: Layout, out: np.ndarray | None = None,
+           space: int = 1, rng: int = 1) -> np.ndarray:
+    """Copy a decoded frame's planes into a packed buffer (``out`` if given, e.g. pinned host
+    memory). Non-native sources are converted to the working format first (``space``/``rng``: the
+    swscale colourspace and range of the source)."""
+    if frame.format.name != lay.pix_fmt:
+        frame = frame.reformat(format=lay.pix_fmt, src_colorspace=space, dst_colorspace=space,
+                               src_color_range=rng, dst_color_range=rng, interpolation=SWS_FROM_BGR)
+    buf = np.empty(lay.nbytes, np.uint8) if out is None else out
+    for dst, plane in zip(planes(buf, lay), frame.planes[:3]):
+        h, w = dst.shape
+        src = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        dst[...] = src[:h, :w]
+    return buf
+
+
+def pack(buf: np.ndarray, lay: Layout) -> av.VideoFrame:
+    """A new VideoFrame (working format) holding a packed buffer's planes."""
+    frame = av.VideoFrame(lay.width, lay.height, lay.pix_fmt)
+    for src, plane in zip(planes(buf, lay), frame.planes[:3]):
+        h, w = src.shape
+        dst = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        dst[:h, :w] = src
+    return frame
+
+
+@dataclass(eq=False)
+class Frame:
+    """A frame in flight: ``decoded`` (the decoder's frame, read-only), and once a stage needs to
+    change pixels, ``host`` (packed NumPy buffer, writable) and/or ``device`` (packed CuPy buffer).
+    ``dirty`` says the packed copy differs from ``decoded``; ``host_current`` that ``host`` holds
+    the latest pixels (the GPU path clears it until download)."""
+
+    decoded: av.VideoFrame
+    host: np.ndarray | None = None
+    device: object = None
+    dirty: bool = False
+    host_current: bool = True
+    bgr: np.ndarray | None = None  # full-frame BGR for BGR processors (adapter stage)

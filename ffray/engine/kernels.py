@@ -1,0 +1,159 @@
+"""CUDA kernels of the GPU frame backend (compiled by CuPy's RawModule at worker start).
+
+Frames are packed 8-bit planar YUV on the device (Y W x H, then U and V CW x CH). Samplers read
+YUV bilinearly (chroma at its centre-sited position) and convert with the source's matrix, so no
+full-frame RGB copy ever exists; paste-back writes luma per pixel and chroma per subsampled block
+from the block's alpha-weighted mean. The arithmetic is ``ffray.engine.colour``'s, the sampling is
+OpenCV's (``warpAffine``/``resize`` with INTER_LINEAR), so CPU and GPU frames agree to rounding.
+"""
+
+SOURCE = r"""
+extern "C" {
+
+__device__ __forceinline__ float tap_u8(const unsigned char* p, int w, int h, int x, int y) {
+    x = min(max(x, 0), w - 1);
+    y = min(max(y, 0), h - 1);
+    return (float)p[(size_t)y * w + x];
+}
+
+__device__ __forceinline__ float bilinear_u8(const unsigned char* p, int w, int h, float x, float y) {
+    float fx = floorf(x), fy = floorf(y);
+    int x0 = (int)fx, y0 = (int)fy;
+    float ax = x - fx, ay = y - fy;
+    float a = tap_u8(p, w, h, x0, y0), b = tap_u8(p, w, h, x0 + 1, y0);
+    float c = tap_u8(p, w, h, x0, y0 + 1), d = tap_u8(p, w, h, x0 + 1, y0 + 1);
+    return (a * (1.f - ax) + b * ax) * (1.f - ay) + (c * (1.f - ax) + d * ax) * ay;
+}
+
+// one channel of a float plane, zero outside (BORDER_CONSTANT 0), each tap mapped and clipped
+__device__ __forceinline__ float tap_f(const float* p, int s, int x, int y, float scale, float off,
+                                       int clip) {
+    if (x < 0 || y < 0 || x >= s || y >= s) return 0.f;
+    float v = p[(size_t)y * s + x] * scale + off;
+    return clip ? fminf(fmaxf(v, 0.f), 255.f) : v;
+}
+
+__device__ __forceinline__ float bilinear_f(const float* p, int s, float x, float y, float scale,
+                                            float off, int clip) {
+    float fx = floorf(x), fy = floorf(y);
+    int x0 = (int)fx, y0 = (int)fy;
+    float ax = x - fx, ay = y - fy;
+    float a = tap_f(p, s, x0, y0, scale, off, clip), b = tap_f(p, s, x0 + 1, y0, scale, off, clip);
+    float c = tap_f(p, s, x0, y0 + 1, scale, off, clip), d = tap_f(p, s, x0 + 1, y0 + 1, scale, off, clip);
+    return (a * (1.f - ax) + b * ax) * (1.f - ay) + (c * (1.f - ax) + d * ax) * ay;
+}
+
+// k: y_off, y_scale, c_scale, rv, gu, gv, bu
+__device__ __forceinline__ void sample_bgr(const unsigned char* f, int W, int H, int CW, int CH,
+                                           int SX, int SY, float x, float y, const float* k,
+                                           float* bgr) {
+    const unsigned char* Y = f;
+    const unsigned char* U = f + (size_t)W * H;
+    const unsigned char* V = U + (size_t)CW * CH;
+    float yy = bilinear_u8(Y, W, H, x, y);
+    float cx = (x + 0.5f) / SX - 0.5f, cy = (y + 0.5f) / SY - 0.5f;
+    float uu = bilinear_u8(U, CW, CH, cx, cy), vv = bilinear_u8(V, CW, CH, cx, cy);
+    float yp = (yy - k[0]) * k[1], up = (uu - 128.f) * k[2], vp = (vv - 128.f) * k[2];
+    bgr[2] = fminf(fmaxf(rintf(yp + k[3] * vp), 0.f), 255.f);
+    bgr[1] = fminf(fmaxf(rintf(yp - k[4] * up - k[5] * vp), 0.f), 255.f);
+    bgr[0] = fminf(fmaxf(rintf(yp + k[6] * up), 0.f), 255.f);
+}
+
+// Affine-sampled crops, NCHW float: out = (value - mean) / std, RGB or BGR order. m: n*6
+// crop->frame. valid (optional): n*2 (width, height) of the sampled part; the rest gets ``pad``.
+__global__ void warp_norm(const unsigned long long* frames, const float* m, const int* valid,
+                          float* out, int n, int ow, int oh, int W, int H, int CW, int CH, int SX,
+                          int SY, const float* k, float mean, float inv_std, int rgb, float pad) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t plane = (size_t)ow * oh;
+    if (idx >= plane * n) return;
+    int i = (int)(idx / plane);
+    int r = (int)(idx - (size_t)i * plane);
+    int y = r / ow, x = r - (r / ow) * ow;
+    float* o = out + (size_t)i * 3 * plane + r;
+    if (valid != NULL && (x >= valid[2 * i] || y >= valid[2 * i + 1])) {
+        o[0] = pad; o[plane] = pad; o[2 * plane] = pad;
+        return;
+    }
+    const float* a = m + 6 * i;
+    float sx = a[0] * x + a[1] * y + a[2], sy = a[3] * x + a[4] * y + a[5];
+    float bgr[3];
+    sample_bgr((const unsigned char*)frames[i], W, H, CW, CH, SX, SY, sx, sy, k, bgr);
+    if (rgb) {
+        o[0] = (bgr[2] - mean) * inv_std; o[plane] = (bgr[1] - mean) * inv_std;
+        o[2 * plane] = (bgr[0] - mean) * inv_std;
+    } else {
+        o[0] = (bgr[0] - mean) * inv_std; o[plane] = (bgr[1] - mean) * inv_std;
+        o[2 * plane] = (bgr[2] - mean) * inv_std;
+    }
+}
+
+// The same sampling to BGR uint8 HWC (small frames for MTCNN, crops for the classic swapper).
+__global__ void warp_u8(const unsigned long long* frames, const float* m, unsigned char* out,
+                        int n, int ow, int oh, int W, int H, int CW, int CH, int SX, int SY,
+                        const float* k) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t plane = (size_t)ow * oh;
+    if (idx >= plane * n) return;
+    int i = (int)(idx / plane);
+    int r = (int)(idx - (size_t)i * plane);
+    int y = r / ow, x = r - (r / ow) * ow;
+    const float* a = m + 6 * i;
+    float sx = a[0] * x + a[1] * y + a[2], sy = a[3] * x + a[4] * y + a[5];
+    float bgr[3];
+    sample_bgr((const unsigned char*)frames[i], W, H, CW, CH, SX, SY, sx, sy, k, bgr);
+    unsigned char* o = out + ((size_t)i * plane + r) * 3;
+    o[0] = (unsigned char)bgr[0]; o[1] = (unsigned char)bgr[1]; o[2] = (unsigned char)bgr[2];
+}
+
+// Paste-back of one face per frame (a "layer"; faces of one frame go in successive launches).
+// m: n*6 frame->crop; roi: n*4 chroma-block box [bx0, by0, bx1, by1); crops: n*3*s*s RGB planes
+// (value * scale + offset, clipped); mask: s*s; e: kr, kg, kb, y_off, y_scale, c_scale, db, dr.
+__global__ void paste(const unsigned long long* frames, const float* m, const int* roi,
+                      const float* crops, const float* mask, int s, int W, int H, int CW, int CH,
+                      int SX, int SY, const float* e, float scale, float offset, float strength) {
+    int i = blockIdx.z;
+    const int* r = roi + 4 * i;
+    int bx = r[0] + blockIdx.x * blockDim.x + threadIdx.x;
+    int by = r[1] + blockIdx.y * blockDim.y + threadIdx.y;
+    if (bx >= r[2] || by >= r[3]) return;
+    unsigned char* Y = (unsigned char*)frames[i];
+    unsigned char* U = Y + (size_t)W * H;
+    unsigned char* V = U + (size_t)CW * CH;
+    const float* a = m + 6 * i;
+    size_t pl = (size_t)s * s;
+    const float* cr = crops + (size_t)i * 3 * pl;
+    float asum = 0.f, usum = 0.f, vsum = 0.f;
+    int cnt = 0;
+    for (int j = 0; j < SY; j++) {
+        for (int q = 0; q < SX; q++) {
+            int x = bx * SX + q, y = by * SY + j;
+            if (x >= W || y >= H) continue;
+            cnt++;
+            float u = a[0] * x + a[1] * y + a[2], v = a[3] * x + a[4] * y + a[5];
+            float al = fminf(fmaxf(bilinear_f(mask, s, u, v, 1.f, 0.f, 0) * strength, 0.f), 1.f);
+            if (al <= 0.f) continue;
+            float R = bilinear_f(cr, s, u, v, scale, offset, 1);
+            float G = bilinear_f(cr + pl, s, u, v, scale, offset, 1);
+            float B = bilinear_f(cr + 2 * pl, s, u, v, scale, offset, 1);
+            float yf = e[0] * R + e[1] * G + e[2] * B;
+            float yc = yf / e[4] + e[3];
+            float uc = (B - yf) / e[6] / e[5] + 128.f;
+            float vc = (R - yf) / e[7] / e[5] + 128.f;
+            size_t p = (size_t)y * W + x;
+            float ys = (float)Y[p];
+            Y[p] = (unsigned char)fminf(fmaxf(rintf(ys + al * (yc - ys)), 0.f), 255.f);
+            asum += al; usum += al * uc; vsum += al * vc;
+        }
+    }
+    if (asum > 0.f && cnt > 0) {
+        size_t c = (size_t)by * CW + bx;
+        float am = asum / cnt;
+        float us = (float)U[c], vs = (float)V[c];
+        U[c] = (unsigned char)fminf(fmaxf(rintf(usum / cnt + (1.f - am) * us), 0.f), 255.f);
+        V[c] = (unsigned char)fminf(fmaxf(rintf(vsum / cnt + (1.f - am) * vs), 0.f), 255.f);
+    }
+}
+
+}
+"""

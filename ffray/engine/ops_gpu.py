@@ -1,0 +1,234 @@
+"""Frame operations on the GPU (CuPy): the GPU backend of the face stages.
+
+Same contract as ``ops_cpu.CpuOps``. Frames go up once as packed YUV (1.5 bytes a pixel for
+4:2:0, through pinned memory), every crop, detector input and paste-back is a kernel on the
+device (``ffray.engine.kernels``), and model inputs/outputs stay there (the runners bind them
+to ONNX Runtime by pointer); a frame comes back down only if a face was pasted into it.
+
+Each calling thread has its own CUDA stream; every operation ends with its stream synchronised,
+so the next stage (another thread, another stream, or ONNX Runtime's stream) sees finished data.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ffray.engine.colour import Matrix
+from ffray.engine.frames import Frame, Layout, unpack
+from ffray.engine.kernels import SOURCE
+from ffray.engine.ops_cpu import fit, roi
+
+_BLOCK = 256
+
+
+class GpuOps:
+    name = "gpu"
+
+    def __init__(self, lay: Layout, mat: Matrix, ordinal: int, space: int = 1, rng: int = 1):
+        import cupy as cp
+
+        if mat.rgb:
+            raise ValueError("the GPU backend works on YUV frames")
+        self.cp, self.lay, self.mat, self.ordinal = cp, lay, mat, ordinal
+        self._space, self._rng = space, rng
+        self.device = cp.cuda.Device(ordinal)
+        with self.device:
+            mod = cp.RawModule(code=SOURCE, options=("--std=c++14",))
+            self._warp_norm = mod.get_function("warp_norm")
+            self._warp_u8 = mod.get_function("warp_u8")
+            self._paste = mod.get_function("paste")
+            self._dec = cp.asarray(np.array(mat.decode_coeffs(), np.float32))
+            self._enc = cp.asarray(np.array(mat.encode_coeffs(), np.float32))
+        self._local = threading.local()
+        self._dims = (np.int32(lay.width), np.int32(lay.height), np.int32(lay.cw), np.int32(lay.ch),
+                      np.int32(lay.sx), np.int32(lay.sy))
+
+    # --- per-thread stream and pinned staging buffer
+    def _stream(self):
+        s = getattr(self._local, "stream", None)
+        if s is None:
+            with self.device:
+                s = self.cp.cuda.Stream(non_blocking=True)
+            self._local.stream = s
+        return s
+
+    def _pinned(self, n: int) -> np.ndarray:
+        buf = getattr(self._local, "pinned", None)
+        if buf is None or buf.size < n:
+            mem = self.cp.cuda.alloc_pinned_memory(n)
+            buf = np.frombuffer(mem, np.uint8, n)
+            self._local.pinned_mem = mem
+            self._local.pinned = buf
+        return buf[:n]
+
+    def _ptrs(self, frames: list[Frame]):
+        return self.cp.asarray(np.array([f.device.data.ptr for f in frames], np.uint64))
+
+    # --- frames in and out
+    def upload(self, frames: list[Frame]) -> None:
+        cp, nb = self.cp, self.lay.nbytes
+        todo = [f for f in frames if f.device is None]
+        if not todo:
+            return
+        stage = self._pinned(nb * len(todo))
+        s = self._stream()
+        with self.device, s:
+            for i, f in enumerate(todo):
+                view = stage[i * nb:(i + 1) * nb]
+                if f.host is not None:
+                    view[...] = f.host
+                else:
+                    unpack(f.decoded, self.lay, out=view, space=self._space, rng=self._rng)
+                f.device = cp.empty(nb, cp.uint8)
+                f.device.set(view, stream=s)
+            s.synchronize()
+        for f in todo:
+            f.host_current = f.host is not None and not f.dirty
+
+    def download(self, frames: list[Frame]) -> None:
+        s = self._stream()
+        with self.device, s:
+            for f in frames:
+                if f.dirty and f.device is not None:
+                    f.host = self.cp.asnumpy(f.device, stream=s)
+                    f.host_current = True
+            s.synchronize()
+        for f in frames:
+            f.device = None  # back to the pool
+
+    def array(self, x):
+        with self.device:
+            return self.cp.asarray(x)
+
+    def to_device(self, x):
+        return self.array(x)
+
+    def host(self, x) -> np.ndarray:
+        return x if isinstance(x, np.ndarray) else self.cp.asnumpy(x)
+
+    def concat(self, xs: list):
+        with self.device:
+            return xs[0] if len(xs) == 1 else self.cp.concatenate(xs)
+
+    # --- sampling kernels
+    def _launch_warp(self, frames: list[Frame], mats: np.ndarray, ow: int, oh: int, mean: float,
+                     std: float, rgb: bool, valid: np.ndarray | None = None, pad: float = 0.0):
+        cp, n = self.cp, len(frames)
+        s = self._stream()
+        with self.device, s:
+            out = cp.empty((n, 3, oh, ow), cp.float32)
+            if n:
+                m = cp.asarray(np.ascontiguousarray(mats, np.float32).reshape(n, 6))
+                v = cp.asarray(np.ascontiguousarray(valid, np.int32)) if valid is not None else None
+                total = n * ow * oh
+                self._warp_norm(((total + _BLOCK - 1) // _BLOCK,), (_BLOCK,), (
+                    self._ptrs(frames), m, v if v is not None else np.uint64(0), out, np.int32(n),
+                    np.int32(ow), np.int32(oh), *self._dims, self._dec, np.float32(mean),
+                    np.float32(1.0 / std), np.int32(1 if rgb else 0), np.float32(pad)))
+            s.synchronize()
+        return out
+
+    def det_blob(self, frames: list[Frame], size: tuple[int, int], mean: float = 127.5,
+                 std: float = 128.0):
+        iw, ih = size
+        w, h = self.lay.width, self.lay.height
+        nw, nh, scale = fit(w, h, iw, ih)
+        fx, fy = w / nw, h / nh  # cv2.resize's INTER_LINEAR source mapping
+        m = np.array([fx, 0, 0.5 * fx - 0.5, 0, fy, 0.5 * fy - 0.5], np.float32)
+        mats = np.tile(m, (len(frames), 1))
+        valid = np.tile(np.array([nw, nh], np.int32), (len(frames), 1))
+        blob = self._launch_warp(frames, mats, iw, ih, mean, std, True, valid, (0.0 - mean) / std)
+        return blob, [scale] * len(frames)
+
+    def _warp_bgr(self, frames: list[Frame], mats: np.ndarray, ow: int, oh: int) -> list[np.ndarray]:
+        cp, n = self.cp, len(frames)
+        if not n:
+            return []
+        s = self._stream()
+        with self.device, s:
+            out = cp.empty((n, oh, ow, 3), cp.uint8)
+            m = cp.asarray(np.ascontiguousarray(mats, np.float32).reshape(n, 6))
+            total = n * ow * oh
+            self._warp_u8(((total + _BLOCK - 1) // _BLOCK,), (_BLOCK,), (
+                self._ptrs(frames), m, out, np.int32(n), np.int32(ow), np.int32(oh), *self._dims,
+                self._dec))
+            host = cp.asnumpy(out, stream=s)
+            s.synchronize()
+        return list(host)
+
+    def small_bgr(self, frames: list[Frame], max_side: int) -> tuple[list[np.ndarray], float]:
+        w, h = self.lay.width, self.lay.height
+        sc = min(1.0, max_side / max(w, h))
+        nw, nh = max(1, round(w * sc)), max(1, round(h * sc))
+        fx, fy = w / nw, h / nh
+        m = np.array([fx, 0, 0.5 * fx - 0.5, 0, fy, 0.5 * fy - 0.5], np.float32)
+        return self._warp_bgr(frames, np.tile(m, (len(frames), 1)), nw, nh), nw / w
+
+    def crops(self, frames: list[Frame], mats: list[np.ndarray], size: int, mean: float, std: float,
+              rgb: bool = True):
+        inv = np.array([_invert(m) for m in mats], np.float32).reshape(-1, 6)
+        return self._launch_warp(frames, inv, size, size, mean, std, rgb)
+
+    def crops_bgr(self, frames: list[Frame], mats: list[np.ndarray], size: int) -> list[np.ndarray]:
+        inv = np.array([_invert(m) for m in mats], np.float32).reshape(-1, 6)
+        return self._warp_bgr(frames, inv, size, size)
+
+    def paste(self, frames: list[Frame], crops, mats: list[np.ndarray], mask, scale: float,
+              offset: float, strength: float = 1.0) -> None:
+        cp = self.cp
+        if not frames:
+            return
+        lay = self.lay
+        size = int(crops.shape[-1])
+        # one launch per layer: the k-th face of every frame (faces of a frame paste in order)
+        seen: dict[int, int] = {}
+        layers: list[list[int]] = []
+        for i, f in enumerate(frames):
+            k = seen.get(id(f), 0)
+            seen[id(f)] = k + 1
+            if k == len(layers):
+                layers.append([])
+            layers[k].append(i)
+        s = self._stream()
+        with self.device, s:
+            crops = cp.ascontiguousarray(crops, cp.float32)
+            mask = cp.ascontiguousarray(mask, cp.float32)
+            for idx in layers:
+                boxes = []
+                for i in idx:
+                    x0, y0, x1, y1 = roi(mats[i], size, lay, pad=2)
+                    boxes.append([x0 // lay.sx, y0 // lay.sy, -(-x1 // lay.sx), -(-y1 // lay.sy)])
+                boxes = np.array(boxes, np.int32)
+                bw = int(max(1, (boxes[:, 2] - boxes[:, 0]).max()))
+                bh = int(max(1, (boxes[:, 3] - boxes[:, 1]).max()))
+                sel = cp.asarray(np.array(idx, np.int64))
+                self._paste(((bw + 15) // 16, (bh + 15) // 16, len(idx)), (16, 16, 1), (
+                    self._ptrs([frames[i] for i in idx]),
+                    cp.asarray(np.array([mats[i] for i in idx], np.float32).reshape(-1, 6)),
+                    cp.asarray(boxes), crops[sel], mask, np.int32(size), *self._dims, self._enc,
+                    np.float32(scale), np.float32(offset), np.float32(strength)))
+            s.synchronize()
+        for f in frames:
+            f.dirty = True
+            f.host_current = False
+
+
+def _invert(m: np.ndarray) -> np.ndarray:
+    a = np.vstack([np.asarray(m, np.float64).reshape(2, 3), [0, 0, 1]])
+    return np.linalg.inv(a)[:2]
+
+
+def available(ordinal: int = 0) -> str | None:
+    """None when CuPy can run kernels on device ``ordinal``, else why not (one line)."""
+    try:
+        import cupy as cp
+
+        with cp.cuda.Device(ordinal):
+            x = cp.arange(4, dtype=cp.float32)
+            if float((x * 2).sum()) != 12.0:
+                return "CuPy computed a wrong result"
+        return None
+    except Exception as e:  # noqa: BLE001 - no CuPy, no driver, no device
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]

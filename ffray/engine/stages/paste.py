@@ -1,0 +1,30 @@
+"""Paste-back: each swapped crop blended into its frame by its alignment matrix and the mask."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ffray.engine.pipeline import Item
+
+
+class PasteStage:
+    name = "paste"
+
+    def __init__(self, ops, matrix_of, mask: np.ndarray, scale: float, offset: float,
+                 batch: int = 8, threads: int = 1):
+        """``matrix_of(face)``: the swapper's frame->crop matrix; crops hold RGB as
+        ``value * scale + offset``."""
+        self.ops, self.matrix_of, self.scale, self.offset = ops, matrix_of, scale, offset
+        self.mask = ops.to_device(np.ascontiguousarray(mask, np.float32))
+        self.batch, self.threads = batch, threads
+
+    def process(self, items: list[Item]) -> None:
+        frames, crops, mats = [], [], []
+        for it in items:
+            if it.crops is None or not it.targets:
+                continue
+            frames += [it.frame] * len(it.targets)
+            mats += [self.matrix_of(t.face) for t in it.targets]
+            crops.append(it.crops)
+        if frames:
+            self.ops.paste(frames, self.ops.concat(crops), mats, self.mask, self.scale, self.offset)

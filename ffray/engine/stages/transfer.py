@@ -1,0 +1,29 @@
+"""Upload and download: frames between the decoder's memory and the frame backend's device."""
+
+from __future__ import annotations
+
+from ffray.engine.pipeline import Item
+
+
+class UploadStage:
+    """Decoded frame -> the backend's packed YUV copy (host buffer, or GPU buffer)."""
+
+    name = "upload"
+
+    def __init__(self, ops, threads: int = 1, batch: int = 4):
+        self.ops, self.threads, self.batch = ops, threads, batch
+
+    def process(self, items: list[Item]) -> None:
+        self.ops.upload([it.frame for it in items])
+
+
+class DownloadStage:
+    """Changed frames back to the host for the encoder (nothing to do on the CPU backend)."""
+
+    name = "download"
+
+    def __init__(self, ops, threads: int = 1, batch: int = 4):
+        self.ops, self.threads, self.batch = ops, threads, batch
+
+    def process(self, items: list[Item]) -> None:
+        self.ops.download([it.frame for it in items])

@@ -1,0 +1,86 @@
+"""The face-swap processor's options, typed and checked before any work starts."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+
+from ffray.errors import FFrayError
+from ffray.faces.select import ORDERS
+
+DETECTORS = ("auto", "scrfd", "mtcnn")
+SWAPPERS = ("auto", "inswapper", "classic")
+ENHANCERS = ("gfpgan",)
+SELECTS = ("many", "one", "reference")
+BLENDS = ("feather", "poisson")
+PRECISIONS = ("auto", "fp16", "fp32")
+FRAME_OPS = ("auto", "gpu", "cpu")
+
+
+@dataclass(frozen=True)
+class FaceSwapParams:
+    detector: str = "auto"
+    swapper: str = "auto"
+    enhance: str | None = None
+    enhance_blend: float = 0.8
+    select: str = "many"
+    order: str = "largest"
+    distance: float = 0.6
+    det_threshold: float | None = None
+    det_size: int = 640
+    min_face: int = 20
+    blend: str = "feather"
+    mask_blur: float = 0.12
+    mask_padding: float = 0.0
+    providers: tuple[str, ...] | None = None
+    mapping: int = 0  # number of --map pairs (their images travel as named images)
+    precision: str = "auto"  # GPU models: fp16 where it holds accuracy (auto), or forced
+    frame_ops: str = "auto"  # where frames are worked on: the GPU when there is one (auto)
+    model_paths: dict[str, str] = field(default_factory=dict)  # filled by the driver's setup
+    model_sha256: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        def one_of(name, value, allowed):
+            if value not in allowed:
+                raise FFrayError(f"unknown {name} {value!r}; choose {', '.join(map(str, allowed))}")
+
+        one_of("--detector", self.detector, DETECTORS)
+        one_of("--swapper", self.swapper, SWAPPERS)
+        if self.enhance not in (None, ""):
+            one_of("--enhance", self.enhance, ENHANCERS)
+        one_of("--select", self.select, SELECTS)
+        one_of("--order", self.order, ORDERS)
+        one_of("--blend", self.blend, BLENDS)
+        one_of("precision", self.precision, PRECISIONS)
+        one_of("frame_ops", self.frame_ops, FRAME_OPS)
+        if not 0.0 <= self.enhance_blend <= 1.0:
+            raise FFrayError("--enhance-blend must be between 0 and 1")
+        if self.det_size < 32 or self.detector == "scrfd" and self.det_size % 32:
+            raise FFrayError("--det-size must be at least 32 (a multiple of 32 for scrfd)")
+        if self.min_face < 4:
+            raise FFrayError("--min-face must be at least 4 pixels")
+        if not 0.0 <= self.mask_blur <= 1.0:
+            raise FFrayError("--mask-blur must be between 0 and 1")
+        if self.providers is not None:
+            object.__setattr__(self, "providers", tuple(self.providers))
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> FaceSwapParams:
+        """Typed options from a dict (the job spec, ``--processor-opt``); a misspelt key is an
+        error that names the closest option, not silently ignored."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        for k in d:
+            if k not in known:
+                close = difflib.get_close_matches(k, sorted(known), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise FFrayError(f"unknown face-swap option {k!r}{hint}")
+        return cls(**d)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["providers"] = list(self.providers) if self.providers is not None else None
+        return d
+
+    def replace(self, **changes) -> FaceSwapParams:
+        return FaceSwapParams.from_dict({**self.to_json(), **changes})
