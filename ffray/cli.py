@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="source face image (repeatable)")
     s.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    s.add_argument("--chunk-seconds", type=float, default=10.0, help="chunk length (default 10)")
+    s.add_argument("--chunk-seconds", type=float,
+                   help="chunk length (default: about 1/30 of the video, 2 to 10 s)")
     s.add_argument("--trim-start", type=_seconds, help="start time (seconds or HH:MM:SS.ms)")
     s.add_argument("--trim-end", type=_seconds, help="end time, exclusive")
     s.add_argument("--codec", default="h264", help="h264 (libx264, default) or hevc (libx265)")

@@ -1,11 +1,13 @@
-"""Benchmark a whole `ffray swap` job: probe, plan, Ray workers (decode, process, encode), assembly.
+"""Benchmark a whole `ffray swap` job: probe, plan, Ray workers (decode, stages, encode), assembly.
 
     python scripts/bench_swap.py [--processor identity|faceswap] [--seconds 20] [--width 1920
-        --height 1080] [--actors N] [--gpu-per-actor F] [--input FILE] [--source IMG]
-        [--model-dir DIR] [--detector D] [--swapper S]
+        --height 1080] [--input FILE] [--source IMG] [--model-dir DIR] [--detector D]
+        [--swapper S] [--enhance gfpgan] [--actors N --gpu-per-actor F] [--chunk-seconds S]
 
-Prints JSON: frames/s over the whole job, the share of wall time outside the workers (driver
-planning + assembly), and per-stage seconds summed over chunks. Record results in
+With no layout options the job runs at ffray's defaults. Prints JSON: frames/s for the whole job
+and for processing (first chunk start to last chunk end), time from the job's start to its first
+chunk, mean GPU utilization (NVML, every 0.2 s, while processing), each stage's busy share, GPU
+memory and worker RSS in the first and last minute of processing. Record results in
 docs/benchmarks.md with date, machine and command.
 """
 
@@ -15,13 +17,65 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from ffray.cluster.jobs import SwapRequest, prepare_swap, run_job
-from ffray.processors import ProcessorSpec
-from ffray.video import sample
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ffray.cluster.jobs import SwapRequest, prepare_swap, run_job  # noqa: E402
+from ffray.processors import ProcessorSpec  # noqa: E402
+from ffray.video import sample  # noqa: E402
+from ffray.video.encode import EncodeSettings  # noqa: E402
+
+
+class Sampler(threading.Thread):
+    """GPU utilization and memory (NVML) and the workers' RSS, every ``period`` seconds."""
+
+    def __init__(self, period: float = 0.2):
+        super().__init__(daemon=True)
+        self.period, self.rows, self.pids = period, [], set()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:  # noqa: BLE001 - no GPU
+            pynvml, handles = None, []
+        while not self._halt.wait(self.period):
+            row = {"t": time.time(), "util": [], "mem": [], "rss": {}}
+            for h in handles:
+                row["util"].append(pynvml.nvmlDeviceGetUtilizationRates(h).gpu)
+                row["mem"].append(pynvml.nvmlDeviceGetMemoryInfo(h).used)
+            for pid in list(self.pids):
+                try:
+                    row["rss"][pid] = psutil.Process(pid).memory_info().rss
+                except psutil.Error:
+                    pass
+            self.rows.append(row)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(2)
+
+
+def window(rows, t0, t1, key):
+    sel = [r for r in rows if t0 <= r["t"] <= t1]
+    if key == "util":
+        vals = [sum(r["util"]) / max(1, len(r["util"])) for r in sel if r["util"]]
+        return round(sum(vals) / len(vals), 1) if vals else None
+    if key == "mem":
+        vals = [max(r["mem"]) for r in sel if r["mem"]]
+        return round(max(vals) / 2**30, 2) if vals else None
+    vals = [max(r["rss"].values()) for r in sel if r["rss"]]
+    return round(max(vals) / 2**30, 2) if vals else None
 
 
 def main() -> None:
@@ -31,16 +85,19 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=1080)
     ap.add_argument("--fps", type=float, default=30)
     ap.add_argument("--actors", type=int)
-    ap.add_argument("--chunk-seconds", type=float, default=5)
+    ap.add_argument("--gpu-per-actor", type=float)
+    ap.add_argument("--chunk-seconds", type=float)
     ap.add_argument("--processor", default="identity")
     ap.add_argument("--workdir")
     ap.add_argument("--input", help="use this video instead of generating one")
     ap.add_argument("--source", help="source face image (default: skimage's astronaut)")
-    ap.add_argument("--gpu-per-actor", type=float)
     ap.add_argument("--model-dir", action="append", default=[])
     ap.add_argument("--detector", default="auto")
     ap.add_argument("--swapper", default="auto")
+    ap.add_argument("--enhance")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--slots", type=int, help="chunks in flight per worker (default: from its CPUs)")
+    ap.add_argument("--no-telemetry", action="store_true")
     a = ap.parse_args()
     work = Path(a.workdir or tempfile.mkdtemp(prefix="ffray-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -58,37 +115,56 @@ def main() -> None:
 
         source = str(work / "source.jpg")
         cv2.imwrite(source, sample.astronaut_face())
-    params = {"detector": a.detector, "swapper": a.swapper} if a.processor == "faceswap" else {}
+    params = {"detector": a.detector, "swapper": a.swapper, "enhance": a.enhance} \
+        if a.processor == "faceswap" else {}
+    sampler = Sampler()
+    sampler.start()
     t0 = time.perf_counter()
     t_wall0 = time.time()
-    ledger = prepare_swap(SwapRequest(input=str(src), output=str(out), overwrite=True,
-                                      chunk_seconds=a.chunk_seconds,
-                                      processor=ProcessorSpec(kind=a.processor, params=params,
-                                                              batch_size=a.batch_size),
-                                      sources=[source] if source else [], actors=a.actors,
-                                      gpu_per_actor=a.gpu_per_actor, model_dirs=a.model_dir),
-                          work / "data")
-    res = run_job(ledger)
+    req = SwapRequest(input=str(src), output=str(out), overwrite=True, chunk_seconds=a.chunk_seconds,
+                      processor=ProcessorSpec(kind=a.processor, params=params, batch_size=a.batch_size),
+                      sources=[source] if source else [], actors=a.actors, gpu_per_actor=a.gpu_per_actor,
+                      model_dirs=a.model_dir, telemetry=not a.no_telemetry, encode=EncodeSettings())
+    ledger = prepare_swap(req, work / "data")
+    if a.slots:
+        ledger.update(slots=a.slots)
+
+    def on_progress(p):
+        for i in p.worker_info:
+            sampler.pids.add(i["pid"])
+    res = run_job(ledger, on_progress=on_progress, on_note=lambda s: print(s, file=sys.stderr))
     wall = time.perf_counter() - t0
+    sampler.stop()
     stats = ledger.chunk_stats()
-    outside = res.plan_s + res.assemble_s
+    spec = ledger.spec
+    first, last = min(s["start"] for s in stats), max(s["end"] for s in stats)
+    proc_s = last - first
+    engine = max(stats, key=lambda s: s["end"]).get("engine", {})
+    busy = {k: v.get("busy_share") for k, v in engine.get("stages", {}).items()}
+    rows = sampler.rows
     report = {
-        "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.processor()}",
-        "frames": res.frames, "resolution": f"{a.width}x{a.height}", "chunks": res.chunks,
-        "actors": len({s['actor_id'] for s in stats}), "wall_s": round(wall, 2),
-        "fps": round(res.frames / wall, 2),
+        "machine": f"{platform.node()} {os.cpu_count()} cpu", "input": str(src), "frames": res.frames,
+        "chunks": res.chunks, "chunk_seconds": spec.get("chunk_seconds"),
+        "workers": len({s['actor_id'] for s in stats}), "pipeline": spec.get("pipeline"),
+        "backend": stats[0].get("backend"), "slots_per_worker": stats[0].get("slots"),
+        "wall_s": round(wall, 2), "fps_whole_job": round(res.frames / wall, 2),
+        "fps_processing": round(res.frames / proc_s, 2), "processing_s": round(proc_s, 2),
+        "start_to_first_chunk_s": round(first - t_wall0, 2),
+        "workers_ready_s": spec.get("startup", {}).get("workers_ready_s"),
+        "worker_setup_s": [round(i.get("setup_s", 0), 2) for i in spec.get("startup", {}).get("workers", [])],
         "plan_s": round(res.plan_s, 2), "assemble_s": round(res.assemble_s, 2),
-        "pool_s": round(ledger.spec["pool_s"], 2),
-        "first_chunk_start_after_s": round(min(s["start"] for s in stats) - t_wall0, 2),
-        "outside_workers_share": round(outside / wall, 3),
-        "pipeline": ledger.spec.get("pipeline"),
-        "worker_stage_s": {k: round(sum(s[k] for s in stats), 2)
-                           for k in ("decode_s", "convert_s", "process_s", "encode_s", "wall_s")},
-        "processor_stage_s": {k: round(sum(s["stages"].get(k, 0) for s in stats), 2)
-                              for k in ("detect_s", "embed_s", "swap_s", "paste_s", "enhance_s")},
+        "gpu_util_mean_processing": window(rows, first, last, "util"),
+        "gpu_mem_gib_first_min": window(rows, first, first + 60, "mem"),
+        "gpu_mem_gib_last_min": window(rows, last - 60, last, "mem"),
+        "worker_rss_gib_first_min": window(rows, first, first + 60, "rss"),
+        "worker_rss_gib_last_min": window(rows, last - 60, last, "rss"),
+        "stage_busy_share": busy, "engine_wall_s": engine.get("wall_s"),
         "faces_swapped": int(sum(s["stages"].get("faces_swapped", 0) for s in stats)),
+        "chunk_encode_s_mean": round(sum(s["encode_s"] for s in stats) / len(stats), 2),
+        "chunk_wall_s_mean": round(sum(s["wall_s"] for s in stats) / len(stats), 2),
+        "models": (stats[0].get("notes") or {}).get("models"),
     }
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,12 @@ What they compute is simple and known, so tests can check the code around them:
 
 `--cost-matched` adds compute branches (scaled by 1e-9 into the result) so the GPU cost is close to
 the real models' (detector ~13 GMAC at 640x640, swapper ~175 GMAC per face, enhancer ~198 GMAC),
-for benchmarks. They are stand-ins for cost and I/O only, never for quality.
+for benchmarks. They are stand-ins for cost and I/O only, never for quality. The cost-matched
+detector also changes what counts as a face, so benchmark videos control the face count exactly:
+it fires only at stride 32, only where a cell is saturated red (10 * (mean R - mean G) - 15 in the
+normalised input: skin and ordinary red objects stay far below), with boxes of 3 strides each
+side, so a red marker of about two stride-32 cells (64 px at the detector's 640 input, ~190 px in
+1080p) yields exactly one face (see scripts/bench_media.py).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ OPSET = 17
 IR_VERSION = 9  # readable by onnxruntime >= 1.15 (newer onnx writes IR versions ORT may not know)
 KPS_OFFSETS = np.array([-0.5, -0.4, 0.5, -0.4, 0.0, 0.1, -0.35, 0.5, 0.35, 0.5], np.float32)
 SCRFD_OUTPUTS = {8: ("448", "451", "454"), 16: ("471", "474", "477"), 32: ("494", "497", "500")}
+MARKER_STRIDE = 32  # the cost-matched detector fires on red markers at this stride only
 
 
 def _init(name, arr):
@@ -72,12 +78,20 @@ def make_scrfd(cost: bool) -> onnx.ModelProto:
         x = "x_used"
     for s, (sc, bb, kp) in SCRFD_OUTPUTS.items():
         w_sc = np.zeros((2, 3, s, s), np.float32)
-        w_sc[:, 0] = 10.0 / (s * s)
-        inits += [_init(f"w_sc{s}", w_sc), _init(f"w_bb{s}", np.zeros((8, 3, s, s))),
-                  _init(f"b_bb{s}", np.ones(8)), _init(f"w_kp{s}", np.zeros((20, 3, s, s))),
+        b_sc = np.zeros(2, np.float32)
+        box = 1.0
+        if not cost:
+            w_sc[:, 0] = 10.0 / (s * s)
+        elif s == MARKER_STRIDE:  # benchmark "faces": saturated red markers, one detection each
+            w_sc[:, 0], w_sc[:, 1], b_sc[:] = 10.0 / (s * s), -10.0 / (s * s), -15.0
+            box = 3.0
+        else:
+            b_sc[:] = -20.0
+        inits += [_init(f"w_sc{s}", w_sc), _init(f"b_sc{s}", b_sc), _init(f"w_bb{s}", np.zeros((8, 3, s, s))),
+                  _init(f"b_bb{s}", np.full(8, box)), _init(f"w_kp{s}", np.zeros((20, 3, s, s))),
                   _init(f"b_kp{s}", np.tile(KPS_OFFSETS, 2))]
         for kind, k in (("sc", 1), ("bb", 4), ("kp", 10)):
-            ins = [x, f"w_{kind}{s}"] + ([f"b_{kind}{s}"] if kind != "sc" else [])
+            ins = [x, f"w_{kind}{s}", f"b_{kind}{s}"]
             nodes.append(helper.make_node("Conv", ins, [f"{kind}{s}_map"], strides=[s, s]))
             nodes.append(helper.make_node("Transpose", [f"{kind}{s}_map"], [f"{kind}{s}_t"],
                                           perm=[0, 2, 3, 1]))

@@ -23,13 +23,13 @@ from ffray.cluster.runtime import ClusterInfo, connect, disconnect
 from ffray.cluster.worker import MAX_CONCURRENCY, ChunkWorker, WorkerSpec
 from ffray.engine.build import StreamFormat, WorkerOptions
 from ffray.errors import FFrayError, MediaError
-from ffray.processors import ProcessorSpec, resolve
+from ffray.processors import ProcessorSpec, check_params, resolve
 from ffray.telemetry.actor import ensure_actors, stop_and_collect
 from ffray.telemetry.spans import publish
 from ffray.video.assemble import assemble, output_format
 from ffray.video.decode import iter_payloads
 from ffray.video.encode import EncodeSettings
-from ffray.video.plan import plan_chunks, select_frames
+from ffray.video.plan import auto_chunk_seconds, plan_chunks, select_frames
 from ffray.video.probe import fingerprint, probe
 
 log = logging.getLogger("ffray")
@@ -41,7 +41,7 @@ class SwapRequest:
     output: str
     sources: list[str] = field(default_factory=list)
     overwrite: bool = False
-    chunk_seconds: float = 10.0
+    chunk_seconds: float | None = None  # None: auto (ffray.video.plan.auto_chunk_seconds)
     trim_start: float | None = None
     trim_end: float | None = None
     encode: EncodeSettings = field(default_factory=EncodeSettings)
@@ -141,18 +141,24 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
         from ffray.faces.setup import resolve as resolve_faces
 
         dirs = [Path(d).expanduser() for d in req.model_dirs] + [data_dir / "models"]
+        from ffray.models.store import file_digest
+
         params, paths, pipeline = resolve_faces(proc_spec.params, dirs)
         proc_spec = ProcessorSpec(kind=proc_spec.kind, batch_size=proc_spec.batch_size,
-                                  params={**params, "model_paths": {k: str(v) for k, v in paths.items()}})
+                                  params={**params, "model_paths": {k: str(v) for k, v in paths.items()},
+                                          "model_sha256": {k: file_digest(v) for k, v in paths.items()}})
+    check_params(proc_spec)  # a misspelt processor option fails here, before any work
     check = getattr(proc_cls, "check_sources", None)
     if check is not None:  # e.g. every source image must show a face: say so now, in one line
         images = [*sources, *((Path(req.named[r]).name if r in req.named else r, d)
                               for r, d in named.items())]
         check([d for _, d in images], proc_spec.params, [n for n, _ in images])
     frames = select_frames(index.frame_pts, info.video.time_base, req.trim_start, req.trim_end)
-    chunks = plan_chunks(index, info.video.time_base, req.chunk_seconds, frames)
+    secs = (index.frame_pts[frames[1] - 1] - index.frame_pts[frames[0]]) * float(info.video.time_base)
+    chunk_seconds = req.chunk_seconds if req.chunk_seconds is not None else auto_chunk_seconds(secs)
+    chunks = plan_chunks(index, info.video.time_base, chunk_seconds, frames)
     spec = {"input": str(inp), "input_sha256": fingerprint(inp, index), "output": str(out),
-            "overwrite": req.overwrite, "chunk_seconds": req.chunk_seconds,
+            "overwrite": req.overwrite, "chunk_seconds": chunk_seconds,
             "trim": [req.trim_start, req.trim_end], "frame_range": list(frames),
             "trimmed": frames != (0, info.video.frame_count),
             "encode": asdict(req.encode), "processor": asdict(proc_spec), "pipeline": pipeline,

@@ -167,7 +167,7 @@ class ChunkWorker:
                  "convert_s": run.stage_s.get("upload", 0.0) + run.stage_s.get("download", 0.0),
                  "process_s": sum(run.stage_s.values()), "encode_s": times.sink_s,
                  "input_bytes": payload.nbytes, "output_bytes": len(data), "stages": stages,
-                 "gpu_seconds": gpu_s, **self.info()}
+                 "gpu_seconds": gpu_s, "engine": self._engine.stats(), **self.info()}
         stats["gpus"] = gpu_s / wall if wall > 0 and self._gpus else self._gpus
         return {"data": data, "stats": stats}
 

@@ -27,6 +27,27 @@ def expected_hash(entry: ModelEntry, cache: Path) -> tuple[str | None, str]:
     return (h, "recorded at first fetch") if h else (None, "none")
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a model file, remembered beside it by size and modification time (a 554 MB
+    model takes about a second to hash; jobs name their models' digests at every start)."""
+    path = Path(path)
+    st = path.stat()
+    memo = path.with_name(f".{path.name}.sha256.json")
+    key = [st.st_size, st.st_mtime_ns]
+    try:
+        rec = json.loads(memo.read_text())
+        if rec.get("key") == key:
+            return rec["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = sha256_file(path)
+    try:
+        memo.write_text(json.dumps({"key": key, "sha256": digest}))
+    except OSError:  # a read-only model folder: hash again next time
+        pass
+    return digest
+
+
 def locate(name: str, dirs: list[Path]) -> Path:
     entry = get(name)
     for d in dirs:

@@ -28,3 +28,5 @@ class PasteStage:
             crops.append(it.crops)
         if frames:
             self.ops.paste(frames, self.ops.concat(crops), mats, self.mask, self.scale, self.offset)
+        for it in items:
+            it.crops = None  # pasted: free the crops now (device memory on the GPU)

@@ -1,0 +1,157 @@
+"""The node's stage ceilings, measured in the same lease as the job benchmarks: decode, libx264 in
+N parallel processes, and (with --models) each model alone at batch 1 and at larger batches,
+fp32 and fp16, through the GPU runner (IO binding). Prints JSON.
+
+    python scripts/bench_ceilings.py --input VIDEO [--streams 1,4,8,16] [--threads 1,2]
+        [--models DIR] [--frames 240]
+
+Encode: each process encodes the same decoded frames (yuv420p, the input's size) with libx264
+``veryfast`` CRF 18 at the given x264 thread count; aggregate frames/s = total frames / wall time
+of the slowest process. Decode: one process, PyAV threads AUTO; and N processes with 1 thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _frames(path: str, n: int) -> list:
+    out = []
+    with av.open(path) as c:
+        for f in c.decode(video=0):
+            out.append(f.reformat(format="yuv420p").to_ndarray())
+            if len(out) >= n:
+                break
+    return out
+
+
+def _encode_worker(args) -> tuple[int, float]:
+    path, n, threads, repeat = args
+    arrays = _frames(path, n)
+    h, w = arrays[0].shape[0] * 2 // 3, arrays[0].shape[1]
+    frames = [av.VideoFrame.from_ndarray(a, format="yuv420p") for a in arrays]
+    buf = io.BytesIO()
+    out = av.open(buf, "w", format="nut")
+    s = out.add_stream("libx264", rate=30, options={"crf": "18", "preset": "veryfast"})
+    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+    s.codec_context.thread_count = threads
+    s.codec_context.thread_type = "FRAME"
+    t = time.perf_counter()
+    k = 0
+    for _ in range(repeat):
+        for f in frames:
+            f.pts = k
+            k += 1
+            out.mux(s.encode(f))
+    out.mux(s.encode(None))
+    out.close()
+    return k, time.perf_counter() - t
+
+
+def _decode_worker(args) -> tuple[int, float]:
+    path, threads = args
+    t = time.perf_counter()
+    n = 0
+    with av.open(path) as c:
+        st = c.streams.video[0]
+        st.thread_type = "AUTO" if threads == 0 else "FRAME"
+        st.thread_count = threads
+        for f in c.decode(st):
+            f.to_ndarray()  # the copy a worker makes (its packed planes)
+            n += 1
+    return n, time.perf_counter() - t
+
+
+def encode_ceiling(path: str, streams: int, threads: int, frames: int) -> dict:
+    with mp.get_context("spawn").Pool(streams) as pool:
+        t = time.perf_counter()
+        res = pool.map(_encode_worker, [(path, frames, threads, 1)] * streams)
+        wall = time.perf_counter() - t
+    total = sum(n for n, _ in res)
+    slowest = max(s for _, s in res)
+    return {"streams": streams, "x264_threads": threads, "frames": total,
+            "fps_aggregate": round(total / slowest, 1), "fps_per_stream": round(res[0][0] / slowest, 1),
+            "wall_s": round(wall, 2)}
+
+
+def decode_ceiling(path: str, procs: int, threads: int) -> dict:
+    with mp.get_context("spawn").Pool(procs) as pool:
+        res = pool.map(_decode_worker, [(path, threads)] * procs)
+    total = sum(n for n, _ in res)
+    return {"processes": procs, "threads": threads or "auto",
+            "fps_aggregate": round(total / max(s for _, s in res), 1)}
+
+
+def model_ceilings(model_dir: Path) -> dict:
+    import cupy as cp
+
+    from ffray.models.device import DeviceLoader, probe_feeds
+    from ffray.models.manifest import MODELS
+    from ffray.models.sessions import choose_providers
+    from ffray.settings import sha256_file
+
+    providers = choose_providers(None, device_id=0)
+    names = ["det_10g", "inswapper_128", "gfpgan_1.4", "w600k_r50"]
+    files = {n: model_dir / MODELS[n].file for n in names}
+    data = {n: p.read_bytes() for n, p in files.items()}
+    sha = {n: sha256_file(p) for n, p in files.items()}
+    out = {}
+    for prec in ("fp32", "fp16"):
+        loader = DeviceLoader(data, sha, 0, providers, prec, cache=Path("/tmp/ffray-ceil-cache"))
+        for n in names:
+            for b in (1, 2, 4, 8, 16):
+                if n == "det_10g" and b > 8:
+                    continue
+                r = loader.runner(n, flat_outputs=(n == "det_10g"), batch=b)
+                feeds = {k: cp.asarray(v) for k, v in probe_feeds(r.session, r.batch).items()}
+                for _ in range(3):
+                    r.run(feeds)
+                ts = []
+                for _ in range(12):
+                    t = time.perf_counter()
+                    r.run(feeds)
+                    ts.append(time.perf_counter() - t)
+                ms = float(np.median(ts) * 1000)
+                out[f"{n}/{prec}/b{r.batch}"] = {"ms_per_call": round(ms, 3),
+                                                 "ms_per_item": round(ms / r.batch, 3)}
+                if r.batch != b:
+                    break  # the batch edit was refused: larger batches would repeat batch 1
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--input", required=True)
+    ap.add_argument("--streams", default="1,4,8,16")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--frames", type=int, default=240)
+    ap.add_argument("--models")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    res = {"decode": [decode_ceiling(a.input, 1, 0), decode_ceiling(a.input, 8, 1)], "encode": []}
+    for t in [int(x) for x in a.threads.split(",")]:
+        for n in [int(x) for x in a.streams.split(",")]:
+            r = encode_ceiling(a.input, n, t, a.frames)
+            res["encode"].append(r)
+            print(json.dumps(r), flush=True)
+    if a.models:
+        res["models"] = model_ceilings(Path(a.models))
+    text = json.dumps(res, indent=2)
+    if a.out:
+        Path(a.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool), after the packed site parts were copied to /tmp/devpack:
+#   bash scripts/device_engine.sh install selftest "bench NAME ARGS..." ceilings
+# install : unpack ray/av/onnxruntime-gpu into /tmp/site; cost-matched contract models in /tmp/cm;
+#           benchmark inputs (2-minute 1080p30, 1 and 6 face markers) in /tmp/media
+# selftest: scripts/gpu_selftest.py (GPU vs CPU frame ops, prepared models, determinism)
+# bench   : scripts/bench_swap.py at default settings on /tmp/media/faces$FACES_1080p.mp4
+# ceilings: scripts/bench_ceilings.py (decode, parallel libx264, models at batch 1..16, fp32/fp16)
+# Results go to $OUT; record them in docs/benchmarks.md. Expects .devdata/t1.jpg (carried).
+set -uo pipefail
+SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
+export PYTHONPATH="/tmp/site:$PWD" RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1 FFRAY_HOME=/tmp/ffray-home
+export LD_LIBRARY_PATH="$SP/nvidia/cu13/lib:$SP/nvidia/cudnn/lib:${LD_LIBRARY_PATH:-}"
+SECONDS_LONG=${SECONDS_LONG:-120}
+for phase in "$@"; do
+  set -- $phase
+  case $1 in
+    install)
+      mkdir -p /tmp/site && cat /tmp/devpack/part-* | xz -d | tar -x -C /tmp/site || exit 1
+      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+      python3 -c "import onnxruntime as o, ray, av, cupy; print('ort', o.__version__, o.get_available_providers(), 'ray', ray.__version__, 'av', av.__version__, 'cupy', cupy.__version__)" | tee "$OUT/versions.txt"
+      python3 scripts/make_test_models.py /tmp/cm --cost-matched > /dev/null
+      python3 scripts/make_test_models.py /tmp/cmplain > /dev/null
+      mkdir -p /tmp/media
+      for n in 1 6; do
+        python3 scripts/bench_media.py /tmp/media --faces $n --seconds "$SECONDS_LONG" --background .devdata/t1.jpg > "$OUT/media$n.log" 2>&1 &
+      done
+      wait; ls -la /tmp/media ;;
+    selftest)
+      timeout 300 python3 scripts/gpu_selftest.py --models /tmp/cm --background .devdata/t1.jpg --out "$OUT/selftest.json" 2>&1 | tail -40 ;;
+    bench)  # bench NAME FACES [extra bench_swap args]
+      name=$2 faces=$3; shift 3
+      timeout 540 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${faces}_1080p.mp4" \
+        --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
+      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d[k] for k in ('fps_whole_job','fps_processing','start_to_first_chunk_s','gpu_util_mean_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
+    identity)  # identity NAME FACES [extra]
+      name=$2 faces=$3; shift 3
+      timeout 540 python3 scripts/bench_swap.py --processor identity --input "/tmp/media/faces${faces}_1080p.mp4" \
+        --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
+      echo "== $name rc=$?"; grep -E '"fps_|first_chunk' "$OUT/$name.json" || tail -20 "$OUT/$name.err" ;;
+    ceilings)
+      timeout 560 python3 scripts/bench_ceilings.py --input /tmp/media/faces6_1080p.mp4 --models /tmp/cm --out "$OUT/ceilings.json" 2>&1 | tail -60 ;;
+  esac
+done
