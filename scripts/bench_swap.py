@@ -150,6 +150,8 @@ def main() -> None:
         "wall_s": round(wall, 2), "fps_whole_job": round(res.frames / wall, 2),
         "fps_processing": round(res.frames / proc_s, 2), "processing_s": round(proc_s, 2),
         "start_to_first_chunk_s": round(first - t_wall0, 2),
+        "fps_from_first_chunk": round(res.frames / (t_wall0 + wall - first), 2),
+        "startup": {k: v for k, v in spec.get("startup", {}).items() if k != "workers"},
         "workers_ready_s": spec.get("startup", {}).get("workers_ready_s"),
         "worker_setup_s": [round(i.get("setup_s", 0), 2) for i in spec.get("startup", {}).get("workers", [])],
         "plan_s": round(res.plan_s, 2), "assemble_s": round(res.assemble_s, 2),

@@ -25,6 +25,7 @@ for phase in "$@"; do
       for n in 1 6; do
         python3 scripts/bench_media.py /tmp/media --faces $n --seconds "$SECONDS_LONG" --background .devdata/t1.jpg > "$OUT/media$n.log" 2>&1 &
       done
+      python3 scripts/bench_media.py /tmp/media20 --faces 6 --seconds 20 --background .devdata/t1.jpg > "$OUT/media20.log" 2>&1 &
       wait; ls -la /tmp/media ;;
     selftest)
       timeout 300 python3 scripts/gpu_selftest.py --models /tmp/cm --background .devdata/t1.jpg --out "$OUT/selftest.json" 2>&1 | tail -40 ;;
@@ -37,7 +38,16 @@ for phase in "$@"; do
       name=$2 faces=$3; shift 3
       timeout 540 python3 scripts/bench_swap.py --processor identity --input "/tmp/media/faces${faces}_1080p.mp4" \
         --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
-      echo "== $name rc=$?"; grep -E '"fps_|first_chunk' "$OUT/$name.json" || tail -20 "$OUT/$name.err" ;;
+      echo "== $name rc=$?"; grep -E '"fps_|first_chunk' "$OUT/$name.json" | tr -d '\n' || tail -20 "$OUT/$name.err"; echo ;;
+    determinism)  # the same job at two slot counts: identity and faceswap outputs byte-identical
+      for proc in identity faceswap; do
+        for slots in 16 3; do
+          timeout 300 python3 scripts/bench_swap.py --processor $proc --input /tmp/media20/faces6_1080p.mp4 \
+            --source /tmp/media20/source.png --model-dir /tmp/cm --workdir "/tmp/det-$proc-$slots" \
+            --slots $slots --no-telemetry > "$OUT/det-$proc-$slots.json" 2> "$OUT/det-$proc-$slots.err"
+        done
+        md5sum /tmp/det-$proc-*/out.mp4 | tee -a "$OUT/determinism.txt"
+      done ;;
     ceilings)
       timeout 560 python3 scripts/bench_ceilings.py --input /tmp/media/faces6_1080p.mp4 --models /tmp/cm --out "$OUT/ceilings.json" 2>&1 | tail -60 ;;
   esac

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ from ffray.video.decode import ChunkPayload, decode_payload
 from ffray.video.encode import ChunkEncoder, EncodeSettings
 
 MAX_CONCURRENCY = 64  # Ray threads per actor; ``slots`` of them process, the rest wait or answer info()
+# A worker has dozens of threads that each hold the GIL briefly between calls that release it
+# (decode, encode, CUDA, ONNX Runtime). CPython hands the GIL over every 5 ms by default, so a
+# thread coming back from such a call can wait that long: hand it over every 0.5 ms instead.
+SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class WorkerSpec:
 class ChunkWorker:
     def __init__(self, spec: WorkerSpec):
         t = time.perf_counter()
+        sys.setswitchinterval(float(os.environ.get("FFRAY_SWITCH_INTERVAL", SWITCH_INTERVAL_S)))
         self._created = time.time()
         ctx = ray.get_runtime_context()
         self._gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())

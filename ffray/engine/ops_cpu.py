@@ -44,6 +44,9 @@ class CpuOps:
     def host(self, x) -> np.ndarray:
         return np.asarray(x)
 
+    def host_many(self, xs: list) -> list[np.ndarray]:
+        return [np.asarray(x) for x in xs]
+
     # --- whole-frame views at a smaller size
     def _resized_bgr(self, f: Frame, nw: int, nh: int, interp: int) -> np.ndarray:
         y, u, v = planes(f.host, self.lay)

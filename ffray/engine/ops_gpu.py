@@ -19,6 +19,7 @@ from ffray.engine.colour import Matrix
 from ffray.engine.frames import Frame, Layout, unpack
 from ffray.engine.kernels import SOURCE
 from ffray.engine.ops_cpu import fit, roi
+from ffray.models.streams import thread_stream
 
 _BLOCK = 256
 
@@ -41,18 +42,14 @@ class GpuOps:
             self._paste = mod.get_function("paste")
             self._dec = cp.asarray(np.array(mat.decode_coeffs(), np.float32))
             self._enc = cp.asarray(np.array(mat.encode_coeffs(), np.float32))
+            self.device.synchronize()  # made on the default stream: done before any stage uses them
         self._local = threading.local()
         self._dims = (np.int32(lay.width), np.int32(lay.height), np.int32(lay.cw), np.int32(lay.ch),
                       np.int32(lay.sx), np.int32(lay.sy))
 
     # --- per-thread stream and pinned staging buffer
     def _stream(self):
-        s = getattr(self._local, "stream", None)
-        if s is None:
-            with self.device:
-                s = self.cp.cuda.Stream(non_blocking=True)
-            self._local.stream = s
-        return s
+        return thread_stream(self.cp, self.ordinal)
 
     def _pinned(self, n: int) -> np.ndarray:
         buf = getattr(self._local, "pinned", None)
@@ -99,18 +96,49 @@ class GpuOps:
             f.device = None  # back to the pool
 
     def array(self, x):
-        with self.device:
-            return self.cp.asarray(x)
+        s = self._stream()
+        with self.device, s:
+            out = self.cp.asarray(x)
+            s.synchronize()
+        return out
 
     def to_device(self, x):
         return self.array(x)
 
     def host(self, x) -> np.ndarray:
-        return x if isinstance(x, np.ndarray) else self.cp.asnumpy(x)
+        if isinstance(x, np.ndarray):
+            return x
+        s = self._stream()
+        with self.device, s:
+            out = self.cp.asnumpy(x, stream=s)
+            s.synchronize()
+        return out
+
+    def host_many(self, xs: list) -> list[np.ndarray]:
+        """Several device arrays to the host in one copy (one synchronisation, not one each)."""
+        cp = self.cp
+        if not xs:
+            return []
+        s = self._stream()
+        with self.device, s:
+            flat = cp.concatenate([cp.ascontiguousarray(x, cp.float32).ravel() for x in xs])
+            host = cp.asnumpy(flat, stream=s)
+            s.synchronize()
+        out, k = [], 0
+        for x in xs:
+            n = int(np.prod(x.shape))
+            out.append(host[k:k + n].reshape(x.shape))
+            k += n
+        return out
 
     def concat(self, xs: list):
-        with self.device:
-            return xs[0] if len(xs) == 1 else self.cp.concatenate(xs)
+        if len(xs) == 1:
+            return xs[0]
+        s = self._stream()
+        with self.device, s:
+            out = self.cp.concatenate(xs)
+            s.synchronize()
+        return out
 
     # --- sampling kernels
     def _launch_warp(self, frames: list[Frame], mats: np.ndarray, ow: int, oh: int, mean: float,

@@ -133,16 +133,17 @@ class FacePipeline:
         """The stages in order. ``host_threads``: threads of stages that work on the host."""
         ops, b = self.ops, self.batches
         gpu = ops.name == "gpu"
-        pt = 1 if gpu else host_threads
+        pt = 2 if gpu else host_threads  # paste: two threads never share a frame (items differ)
         out = [UploadStage(ops, threads=upload_threads, batch=4),
-               DetectStage(self.detector, ops, self.params.det_threshold, batch=max(1, b["det"]))]
+               DetectStage(self.detector, ops, self.params.det_threshold, batch=max(1, b["det"]),
+                           threads=2 if gpu else 1)]
         sel = SelectStage(self.params.select, self.params.order, ops, self.recognizer, self.targets,
                           self.reference, self.params.distance, batch=8)
         if sel.needs_embeddings:
             sel.name = "embed"
         out.append(sel)
         if self.swapper_name == "inswapper":
-            out.append(SwapStage(self.inswapper, self.identities, ops, batch=8))
+            out.append(SwapStage(self.inswapper, self.identities, ops, batch=8, threads=2 if gpu else 1))
             mask = face_mask(InSwapper.size, opts=self.opts, pts=insightface_template(InSwapper.size))
             out.append(PasteStage(ops, self.inswapper.matrix, mask, InSwapper.out_scale,
                                   InSwapper.out_offset, batch=8, threads=pt))
@@ -152,7 +153,8 @@ class FacePipeline:
                                   batch=8, threads=pt))
         if self.enhancer is not None:
             mask = face_mask(GFPGAN.size, opts=self.opts, pts=FFHQ_512 * GFPGAN.size)
-            out.append(EnhanceStage(self.enhancer, ops, mask, self.params.enhance_blend, batch=4))
+            out.append(EnhanceStage(self.enhancer, ops, mask, self.params.enhance_blend, batch=4,
+                                    threads=2 if gpu else 1))
         out.append(DownloadStage(ops, threads=upload_threads, batch=4))
         return out
 

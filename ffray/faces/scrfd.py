@@ -9,6 +9,8 @@ a model with a dynamic batch dimension gets the whole batch at once.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -20,10 +22,15 @@ STRIDES = {8: ("448", "451", "454"), 16: ("471", "474", "477"), 32: ("494", "497
 ANCHORS = 2
 
 
+@functools.lru_cache(maxsize=32)
 def anchor_centers(h: int, w: int, stride: int) -> np.ndarray:
+    """Anchor centres of a stride's h x w grid, two per cell (cached: the same grids every frame;
+    callers must not modify the array)."""
     ys, xs = np.mgrid[:h, :w]
     c = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float32) * stride
-    return np.repeat(c, ANCHORS, axis=0)
+    c = np.repeat(c, ANCHORS, axis=0)
+    c.flags.writeable = False
+    return c
 
 
 PRE_NMS_TOP_K = 1000  # candidates kept (best scores first) before the greedy NMS
@@ -112,5 +119,5 @@ class SCRFD:
         if not frames:
             return []
         blob, scales = ops.det_blob(frames, self.input_size)
-        outs = [ops.host(o) for o in self.runner.run({self.input_name: blob})]
+        outs = ops.host_many(self.runner.run({self.input_name: blob}))
         return self._decode(outs, scales, thr)

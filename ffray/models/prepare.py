@@ -34,7 +34,7 @@ def dynamic_batch(model: onnx.ModelProto, name: str = "batch") -> onnx.ModelProt
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
             dims[0].Clear()
             dims[0].dim_param = name
-    del g.value_info[:]
+    unique_dims(m, keep=name)
     consts = {n.output[0]: n for n in g.node if n.op_type == "Constant" and n.output}
     users: dict[str, int] = {}
     for n in g.node:
@@ -68,7 +68,19 @@ def dynamic_batch(model: onnx.ModelProto, name: str = "batch") -> onnx.ModelProt
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    return unique_dims(convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True))
+
+
+def unique_dims(model: onnx.ModelProto, keep: str = "batch") -> onnx.ModelProto:
+    """Give every symbolic output dimension its own name (except the batch axis) and drop stale
+    shape annotations: ONNX Runtime takes equal names for equal sizes and reuses buffers on that
+    basis (det_10g-like graphs whose 9 outputs all say ``N`` then fail at run time)."""
+    del model.graph.value_info[:]
+    for k, v in enumerate(model.graph.output):
+        for j, d in enumerate(v.type.tensor_type.shape.dim):
+            if d.HasField("dim_param") and d.dim_param != keep:
+                d.dim_param = f"{d.dim_param}_{k}_{j}"
+    return model
 
 
 def fixed_batch(model: onnx.ModelProto) -> bool:
