@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from ffray import __version__
@@ -54,9 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chunk length (default: about 1/30 of the video, 2 to 10 s)")
     s.add_argument("--trim-start", type=_seconds, help="start time (seconds or HH:MM:SS.ms)")
     s.add_argument("--trim-end", type=_seconds, help="end time, exclusive")
-    s.add_argument("--codec", default="h264", help="h264 (libx264, default) or hevc (libx265)")
+    s.add_argument("--codec", default="h264", help="h264 (libx264, default), hevc (libx265), or "
+                   "h264_nvenc / hevc_nvenc on NVIDIA GPUs with NVENC")
     s.add_argument("--crf", type=float, default=18.0, help="constant rate factor (default 18)")
-    s.add_argument("--preset", default="veryfast", help="encoder preset (default veryfast)")
+    s.add_argument("--preset", default="veryfast",
+                   help="encoder preset (default veryfast; NVENC: p1..p7 or the x264 names)")
+    s.add_argument("--encoder-threads", type=int, default=None,
+                   help="threads per chunk encoder (default 1; fixed, since the output depends on it)")
     s.add_argument("--pix-fmt", help="output pixel format (default: the source's, else yuv420p)")
     s.add_argument("--processor", default="faceswap",
                    help="frame processor: faceswap (default), identity, stamp, standin, or "
@@ -72,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with model files (repeatable; <data-dir>/models is always searched)")
     f.add_argument("--providers", help="ONNX Runtime providers, comma-separated (default: "
                    "TensorRT/CUDA when available, else CPU)")
+    f.add_argument("--precision", default="auto", choices=["auto", "fp16", "fp32"],
+                   help="GPU model precision (auto: fp16 for the swapper and enhancer, checked "
+                        "against fp32 when first prepared on a node; fp32 for detector and recognizer)")
+    f.add_argument("--frame-ops", default="auto", choices=["auto", "gpu", "cpu"],
+                   help="where frames are worked on (auto: the GPU when the worker has one)")
     f.add_argument("--enhance", choices=["gfpgan"], help="face enhancer after the swap")
     f.add_argument("--enhance-blend", type=float, default=0.8, help="enhancer strength 0..1")
     f.add_argument("--select", default="many", help="many (every face), one, or reference")
@@ -97,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu-per-actor", type=float,
                    help="GPUs per actor, fractions allowed (default 1 when the cluster has GPUs)")
     s.add_argument("--cpu-per-actor", type=float, default=0.0, help="CPUs reserved per actor")
+    s.add_argument("--slots", type=int,
+                   help="chunks each worker runs at once (default: from its share of the node's CPUs)")
     s.add_argument("--max-attempts", type=int, default=3, help="attempts per chunk (default 3)")
     s.add_argument("--no-telemetry", action="store_true", help="do not record GPU/host telemetry")
     s.add_argument("--telemetry-interval", type=float, default=1.0,
@@ -116,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="make a sample video and run the full pipeline offline")
     d.add_argument("--seconds", type=float, default=8.0)
-    d.add_argument("--actors", type=int, default=2)
+    d.add_argument("--actors", type=int, help="worker actors (default: as ffray swap)")
     _add_run_options(d)
 
     m = sub.add_parser("models", help="list, fetch, verify or locate face models")
@@ -186,7 +196,7 @@ def cmd_probe(args) -> int:
 
 
 def _request(args):
-    from ffray.cluster.jobs import SwapRequest
+    from ffray.cluster.spec import SwapRequest
     from ffray.processors import ProcessorSpec
     from ffray.video.encode import EncodeSettings
 
@@ -202,6 +212,7 @@ def _request(args):
                   "mask_padding": args.mask_padding, "enhance": args.enhance,
                   "enhance_blend": args.enhance_blend, "distance": args.distance,
                   "det_size": args.det_size, "mapping": len(args.map),
+                  "precision": args.precision, "frame_ops": args.frame_ops,
                   "providers": args.providers.split(",") if args.providers else None}
     named = {}
     if args.reference:
@@ -224,10 +235,11 @@ def _request(args):
     return SwapRequest(
         input=args.input, output=args.output, sources=args.source, overwrite=args.overwrite,
         chunk_seconds=args.chunk_seconds, trim_start=args.trim_start, trim_end=args.trim_end,
-        encode=EncodeSettings(codec=args.codec, crf=args.crf, preset=args.preset,
-                              pix_fmt=args.pix_fmt),
+        encode=EncodeSettings(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+                              **({"threads": args.encoder_threads} if args.encoder_threads else {})),
         processor=ProcessorSpec(kind=args.processor, params=params, batch_size=args.batch_size),
         actors=args.actors, gpu_per_actor=args.gpu_per_actor, cpu_per_actor=args.cpu_per_actor,
+        slots=args.slots,
         max_attempts=args.max_attempts, address=args.address, model_dirs=args.model_dir,
         telemetry=not args.no_telemetry, telemetry_interval=args.telemetry_interval,
         telemetry_target=(args.data_dir.rstrip("/") if args.data_dir and "://" in args.data_dir
@@ -237,7 +249,7 @@ def _request(args):
 
 
 def cmd_swap(args) -> int:
-    from ffray.cluster.jobs import prepare_swap
+    from ffray.cluster.prepare import prepare_swap
     from ffray.settings import data_dir
 
     ledger = prepare_swap(_request(args), data_dir(args.data_dir))
@@ -258,50 +270,9 @@ def cmd_resume(args) -> int:
 
 
 def _run(ledger, args) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from ffray.progress import run_with_progress
 
-    from ffray.cluster.jobs import run_job
-
-    console = Console(stderr=True)
-    console.print(f"job [bold]{ledger.job_id}[/] (ledger {ledger.root})")
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                   TextColumn("{task.completed:.0f}/{task.total:.0f} frames"),
-                   TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(),
-                   TextColumn("{task.fields[model_eta]}"),
-                   TextColumn("chunks {task.fields[chunks]} | in flight {task.fields[inflight]} | "
-                              "retries {task.fields[retries]}"),
-                   console=console, transient=False, disable=not console.is_terminal)
-    state = {"t0": None, "f0": 0, "est": None}
-
-    def on_progress(p):
-        from ffray.analytics.eta import for_job, remaining_s
-
-        if state["t0"] is None:  # Ray is connected now: a capacity model may know this GPU class
-            state["t0"], state["f0"] = time.time(), p.frames_done
-            state["est"] = for_job(ledger.root.parent.parent, ledger.spec)
-            if state["est"]:
-                console.print(state["est"]["note"])
-        dt = max(1e-6, time.time() - state["t0"])
-        left = remaining_s(state["est"], p.frames_done, p.total_frames)
-        bar.update(task, completed=p.frames_done, total=p.total_frames, inflight=p.inflight,
-                   retries=p.retries, chunks=f"{p.chunks_done}/{p.total_chunks}",
-                   fps=(p.frames_done - state["f0"]) / dt,
-                   model_eta="" if left is None else f"model ETA {left:.0f} s")
-
-    with bar:
-        task = bar.add_task("swap", total=ledger.spec["frames"], fps=0.0, inflight=0, retries=0,
-                            chunks="0", model_eta="")
-        res = run_job(ledger, on_progress=on_progress, on_note=lambda s: console.print(s),
-                      address=getattr(args, "address", None), verbose=args.verbose)
-    fps = res.frames / res.wall_s if res.wall_s else 0.0
-    console.print(f"wrote [bold]{res.output}[/]: {res.frames} frames in {res.chunks} chunks "
-                  f"({res.chunks_run} run now, {res.retries} retries), {res.wall_s:.1f} s, "
-                  f"{fps:.1f} frames/s")
-    if res.report:
-        console.print(f"report: {res.report} (trend.png, summary.md, summary.json)")
-    print(res.output)
-    return 0
+    return run_with_progress(ledger, address=getattr(args, "address", None), verbose=args.verbose)
 
 
 def cmd_demo(args) -> int:

@@ -121,7 +121,7 @@ def test_telemetry_actors_follow_nodes_that_join(cluster, data_dir):
 
     from ffray.cluster.jobs import Telemetry
 
-    tele = Telemetry({"telemetry_interval": 0.5}, data_dir)
+    tele = Telemetry(data_dir, interval=0.5)
     before = set(tele.actors)
     node = cluster["cluster"].add_node(num_cpus=1, object_store_memory=96 * 1024 * 1024)
     try:

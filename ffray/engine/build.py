@@ -24,7 +24,6 @@ GPU_BATCHES = {"det": 4, "swap": 8, "embed": 8, "enhance": 4}
 class WorkerOptions:
     encoder_threads: int = ENCODER_THREADS
     slots: int | None = None  # chunks in flight per worker (default: from its CPUs)
-    frame_ops: str = "auto"  # gpu | cpu | auto (the GPU when the worker has one and CuPy works)
     cpus: float | None = None  # CPUs this worker may use (default: its share of its node's)
     gpu_batches: dict = field(default_factory=dict)
 
@@ -71,7 +70,7 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
     from ffray.faces.pipeline import FacePipeline
 
     params = FaceSwapParams.from_dict(spec.params)
-    want_gpu = params.frame_ops if options.frame_ops == "auto" else options.frame_ops
+    want_gpu = params.frame_ops
     ops, loader, why = None, None, ""
     if ordinal is not None and want_gpu in ("auto", "gpu") and params.blend != "poisson":
         from ffray.engine.ops_gpu import available

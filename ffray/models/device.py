@@ -182,11 +182,14 @@ class DeviceLoader:
             model = prepare.dynamic_batch(original) if edited else original
             model = prepare.to_fp16(model) if h else model
             blob = model.SerializeToString()
-            sess = make_session(blob, self.providers, 1, what=name)
             n = b if b > 1 else 1
-            got = [_run_group(sess, feeds, n, k) for k in range(max(batch, 2) // n)]
-            got = [o for grp in got for o in grp]
-            err = max(prepare.compare(e, g) for e, g in zip(expected, got))
+            try:
+                sess = make_session(blob, self.providers, 1, what=name)
+                got = [_run_group(sess, feeds, n, k) for k in range(max(batch, 2) // n)]
+                got = [o for grp in got for o in grp]
+                err = max(prepare.compare(e, g) for e, g in zip(expected, got))
+            except Exception:  # noqa: BLE001 - an edit the runtime refuses: the next variant
+                err = float("inf")
             tol = FP16_TOL if h else BATCH_TOL
             tries.append({"batch": b, "fp16": h, "rel_err": err, "ok": err <= tol})
             if err <= tol:

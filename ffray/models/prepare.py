@@ -99,9 +99,14 @@ def compare(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
     """Largest difference between two sets of outputs, relative to the reference's largest
     magnitude (so one tolerance fits scores in [0, 1] and distances in pixels)."""
     worst = 0.0
+    if len(ref) != len(got):
+        return float("inf")
     for a, b in zip(ref, got):
         a = np.asarray(a, np.float64)
-        b = np.asarray(b, np.float64).reshape(a.shape)
+        b = np.asarray(b, np.float64)
+        if a.size != b.size:
+            return float("inf")
+        b = b.reshape(a.shape)
         if not np.all(np.isfinite(b)):
             return float("inf")
         scale = max(1e-6, float(np.abs(a).max()) if a.size else 1.0)

@@ -1,0 +1,135 @@
+"""Preparing a job before any cluster work: every check the input, the output and the options
+allow (so bad input fails in a second with one line), the chunk plan, and the ledger entry."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ffray.cluster.ledger import JobLedger
+from ffray.cluster.spec import JobSpec, SwapRequest
+from ffray.errors import FFrayError
+from ffray.models.store import file_digest
+from ffray.processors import ProcessorSpec, check_params, resolve
+from ffray.video.assemble import output_format
+from ffray.video.encode import check_encoder
+from ffray.video.plan import auto_chunk_seconds, plan_chunks, select_frames
+from ffray.video.probe import fingerprint, probe
+
+
+def check_output(output: Path, input_path: Path, overwrite: bool, codec: str) -> None:
+    fmt = output_format(output)
+    if output.exists() and input_path.exists() and os.path.samefile(output, input_path) \
+            or output.resolve() == input_path.resolve():
+        raise FFrayError(f"output is the input file: {output}")
+    if output.is_dir():
+        raise FFrayError(f"output is a directory: {output}")
+    if output.exists() and not overwrite:
+        raise FFrayError(f"output exists: {output} (use --overwrite to replace it)")
+    parent = output.parent
+    if not parent.is_dir():
+        raise FFrayError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FFrayError(f"cannot write to output folder: {parent}")
+    import av
+
+    with av.open(os.devnull, "w", format=fmt) as c:
+        if codec not in c.supported_codecs:
+            raise FFrayError(f"{output.suffix} files cannot hold {codec} video")
+
+
+def read_sources(paths: list[str]) -> list[tuple[str, bytes]]:
+    out = []
+    for s in paths:
+        p = Path(s)
+        if not p.is_file():
+            raise FFrayError(f"source face image not found: {p}")
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise FFrayError(f"cannot read source face image {p}: {e.strerror}") from None
+        if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None:
+            raise FFrayError(f"source face image is not a readable image: {p}")
+        out.append((p.name, data))
+    return out
+
+
+def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
+    """All checks that need no cluster, then a new ledgered job with its plan. The probe result
+    rides along on the ledger object (``ledger.probed``) so ``run_job`` need not read the input
+    twice."""
+    t = time.perf_counter()
+    inp, out = Path(req.input).expanduser().resolve(), Path(req.output).expanduser().absolute()
+    proc_cls = resolve(req.processor.kind)
+    if getattr(proc_cls, "needs_sources", False) and not req.sources:
+        raise FFrayError(f"the {req.processor.kind} processor needs a source face: -s FACE")
+    sources = read_sources(req.sources)
+    if req.max_attempts < 1:
+        raise FFrayError("--max-attempts must be >= 1")
+    if req.actors is not None and req.actors < 1:
+        raise FFrayError("--actors must be >= 1")
+    if req.gpu_per_actor is not None and req.gpu_per_actor < 0:
+        raise FFrayError("--gpu-per-actor must be >= 0")
+    if req.slots is not None and req.slots < 1:
+        raise FFrayError("--slots must be >= 1")
+    if req.encode.nvenc and req.address in (None, "", "local"):
+        check_encoder(req.encode, 640, 360)  # no NVENC here: one line now, not a failed worker later
+    info, index = probe(inp)
+    check_output(out, inp, req.overwrite, req.encode.stream_codec)
+    named = {role: data for role, (_, data) in zip(req.named, read_sources(list(req.named.values())))}
+    if req.reference_frame is not None:
+        named["reference"] = frame_png(inp, req.reference_frame, info.video.frame_count)
+    proc_spec, pipeline = req.processor, None
+    if proc_spec.kind == "faceswap":
+        from ffray.faces.setup import resolve as resolve_faces
+
+        dirs = [Path(d).expanduser() for d in req.model_dirs] + [data_dir / "models"]
+        params, paths, pipeline = resolve_faces(proc_spec.params, dirs)
+        proc_spec = ProcessorSpec(kind=proc_spec.kind, batch_size=proc_spec.batch_size,
+                                  params={**params, "model_paths": {k: str(v) for k, v in paths.items()},
+                                          "model_sha256": {k: file_digest(v) for k, v in paths.items()}})
+    check_params(proc_spec)  # a misspelt processor option fails here, before any work
+    check = getattr(proc_cls, "check_sources", None)
+    if check is not None:  # e.g. every source image must show a face: say so now, in one line
+        images = [*sources, *((Path(req.named[r]).name if r in req.named else r, d)
+                              for r, d in named.items())]
+        check([d for _, d in images], proc_spec.params, [n for n, _ in images])
+    frames = select_frames(index.frame_pts, info.video.time_base, req.trim_start, req.trim_end)
+    secs = (index.frame_pts[frames[1] - 1] - index.frame_pts[frames[0]]) * float(info.video.time_base)
+    chunk_seconds = req.chunk_seconds if req.chunk_seconds is not None else auto_chunk_seconds(secs)
+    chunks = plan_chunks(index, info.video.time_base, chunk_seconds, frames)
+    spec = JobSpec(
+        input=str(inp), input_sha256=fingerprint(inp, index), output=str(out),
+        frames=frames[1] - frames[0], chunks=len(chunks), chunk_seconds=chunk_seconds,
+        frame_range=frames, video=info.to_json()["video"], encode=req.encode, processor=proc_spec,
+        pipeline=pipeline, overwrite=req.overwrite, trim=(req.trim_start, req.trim_end),
+        trimmed=frames != (0, info.video.frame_count), actors=req.actors,
+        gpu_per_actor=req.gpu_per_actor, cpu_per_actor=req.cpu_per_actor, slots=req.slots,
+        max_attempts=req.max_attempts, address=req.address, telemetry=req.telemetry,
+        telemetry_interval=req.telemetry_interval, telemetry_local_dir=req.telemetry_local_dir,
+        prometheus_port=req.prometheus_port, telemetry_target=req.telemetry_target,
+        sources=tuple(req.sources), plan_s=time.perf_counter() - t)
+    ledger = JobLedger.create(data_dir, spec.to_json())
+    ledger.save_plan(chunks)
+    ledger.save_sources(sources)
+    ledger.save_named(named)
+    ledger.probed = (info, index)
+    return ledger
+
+
+def frame_png(path: Path, number: int, frame_count: int) -> bytes:
+    """Frame ``number`` (presentation order) of a video as PNG bytes (--reference-frame)."""
+    import av
+
+    if not 0 <= number < frame_count:
+        raise FFrayError(f"--reference-frame {number} is outside the video (0..{frame_count - 1})")
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i == number:
+                ok, png = cv2.imencode(".png", f.to_ndarray(format="bgr24"))
+                return png.tobytes()
+    raise FFrayError(f"--reference-frame {number}: the video ended first")

@@ -1,0 +1,55 @@
+"""Running a job in a terminal: notes and a live progress line (frames, frames/s, ETA, chunks in
+flight, retries) on stderr, the output's path on stdout. Used by ``ffray swap``, ``ffray resume`` and
+``ffray demo``."""
+
+from __future__ import annotations
+
+import time
+
+
+def run_with_progress(ledger, address: str | None = None, verbose: bool = False) -> int:
+    """Run a ledgered job with a live progress line on stderr; prints the output path on stdout."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ffray.cluster.jobs import run_job
+
+    console = Console(stderr=True)
+    console.print(f"job [bold]{ledger.job_id}[/] (ledger {ledger.root})")
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                   TextColumn("{task.completed:.0f}/{task.total:.0f} frames"),
+                   TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(),
+                   TextColumn("{task.fields[model_eta]}"),
+                   TextColumn("chunks {task.fields[chunks]} | in flight {task.fields[inflight]} | "
+                              "retries {task.fields[retries]}"),
+                   console=console, transient=False, disable=not console.is_terminal)
+    state = {"t0": None, "f0": 0, "est": None}
+
+    def on_progress(p):
+        from ffray.analytics.eta import for_job, remaining_s
+
+        if state["t0"] is None:  # Ray is connected now: a capacity model may know this GPU class
+            state["t0"], state["f0"] = time.time(), p.frames_done
+            state["est"] = for_job(ledger.root.parent.parent, ledger.spec)
+            if state["est"]:
+                console.print(state["est"]["note"])
+        dt = max(1e-6, time.time() - state["t0"])
+        left = remaining_s(state["est"], p.frames_done, p.total_frames)
+        bar.update(task, completed=p.frames_done, total=p.total_frames, inflight=p.inflight,
+                   retries=p.retries, chunks=f"{p.chunks_done}/{p.total_chunks}",
+                   fps=(p.frames_done - state["f0"]) / dt,
+                   model_eta="" if left is None else f"model ETA {left:.0f} s")
+
+    with bar:
+        task = bar.add_task("swap", total=ledger.spec["frames"], fps=0.0, inflight=0, retries=0,
+                            chunks="0", model_eta="")
+        res = run_job(ledger, on_progress=on_progress, on_note=lambda s: console.print(s),
+                      address=address, verbose=verbose)
+    fps = res.frames / res.wall_s if res.wall_s else 0.0
+    console.print(f"wrote [bold]{res.output}[/]: {res.frames} frames in {res.chunks} chunks "
+                  f"({res.chunks_run} run now, {res.retries} retries), {res.wall_s:.1f} s, "
+                  f"{fps:.1f} frames/s")
+    if res.report:
+        console.print(f"report: {res.report} (trend.png, summary.md, summary.json)")
+    print(res.output)
+    return 0

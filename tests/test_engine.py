@@ -1,0 +1,202 @@
+"""The worker engine's structure on the CPU: order, every frame exactly once, bounded memory,
+failures confined to their chunk, thread budgets and GPU-share accounting."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from ffray.engine.budget import plan_budget
+from ffray.engine.chunk import run_chunk
+from ffray.engine.pipeline import Engine, StageError
+from ffray.engine.share import ShareClock
+
+
+class Jitter:
+    """A stage that sleeps a random moment per batch (so threads overtake each other) and marks
+    each item with its name; optionally fails on one chunk or counts items alive."""
+
+    def __init__(self, name, threads=1, batch=3, fail_chunk=None, fail_after=0, tracker=None):
+        self.name, self.threads, self.batch = name, threads, batch
+        self.fail_chunk, self.fail_after, self.tracker = fail_chunk, fail_after, tracker
+        self.seen = 0
+        self._lock = threading.Lock()
+        self._rng = random.Random(hash(name) & 0xFFFF)
+
+    def process(self, items):
+        with self._lock:
+            self.seen += len(items)
+            delay = self._rng.random() * 0.004
+        for it in items:
+            if it.run.index == self.fail_chunk and it.seq >= self.fail_after:
+                raise ValueError(f"bad frame {it.seq}")
+        time.sleep(delay)
+        for it in items:
+            it.frame = (*it.frame, self.name)
+
+
+class Alive:
+    """Counts frames between their source and their sink, per chunk (the memory bound)."""
+
+    def __init__(self):
+        self.now, self.peak, self.lock = {}, {}, threading.Lock()
+
+    def enter(self, chunk):
+        with self.lock:
+            self.now[chunk] = self.now.get(chunk, 0) + 1
+            self.peak[chunk] = max(self.peak.get(chunk, 0), self.now[chunk])
+
+    def leave(self, chunk):
+        with self.lock:
+            self.now[chunk] -= 1
+
+
+def _run(engine, index, total, window=6, alive=None, sink_error_at=None, source_error_at=None):
+    out = []
+
+    def frames():
+        for i in range(total):
+            if i == source_error_at:
+                raise RuntimeError("corrupt packet")
+            if alive:
+                alive.enter(index)
+            yield 1000 + i, 10 * i, (index, i)
+
+    def sink(item):
+        if item.seq == sink_error_at:
+            raise OSError("disk full")
+        out.append((item.seq, item.number, item.pts, item.frame))
+        if alive:
+            alive.leave(index)
+
+    run_chunk(engine, index, total, window, frames(), sink)
+    return out
+
+
+def test_every_frame_once_in_order_through_threaded_stages_with_chunks_in_parallel():
+    stages = [Jitter("a", threads=3), Jitter("b", threads=1, batch=5), Jitter("c", threads=4)]
+    eng = Engine(stages, queue_size=4)
+    results, errors = {}, []
+
+    def chunk(k):
+        try:
+            results[k] = _run(eng, k, 37 + k)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=chunk, args=(k,)) for k in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    eng.close()
+    assert not errors
+    for k in range(5):
+        got = results[k]
+        assert [s for s, *_ in got] == list(range(37 + k))  # in order, each exactly once
+        assert [n for _, n, _, _ in got] == [1000 + i for i in range(37 + k)]
+        assert all(f == (k, s, "a", "b", "c") for s, _, _, f in got)  # every stage, in order
+    assert [s.seen for s in stages] == [sum(37 + k for k in range(5))] * 3
+    st = eng.stats()["stages"]
+    assert st["a"]["items"] == st["c"]["items"] == sum(37 + k for k in range(5))
+    assert st["b"]["batches"] >= sum(37 + k for k in range(5)) / 5
+
+
+def test_frames_in_flight_stay_within_the_window_and_queues_stay_bounded():
+    class Slow(Jitter):
+        def process(self, items):
+            time.sleep(0.002 * len(items))
+            super().process(items)
+
+    alive = Alive()
+    eng = Engine([Jitter("a", threads=2), Slow("slow", batch=2)], queue_size=3)
+    peak_q = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak_q.append(max(q.qsize() for q in eng._queues))
+            time.sleep(0.001)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    out = _run(eng, 0, 120, window=8, alive=alive)
+    stop.set()
+    w.join()
+    eng.close()
+    assert len(out) == 120
+    # never more than the window between source and sink, plus the one decoded frame waiting
+    assert alive.peak[0] <= 8 + 1
+    assert max(peak_q) <= max(q.maxsize for q in eng._queues)
+
+
+@pytest.mark.parametrize("where", ["a", "b"])
+def test_a_stage_error_fails_its_chunk_only_and_the_engine_keeps_serving(where):
+    a = Jitter("a", threads=2, fail_chunk=1 if where == "a" else None, fail_after=5)
+    b = Jitter("b", threads=2, batch=1, fail_chunk=1 if where == "b" else None, fail_after=20)
+    eng = Engine([a, b], queue_size=4)
+    results, errors = {}, {}
+
+    def chunk(k):
+        try:
+            results[k] = _run(eng, k, 40)
+        except BaseException as e:
+            errors[k] = e
+
+    threads = [threading.Thread(target=chunk, args=(k,)) for k in (0, 1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert set(errors) == {1}, errors
+    assert isinstance(errors[1], StageError) and f"{where} stage" in str(errors[1])
+    assert "bad frame" in str(errors[1])
+    assert len(results[0]) == len(results[2]) == 40
+    n_threads = threading.active_count()
+    assert len(_run(eng, 3, 25)) == 25  # the worker is free: a new chunk goes through
+    assert threading.active_count() == n_threads  # no stage thread died or was added
+    eng.close()
+
+
+def test_source_and_sink_errors_fail_the_chunk_without_hanging():
+    eng = Engine([Jitter("a", threads=2)], queue_size=2)
+    with pytest.raises(RuntimeError, match="corrupt packet"):
+        _run(eng, 0, 50, source_error_at=17)
+    with pytest.raises(OSError, match="disk full"):
+        _run(eng, 1, 50, sink_error_at=9)
+    with pytest.raises(RuntimeError, match="gave 10 of 11 frames"):
+        run_chunk(eng, 2, 11, 4, ((i, i, (2, i)) for i in range(10)), lambda it: None)
+    assert len(_run(eng, 3, 30)) == 30
+    eng.close()
+
+
+def test_an_engine_without_stages_hands_frames_straight_to_the_sink():
+    eng = Engine([])
+    assert [f for *_, f in _run(eng, 0, 9)] == [(0, i) for i in range(9)]
+
+
+def test_thread_budget_from_cpus_and_fixed_encoder_threads():
+    b16 = plan_budget(16, gpu=True)
+    assert b16.slots == 16 and b16.encoder_threads == 1 and b16.ort_threads == 1
+    b2 = plan_budget(2, gpu=False)
+    assert b2.slots == 2 and b2.ort_threads == 1 and b2.decoder_threads == 1
+    assert plan_budget(64, gpu=False, encoder_threads=2).slots == 24
+    assert plan_budget(16, gpu=True, slots=3).slots == 3
+    assert plan_budget(0.5, gpu=False).slots == 2  # at least two chunks overlap
+
+
+def test_chunks_sharing_a_gpu_add_up_to_its_time():
+    clock = ShareClock(gpus=1.0)
+    a = clock.start()
+    time.sleep(0.2)
+    b = clock.start()
+    time.sleep(0.2)
+    sa = clock.stop(a)
+    time.sleep(0.1)
+    sb = clock.stop(b)
+    assert sa == pytest.approx(0.2 + 0.1, abs=0.03)  # alone, then half the GPU
+    assert sb == pytest.approx(0.1 + 0.1, abs=0.03)
+    assert sa + sb == pytest.approx(0.5, abs=0.04)  # the device's wall time, not 0.7
