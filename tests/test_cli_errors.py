@@ -86,6 +86,18 @@ CASES = {
     "no source face": (lambda d: [d / "in.mp4", "-o", d / "o.mp4"], "needs a source face"),
     "bad processor": (lambda d: [d / "in.mp4", "-s", d / "face.jpg", "-o", d / "o.mp4",
                                  "--processor", "nosuch"], "unknown processor"),
+    "no NVENC here": (lambda d: [d / "in.mp4", "-s", d / "face.jpg", "-o", d / "o.mp4",
+                                 "--codec", "h264_nvenc"], "use --codec h264 or hevc"),
+    "misspelt face option": (lambda d: [d / "in.mp4", "-s", d / "face.jpg", "-o", d / "o.mp4",
+                                        "--processor-opt", "mask_blurr=0.2"],
+                             "unknown face-swap option 'mask_blurr' (did you mean mask_blur?)"),
+    "processor option it lacks": (lambda d: [d / "in.mp4", "-o", d / "o.mp4", "--processor", "stamp",
+                                             "--processor-opt", "colour=red"],
+                                  "processor 'stamp'"),
+    "bad slots": (lambda d: [d / "in.mp4", "-s", d / "face.jpg", "-o", d / "o.mp4", "--slots", "0"],
+                  "--slots must be >= 1"),
+    "bad encoder threads": (lambda d: [d / "in.mp4", "-s", d / "face.jpg", "-o", d / "o.mp4",
+                                       "--encoder-threads", "99"], "--encoder-threads"),
 }
 
 
@@ -106,6 +118,23 @@ def test_bad_input_fails_cleanly(capsys, work, tmp_path, case):
              if p.is_file()}
     assert after == before  # nothing new, nothing changed (inputs we made stay as they were)
     assert not (tmp_path / "data" / "jobs").exists() or not any((tmp_path / "data" / "jobs").iterdir())
+
+
+def test_nvenc_on_a_cluster_without_it_fails_at_worker_setup_before_any_chunk(cluster, media, data_dir,
+                                                                            tmp_path):
+    """Attached to a cluster, the driver cannot test the nodes' GPUs itself: the workers open the
+    encoder while they set up, so the job fails in one line before any chunk is processed."""
+    from ffray.errors import JobFailed
+    from ffray.video.encode import EncodeSettings
+    from tests.media import swap
+
+    with pytest.raises(JobFailed) as e:
+        swap(media.cfr_silent, tmp_path / "o.mp4", data_dir, encode=EncodeSettings(codec="h264_nvenc"),
+             address="attached", gpu_per_actor=1, actors=2)
+    msg = str(e.value)
+    assert msg.startswith("worker setup failed:") and "h264_nvenc" in msg and "\n" not in msg
+    job = next((data_dir / "jobs").iterdir())
+    assert not list((job / "chunks").glob("*.json")) and not (tmp_path / "o.mp4").exists()
 
 
 def test_existing_output_is_untouched_without_overwrite(capsys, work, tmp_path):

@@ -1,0 +1,163 @@
+"""The frame backend on the host: packed YUV frames, crops, detector input and paste-back, against
+the BGR reference functions (``ffray.faces``) on a real photo. The GPU backend has the same checks
+in ``scripts/gpu_selftest.py`` (run on the device machine, recorded in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from ffray.engine.colour import Matrix
+from ffray.engine.frames import Frame, layout_for, pack, planes, unpack
+from ffray.engine.ops_cpu import CpuOps
+from ffray.faces.align import crop, insightface_template, similarity
+from ffray.faces.blend import face_mask, paste_back
+from ffray.faces.scrfd import SCRFD
+from ffray.video.probe import Color
+from ffray.video.sample import faces_image
+
+
+def _frame(bgr: np.ndarray, fmt: str = "yuv420p") -> av.VideoFrame:
+    vf = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+    return vf.reformat(format=fmt, src_colorspace=1, dst_colorspace=1, dst_color_range=1)
+
+
+def _bgr(vf: av.VideoFrame) -> np.ndarray:
+    return vf.reformat(format="bgr24", src_colorspace=1, dst_colorspace=1, src_color_range=1,
+                       dst_color_range=2, interpolation=av.video.reformatter.Interpolation.BICUBIC
+                       ).to_ndarray()
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return cv2.resize(faces_image(), (1280, 720), interpolation=cv2.INTER_AREA)
+
+
+def _faces(n, w, h, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        cx, cy, s = rng.uniform(200, w - 200), rng.uniform(150, h - 150), rng.uniform(40, 90)
+        out.append(((insightface_template(112) - 56) / 40 * s + [cx, cy]).astype(np.float32))
+    return out
+
+
+@pytest.mark.parametrize("fmt, size", [("yuv420p", (641, 361)), ("yuv422p", (320, 240)),
+                                       ("yuv444p", (96, 64)), ("yuvj420p", (64, 48))])
+def test_packed_planes_round_trip_exactly(fmt, size):
+    rng = np.random.default_rng(1)
+    w, h = size
+    vf = av.VideoFrame(w, h, fmt)
+    for p in vf.planes:
+        np.frombuffer(p, np.uint8)[:] = rng.integers(0, 256, p.buffer_size, dtype=np.uint8)
+    lay = layout_for(fmt, w, h)
+    buf = unpack(vf, lay)
+    assert buf.size == lay.nbytes
+    back = pack(buf, lay)
+    for a, b, (ph, pw) in zip(vf.planes, back.planes, [(p.shape) for p in planes(buf, lay)]):
+        ra = np.frombuffer(a, np.uint8).reshape(-1, a.line_size)[:ph, :pw]
+        rb = np.frombuffer(b, np.uint8).reshape(-1, b.line_size)[:ph, :pw]
+        assert np.array_equal(ra, rb)
+
+
+def test_sources_outside_the_working_formats_are_converted_to_the_nearest():
+    assert layout_for("yuv420p10le", 64, 48).pix_fmt == "yuv420p"
+    assert layout_for("yuv444p10le", 64, 48).pix_fmt == "yuv444p"
+    assert layout_for("rgb24", 64, 48).pix_fmt == "yuv444p"
+    assert layout_for("nv12", 64, 48).pix_fmt == "yuv420p"
+
+
+def test_crops_match_the_bgr_reference(photo):
+    vf = _frame(photo)
+    lay = layout_for("yuv420p", *photo.shape[1::-1])
+    ops = CpuOps(lay, Matrix.of(Color(1, 1, 1, 1), 720))
+    f = Frame(decoded=vf)
+    ops.upload([f])
+    ref_img = _bgr(vf)
+    kps = _faces(6, 1280, 720)
+    mats = [similarity(k, insightface_template(128)) for k in kps]
+    got = ops.crops_bgr([f] * 6, mats, 128)
+    for g, m in zip(got, mats):
+        want = crop(ref_img, m, 128)
+        d = np.abs(g.astype(int) - want.astype(int))
+        assert d.mean() < 1.5 and np.quantile(d, 0.99) <= 8
+
+
+def test_detector_input_matches_scrfds_own_preparation(photo):
+    vf = _frame(photo)
+    lay = layout_for("yuv420p", 1280, 720)
+    ops = CpuOps(lay, Matrix.of(Color(1, 1, 1, 1), 720))
+    f = Frame(decoded=vf)
+    ops.upload([f])
+    blob, scales = ops.det_blob([f], (640, 640))
+
+    class Fake:
+        def get_inputs(self):
+            class I:
+                name, shape = "input.1", [1, 3, "H", "W"]
+            return [I()]
+
+        def get_outputs(self):
+            return []
+    ref, scale = SCRFD(Fake())._prepare(_bgr(vf))
+    assert scales[0] == pytest.approx(scale)
+    d = np.abs(blob - ref) * 128
+    assert d.mean() < 1.0 and np.quantile(d, 0.999) <= 6
+    assert np.all(blob[0, :, 360:, :] == ref[0, :, 360:, :])  # the padding, exactly
+
+
+def test_paste_back_in_yuv_leaves_every_unmasked_pixel_as_decoded(photo):
+    vf = _frame(photo)
+    lay = layout_for("yuv420p", 1280, 720)
+    ops = CpuOps(lay, Matrix.of(Color(1, 1, 1, 1), 720))
+    f = Frame(decoded=vf)
+    ops.upload([f])
+    before = f.host.copy()
+    kps = _faces(3, 1280, 720, seed=3)
+    mats = [similarity(k, insightface_template(128)) for k in kps]
+    rng = np.random.default_rng(2)
+    crops = np.clip(cv2.resize(rng.uniform(0, 1, (8, 8, 9)).astype(np.float32), (128, 128)), 0, 1)
+    crops = np.ascontiguousarray(crops.transpose(2, 0, 1).reshape(3, 3, 128, 128), np.float32)
+    mask = face_mask(128, pts=insightface_template(128))
+    ops.paste([f] * 3, crops, mats, mask, 255.0, 0.0)
+    assert f.dirty
+    # the region any mask could touch, from the BGR reference
+    ref = _bgr(vf).copy()
+    touched = np.zeros(ref.shape[:2], bool)
+    for c, m in zip(crops, mats):
+        face = np.clip(c.transpose(1, 2, 0)[:, :, ::-1] * 255 + 0.5, 0, 255).astype(np.uint8)
+        paste_back(ref, face, m, mask)
+        alpha = cv2.warpAffine(mask, cv2.invertAffineTransform(m), (1280, 720))
+        touched |= alpha > 0
+    y0, _, _ = planes(before, lay)
+    y1, u1, v1 = planes(f.host, lay)
+    assert np.array_equal(y1[~touched], y0[~touched])  # untouched luma: bit for bit
+    blocks = ~touched.reshape(360, 2, 640, 2).any(axis=(1, 3))
+    assert np.array_equal(u1[blocks], planes(before, lay)[1][blocks])  # and chroma
+    assert (y1 != y0).mean() > 0.01
+    # where faces went in, the YUV paste agrees with the BGR paste-back (same blend, other space)
+    got = _bgr(pack(f.host, lay))
+    d = np.abs(got.astype(int) - ref.astype(int))[touched]
+    assert d.mean() < 3.0
+
+
+def test_gpu_backend_agrees_with_the_host_one_when_a_gpu_is_here(photo):
+    from ffray.engine.ops_gpu import available
+
+    why = available(0)
+    if why:
+        pytest.skip(f"no usable CUDA device here ({why})")
+    from ffray.engine.ops_gpu import GpuOps
+
+    vf = _frame(photo)
+    lay = layout_for("yuv420p", 1280, 720)
+    mat = Matrix.of(Color(1, 1, 1, 1), 720)
+    cpu, gpu = CpuOps(lay, mat), GpuOps(lay, mat, 0)
+    fc, fg = Frame(decoded=vf), Frame(decoded=vf)
+    cpu.upload([fc])
+    gpu.upload([fg])
+    a, _ = cpu.det_blob([fc], (640, 640))
+    b, _ = gpu.det_blob([fg], (640, 640))
+    assert np.abs(a - gpu.host(b)).max() * 128 <= 3
