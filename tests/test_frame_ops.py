@@ -95,9 +95,9 @@ def test_detector_input_matches_scrfds_own_preparation(photo):
 
     class Fake:
         def get_inputs(self):
-            class I:
+            class Input:
                 name, shape = "input.1", [1, 3, "H", "W"]
-            return [I()]
+            return [Input()]
 
         def get_outputs(self):
             return []
