@@ -89,14 +89,15 @@ def gpu_label(uuid: str | None, node: str | None, index=None) -> str:
 
 def lane_label(r: dict, labels: dict, lane: tuple[str, int, int] | None = None) -> str:
     """The timeline row of a chunk attempt: its GPU, its node's CPU, or the failed-attempts row;
-    with ``lane`` (``worker_lanes``) one row per worker where several share a device."""
+    with ``lane`` (``worker_lanes``) one row per worker, or per chunk slot of a worker, where spans
+    on a device overlap."""
     if r["gpu_uuid"]:
         base = labels.get(r["gpu_uuid"], gpu_label(r["gpu_uuid"], r["node"]))
     elif r["status"] == "done":
         base = f"{short_node(r['node'])} · CPU"
     else:
         return "failed attempts"
-    return f"{base} · worker {lane[1] + 1}" if lane and lane[2] > 1 else base
+    return f"{base} · {lane[3]}" if lane and lane[2] > 1 and lane[3] else base
 
 
 def chunk_hover(r: dict) -> str:

@@ -140,10 +140,22 @@ def test_workers_sharing_a_gpu_get_their_own_timeline_lanes():
 
     chunks = [c(0, "x", 1), c(1, "y", 0), c(2, "x", 3), c(3, "z", 2, gpu="GPU-b"),
               c(4, None, 4, status="failed"), c(5, "w", 5, gpu=None)]
-    assert worker_lanes(chunks) == [("GPU-a", 1, 2), ("GPU-a", 0, 2), ("GPU-a", 1, 2), ("GPU-b", 0, 1),
-                                    ("failed", 0, 1), ("cpu:n0", 0, 1)]
+    assert worker_lanes(chunks) == [("GPU-a", 1, 2, "worker 2"), ("GPU-a", 0, 2, "worker 1"),
+                                    ("GPU-a", 1, 2, "worker 2"), ("GPU-b", 0, 1, ""),
+                                    ("failed", 0, 1, ""), ("cpu:n0", 0, 1, "")]
     from dashboard.figures import lane_label
 
     labels = {"GPU-a": "n0 · GPU0"}
     assert [lane_label(r, labels, ln) for r, ln in zip(chunks, worker_lanes(chunks))][:2] == [
         "n0 · GPU0 · worker 2", "n0 · GPU0 · worker 1"]
+    # one worker running three chunks at once, then a fourth when the first slot is free: spans
+    # never share a lane while they overlap
+    t = [_t(s) for s in range(12)]
+
+    def s(chunk, start, end):
+        return {"chunk": chunk, "attempt": 1, "status": "done", "gpu_uuid": "GPU-a", "actor_id": "x",
+                "node": "n0", "start": t[start], "end": t[end]}
+    lanes = worker_lanes([s(0, 0, 4), s(1, 1, 6), s(2, 2, 5), s(3, 4, 8), s(4, 6, 9)])
+    assert [(ln[1], ln[3]) for ln in lanes] == [(0, "slot 1"), (1, "slot 2"), (2, "slot 3"),
+                                               (0, "slot 1"), (1, "slot 2")]
+    assert {ln[2] for ln in lanes} == {3}

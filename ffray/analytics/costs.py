@@ -128,26 +128,50 @@ def short_node(node: str | None) -> str:
     return node[:8] if len(node) > 20 and all(c in "0123456789abcdef" for c in node) else node
 
 
-def worker_lanes(chunks: list[dict]) -> list[tuple[str, int, int]]:
-    """A timeline lane per chunk attempt (``chunk_costs`` rows, same order): (device, worker,
-    workers on that device). The device is the GPU UUID, ``cpu:<node>`` for a finished attempt
-    without a GPU, or ``failed``; workers sharing a device (fractional GPUs) get their own lane,
-    numbered by first start, so their overlapping spans stay visible."""
+def worker_lanes(chunks: list[dict]) -> list[tuple[str, int, int, str]]:
+    """A timeline lane per chunk attempt (``chunk_costs`` rows, same order): (device, lane, lanes
+    on that device, lane name). The device is the GPU UUID, ``cpu:<node>`` for a finished attempt
+    without a GPU, or ``failed``. Spans never overlap in a lane: workers sharing a device get
+    their own lanes (numbered by first start), and a worker running several chunks at once gets
+    one lane per chunk slot (the lowest free one when a chunk starts)."""
     def device(c: dict) -> str:
         if c["status"] != "done":
             return "failed"
         return c["gpu_uuid"] or f"cpu:{c['node'] or '?'}"
 
     first: dict[str, dict[str, object]] = {}
-    for c in sorted((c for c in chunks if c["start"] is not None), key=lambda c: c["start"]):
-        first.setdefault(device(c), {}).setdefault(c.get("actor_id") or "?", c["start"])
-    order = {d: {a: i for i, a in enumerate(actors)} for d, actors in first.items()}
+    sub: dict[int, int] = {}  # index in chunks -> slot lane within its worker
+    ends: dict[tuple[str, str], list] = {}
+    order_idx = sorted((i for i, c in enumerate(chunks) if c["start"] is not None),
+                       key=lambda i: chunks[i]["start"])
+    for i in order_idx:
+        c = chunks[i]
+        d, a = device(c), c.get("actor_id") or "?"
+        first.setdefault(d, {}).setdefault(a, c["start"])
+        if d == "failed":
+            continue
+        lanes = ends.setdefault((d, a), [])
+        # a span without an end (not finished yet) frees its lane for later starts
+        free = next((k for k, e in enumerate(lanes) if e is None or e <= c["start"]), None)
+        end = c.get("end")
+        if free is None:
+            lanes.append(end)
+            free = len(lanes) - 1
+        else:
+            lanes[free] = end
+        sub[i] = free
     out = []
-    for c in chunks:
+    for i, c in enumerate(chunks):
         d = device(c)
         if d == "failed":
-            out.append((d, 0, 1))
-        else:
-            workers = order.get(d, {})
-            out.append((d, workers.get(c.get("actor_id") or "?", 0), max(1, len(workers))))
+            out.append((d, 0, 1, ""))
+            continue
+        actors = list(first.get(d, {}))
+        keys = [(a, k) for a in actors for k in range(max(1, len(ends.get((d, a), [])) or 1))]
+        a, k = c.get("actor_id") or "?", sub.get(i, 0)
+        lane = keys.index((a, k)) if (a, k) in keys else 0
+        slots = len(ends.get((d, a), [])) > 1
+        name = (f"worker {actors.index(a) + 1}" if len(actors) > 1 and a in actors else "") + \
+            ((" · " if len(actors) > 1 else "") + f"slot {k + 1}" if slots else "")
+        out.append((d, lane, len(keys), name))
     return out

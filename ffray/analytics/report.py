@@ -181,13 +181,15 @@ def render_png(data: dict) -> bytes:
     def _lane(c: dict) -> tuple:
         return lane_of[(c["chunk"], c["attempt"])][:2]
 
+    lane_names = {ln[:2]: ln[3] for ln in lane_of.values()}
+
     def _lane_name(k: tuple) -> str:
         dev, w = k
         if dev == "failed":
             return FAILED_LANE
-        n = sum(1 for d, _ in lanes if d == dev)
         base = names.get(dev, f"{short_node(dev[4:])} CPU" if dev.startswith("cpu:") else dev[-8:])
-        return f"{base} w{w + 1}" if n > 1 else base
+        extra = lane_names.get(k, "").replace("worker ", "w").replace("slot ", "s")
+        return f"{base} {extra}" if extra else base
     b = data["bucket_s"]
     if trend.num_rows:
         for uuid in sorted(set(trend["series"].to_pylist())):
