@@ -5,8 +5,10 @@ Same contract as ``ops_cpu.CpuOps``. Frames go up once as packed YUV (1.5 bytes 
 device (``ffray.engine.kernels``), and model inputs/outputs stay there (the runners bind them
 to ONNX Runtime by pointer); a frame comes back down only if a face was pasted into it.
 
-Each calling thread has its own CUDA stream; every operation ends with its stream synchronised,
-so the next stage (another thread, another stream, or ONNX Runtime's stream) sees finished data.
+Each calling thread has its own CUDA stream (``ffray.models.streams``); an operation whose result
+leaves the thread ends with its stream synchronised, so the next stage (another thread, another
+stream, or ONNX Runtime's stream) sees finished data. Model inputs (crops, detector input) are
+left unsynchronised: the runner that consumes them on the same thread synchronises first.
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ class GpuOps:
                     self._ptrs(frames), m, v if v is not None else np.uint64(0), out, np.int32(n),
                     np.int32(ow), np.int32(oh), *self._dims, self._dec, np.float32(mean),
                     np.float32(1.0 / std), np.int32(1 if rgb else 0), np.float32(pad)))
-            s.synchronize()
+        # not synchronised: the model input is consumed on this thread's stream, and the runner
+        # synchronises it before ONNX Runtime reads it (models.device.DeviceRunner.run)
         return out
 
     def det_blob(self, frames: list[Frame], size: tuple[int, int], mean: float = 127.5,
