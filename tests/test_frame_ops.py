@@ -35,6 +35,16 @@ def photo():
     return cv2.resize(faces_image(), (1280, 720), interpolation=cv2.INTER_AREA)
 
 
+def _host_frame(photo):
+    """The photo as a decoded yuv420p frame, uploaded to the host backend: (ops, frame, decoded)."""
+    vf = _frame(photo)
+    h, w = photo.shape[:2]
+    ops = CpuOps(layout_for("yuv420p", w, h), Matrix.of(Color(1, 1, 1, 1), h))
+    f = Frame(decoded=vf)
+    ops.upload([f])
+    return ops, f, vf
+
+
 def _faces(n, w, h, seed=0):
     rng = np.random.default_rng(seed)
     out = []
@@ -70,11 +80,7 @@ def test_sources_outside_the_working_formats_are_converted_to_the_nearest():
 
 
 def test_crops_match_the_bgr_reference(photo):
-    vf = _frame(photo)
-    lay = layout_for("yuv420p", *photo.shape[1::-1])
-    ops = CpuOps(lay, Matrix.of(Color(1, 1, 1, 1), 720))
-    f = Frame(decoded=vf)
-    ops.upload([f])
+    ops, f, vf = _host_frame(photo)
     ref_img = _bgr(vf)
     kps = _faces(6, 1280, 720)
     mats = [similarity(k, insightface_template(128)) for k in kps]
@@ -86,11 +92,7 @@ def test_crops_match_the_bgr_reference(photo):
 
 
 def test_detector_input_matches_scrfds_own_preparation(photo):
-    vf = _frame(photo)
-    lay = layout_for("yuv420p", 1280, 720)
-    ops = CpuOps(lay, Matrix.of(Color(1, 1, 1, 1), 720))
-    f = Frame(decoded=vf)
-    ops.upload([f])
+    ops, f, vf = _host_frame(photo)
     blob, scales = ops.det_blob([f], (640, 640))
 
     class Fake:
@@ -109,11 +111,8 @@ def test_detector_input_matches_scrfds_own_preparation(photo):
 
 
 def test_paste_back_in_yuv_leaves_every_unmasked_pixel_as_decoded(photo):
-    vf = _frame(photo)
-    lay = layout_for("yuv420p", 1280, 720)
-    ops = CpuOps(lay, Matrix.of(Color(1, 1, 1, 1), 720))
-    f = Frame(decoded=vf)
-    ops.upload([f])
+    ops, f, vf = _host_frame(photo)
+    lay = ops.lay
     before = f.host.copy()
     kps = _faces(3, 1280, 720, seed=3)
     mats = [similarity(k, insightface_template(128)) for k in kps]

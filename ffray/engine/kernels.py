@@ -59,17 +59,26 @@ __device__ __forceinline__ void sample_bgr(const unsigned char* f, int W, int H,
     bgr[0] = fminf(fmaxf(rintf(yp + k[6] * up), 0.f), 255.f);
 }
 
+// Thread idx -> (item i, pixel r, x, y) of n outputs of ow x oh; false past the end.
+__device__ __forceinline__ bool out_pixel(size_t idx, int n, int ow, int oh, int* i, int* r, int* x,
+                                          int* y) {
+    size_t plane = (size_t)ow * oh;
+    if (idx >= plane * n) return false;
+    *i = (int)(idx / plane);
+    *r = (int)(idx - (size_t)(*i) * plane);
+    *y = *r / ow;
+    *x = *r - *y * ow;
+    return true;
+}
+
 // Affine-sampled crops, NCHW float: out = (value - mean) / std, RGB or BGR order. m: n*6
 // crop->frame. valid (optional): n*2 (width, height) of the sampled part; the rest gets ``pad``.
 __global__ void warp_norm(const unsigned long long* frames, const float* m, const int* valid,
                           float* out, int n, int ow, int oh, int W, int H, int CW, int CH, int SX,
                           int SY, const float* k, float mean, float inv_std, int rgb, float pad) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int i, r, x, y;
+    if (!out_pixel((size_t)blockIdx.x * blockDim.x + threadIdx.x, n, ow, oh, &i, &r, &x, &y)) return;
     size_t plane = (size_t)ow * oh;
-    if (idx >= plane * n) return;
-    int i = (int)(idx / plane);
-    int r = (int)(idx - (size_t)i * plane);
-    int y = r / ow, x = r - (r / ow) * ow;
     float* o = out + (size_t)i * 3 * plane + r;
     if (valid != NULL && (x >= valid[2 * i] || y >= valid[2 * i + 1])) {
         o[0] = pad; o[plane] = pad; o[2 * plane] = pad;
@@ -92,17 +101,13 @@ __global__ void warp_norm(const unsigned long long* frames, const float* m, cons
 __global__ void warp_u8(const unsigned long long* frames, const float* m, unsigned char* out,
                         int n, int ow, int oh, int W, int H, int CW, int CH, int SX, int SY,
                         const float* k) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t plane = (size_t)ow * oh;
-    if (idx >= plane * n) return;
-    int i = (int)(idx / plane);
-    int r = (int)(idx - (size_t)i * plane);
-    int y = r / ow, x = r - (r / ow) * ow;
+    int i, r, x, y;
+    if (!out_pixel((size_t)blockIdx.x * blockDim.x + threadIdx.x, n, ow, oh, &i, &r, &x, &y)) return;
     const float* a = m + 6 * i;
     float sx = a[0] * x + a[1] * y + a[2], sy = a[3] * x + a[4] * y + a[5];
     float bgr[3];
     sample_bgr((const unsigned char*)frames[i], W, H, CW, CH, SX, SY, sx, sy, k, bgr);
-    unsigned char* o = out + ((size_t)i * plane + r) * 3;
+    unsigned char* o = out + ((size_t)i * ow * oh + r) * 3;
     o[0] = (unsigned char)bgr[0]; o[1] = (unsigned char)bgr[1]; o[2] = (unsigned char)bgr[2];
 }
 
