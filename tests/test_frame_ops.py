@@ -160,3 +160,22 @@ def test_gpu_backend_agrees_with_the_host_one_when_a_gpu_is_here(photo):
     a, _ = cpu.det_blob([fc], (640, 640))
     b, _ = gpu.det_blob([fg], (640, 640))
     assert np.abs(a - gpu.host(b)).max() * 128 <= 3
+
+
+def test_poisson_paste_clones_the_face_in_and_still_leaves_unmasked_pixels_alone(photo):
+    ops, f, vf = _host_frame(photo)
+    g = Frame(decoded=vf)
+    ops.upload([g])
+    before = f.host.copy()
+    m = similarity(_faces(1, 1280, 720, seed=5)[0], insightface_template(128))
+    crop_ = np.full((1, 3, 128, 128), 0.9, np.float32)  # a flat bright face: cloning adapts it
+    mask = face_mask(128, pts=insightface_template(128))
+    ops.paste([f], crop_, [m], mask, 255.0, 0.0)
+    ops.paste([g], crop_, [m], mask, 255.0, 0.0, poisson=True)
+    alpha = cv2.warpAffine(mask, cv2.invertAffineTransform(m), (1280, 720)) > 0
+    y0, yf, yp = (planes(b, ops.lay)[0] for b in (before, f.host, g.host))
+    assert np.array_equal(yp[~alpha], y0[~alpha])
+    inside = cv2.warpAffine(mask, cv2.invertAffineTransform(m), (1280, 720)) > 0.9
+    # seamless cloning carries the photo's shading into the face: it differs from the flat paste
+    assert np.abs(yp[inside].astype(int) - yf[inside]).mean() > 5
+    assert yp[inside].std() > yf[inside].std()

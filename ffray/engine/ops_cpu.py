@@ -121,16 +121,17 @@ class CpuOps:
         return np.concatenate([np.asarray(x) for x in xs]) if len(xs) != 1 else np.asarray(xs[0])
 
     def paste(self, frames: list[Frame], crops, mats: list[np.ndarray], mask: np.ndarray,
-              scale: float, offset: float, strength: float = 1.0) -> None:
+              scale: float, offset: float, strength: float = 1.0, poisson: bool = False) -> None:
         """Blend each crop (NCHW RGB: value * scale + offset) into its frame; ``frames`` may repeat
-        a frame (several faces): they are pasted in order."""
+        a frame (several faces): they are pasted in order. ``poisson``: the face is first
+        seamless-cloned (OpenCV) into the region's BGR pixels, then blended the same way."""
         crops = np.asarray(crops)
         for f, c, m in zip(frames, crops, mats):
-            self._paste_one(f, c, m, mask, scale, offset, strength)
+            self._paste_one(f, c, m, mask, scale, offset, strength, poisson)
             f.dirty = True
 
     def _paste_one(self, f: Frame, crop: np.ndarray, m: np.ndarray, mask: np.ndarray, scale: float,
-                   offset: float, strength: float) -> None:
+                   offset: float, strength: float, poisson: bool = False) -> None:
         size = crop.shape[-1]
         lay = self.lay
         m_inv = cv2.invertAffineTransform(m)
@@ -146,6 +147,8 @@ class CpuOps:
         alpha = cv2.warpAffine(mask.astype(np.float32), sh.astype(np.float32), (x1 - x0, y1 - y0),
                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         alpha = np.clip(alpha * strength, 0.0, 1.0)
+        if poisson:
+            warped = _seamless(warped, self.roi_bgr(f, (x0, y0, x1, y1)), alpha)
         fy, fu, fv = bgr_to_yuv(warped, self.mat)
         y, u, v = planes(f.host, lay)
         region = y[y0:y1, x0:x1].astype(np.float32)
@@ -159,6 +162,20 @@ class CpuOps:
         for plane, acc in ((u, au_sum), (v, av_sum)):
             src = plane[cy0:cy1, cx0:cx1].astype(np.float32)
             plane[cy0:cy1, cx0:cx1] = to_u8(acc / count + (1.0 - a_mean) * src)
+
+
+def _seamless(face: np.ndarray, region: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The face Poisson-cloned into the region (where the mask is over one half), as float BGR;
+    the face unchanged where the mask is too small or touches the region's border."""
+    binary = (alpha > 0.5).astype(np.uint8) * 255
+    ys, xs = np.nonzero(binary)
+    if len(xs) <= 16 or xs.min() == 0 or ys.min() == 0 or xs.max() >= binary.shape[1] - 1 \
+            or ys.max() >= binary.shape[0] - 1:
+        return face
+    center = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
+    src = np.clip(face + 0.5, 0, 255).astype(np.uint8)
+    return cv2.seamlessClone(src, np.ascontiguousarray(region), binary, center,
+                             cv2.NORMAL_CLONE).astype(np.float32)
 
 
 def fit(w: int, h: int, iw: int, ih: int) -> tuple[int, int, float]:

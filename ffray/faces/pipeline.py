@@ -134,6 +134,7 @@ class FacePipeline:
         ops, b = self.ops, self.batches
         gpu = ops.name == "gpu"
         pt = 2 if gpu else host_threads  # paste: two threads never share a frame (items differ)
+        poisson = self.params.blend == "poisson"  # the engine keeps such jobs on host frames
         out = [UploadStage(ops, threads=upload_threads, batch=4),
                DetectStage(self.detector, ops, self.params.det_threshold, batch=max(1, b["det"]),
                            threads=2 if gpu else 1)]
@@ -146,11 +147,11 @@ class FacePipeline:
             out.append(SwapStage(self.inswapper, self.identities, ops, batch=8, threads=2 if gpu else 1))
             mask = face_mask(InSwapper.size, opts=self.opts, pts=insightface_template(InSwapper.size))
             out.append(PasteStage(ops, self.inswapper.matrix, mask, InSwapper.out_scale,
-                                  InSwapper.out_offset, batch=8, threads=pt))
+                                  InSwapper.out_offset, batch=8, threads=pt, poisson=poisson))
         else:
             out.append(ClassicSwapStage(self.identities, ops, batch=4, threads=pt))
             out.append(PasteStage(ops, ClassicSwapper.matrix, self.identities[0].mask, 255.0, 0.0,
-                                  batch=8, threads=pt))
+                                  batch=8, threads=pt, poisson=poisson))
         if self.enhancer is not None:
             mask = face_mask(GFPGAN.size, opts=self.opts, pts=FFHQ_512 * GFPGAN.size)
             out.append(EnhanceStage(self.enhancer, ops, mask, self.params.enhance_blend, batch=4,
@@ -169,8 +170,6 @@ class FaceSwap(Timed):
     def __init__(self, ctx: WorkerContext, **params):
         super().__init__()
         self.params = FaceSwapParams.from_dict(params)
-        if self.params.blend == "poisson":
-            raise FFrayError("poisson blending is not supported by the face pipeline's stages")
         self._loader = HostLoader(ctx.models, self.params.providers)
         self._ctx = ctx
         self._ops: dict[tuple[int, int], tuple] = {}

@@ -11,10 +11,11 @@ class PasteStage:
     name = "paste"
 
     def __init__(self, ops, matrix_of, mask: np.ndarray, scale: float, offset: float,
-                 batch: int = 8, threads: int = 1):
+                 batch: int = 8, threads: int = 1, poisson: bool = False):
         """``matrix_of(face)``: the swapper's frame->crop matrix; crops hold RGB as
-        ``value * scale + offset``."""
+        ``value * scale + offset``; ``poisson``: seamless cloning first (host frames only)."""
         self.ops, self.matrix_of, self.scale, self.offset = ops, matrix_of, scale, offset
+        self.extra = {"poisson": True} if poisson else {}
         self.mask = ops.to_device(np.ascontiguousarray(mask, np.float32))
         self.batch, self.threads = batch, threads
 
@@ -27,6 +28,7 @@ class PasteStage:
             mats += [self.matrix_of(t.face) for t in it.targets]
             crops.append(it.crops)
         if frames:
-            self.ops.paste(frames, self.ops.concat(crops), mats, self.mask, self.scale, self.offset)
+            self.ops.paste(frames, self.ops.concat(crops), mats, self.mask, self.scale, self.offset,
+                           **self.extra)
         for it in items:
             it.crops = None  # pasted: free the crops now (device memory on the GPU)
