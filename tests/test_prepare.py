@@ -130,3 +130,21 @@ def test_loader_prepares_checks_caches_and_falls_back(models, tmp_path):
                            "fp32", cache=tmp_path)
     _, v3 = loader2._prepared("w600k_r50", 4, fp16=False)
     assert v3["batch"] == 1 and not v3["tries"][0]["ok"] and v3["tries"][-1]["ok"]
+
+
+def test_model_digests_are_remembered_in_ffrays_cache_and_follow_changes(tmp_path):
+    import hashlib
+    import os
+
+    from ffray.models.store import file_digest
+
+    f = tmp_path / "models" / "m.onnx"
+    f.parent.mkdir()
+    f.write_bytes(b"one")
+    memo = tmp_path / "cache" / "digests.json"
+    assert file_digest(f, memo) == hashlib.sha256(b"one").hexdigest()
+    assert memo.is_file() and [p.name for p in f.parent.iterdir()] == ["m.onnx"]  # nothing beside it
+    f.write_bytes(b"two!")
+    os.utime(f, ns=(1, 2))
+    assert file_digest(f, memo) == hashlib.sha256(b"two!").hexdigest()
+    assert len(__import__("json").loads(memo.read_text())) == 1  # the stale entry went

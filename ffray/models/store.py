@@ -27,23 +27,28 @@ def expected_hash(entry: ModelEntry, cache: Path) -> tuple[str | None, str]:
     return (h, "recorded at first fetch") if h else (None, "none")
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a model file, remembered beside it by size and modification time (a 554 MB
-    model takes about a second to hash; jobs name their models' digests at every start)."""
-    path = Path(path)
+def file_digest(path: Path, memo: Path | None = None) -> str:
+    """SHA-256 of a model file, remembered by path, size and modification time in ffray's cache
+    (``<data dir>/cache/model-digests.json``; never beside the user's files): a 554 MB model takes
+    about a second to hash, and jobs name their models' digests at every start."""
+    from ffray.settings import atomic_write_text, data_dir
+
+    path = Path(path).resolve()
     st = path.stat()
-    memo = path.with_name(f".{path.name}.sha256.json")
-    key = [st.st_size, st.st_mtime_ns]
+    memo = memo or data_dir(None) / "cache" / "model-digests.json"
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
     try:
-        rec = json.loads(memo.read_text())
-        if rec.get("key") == key:
-            return rec["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
     digest = sha256_file(path)
+    known = {k: v for k, v in known.items() if not k.startswith(f"{path}|")}
+    known[key] = digest
     try:
-        memo.write_text(json.dumps({"key": key, "sha256": digest}))
-    except OSError:  # a read-only model folder: hash again next time
+        atomic_write_text(memo, json.dumps(known))
+    except OSError:  # a read-only home: hash again next time
         pass
     return digest
 
