@@ -53,6 +53,12 @@ def test_worker_killed_mid_chunk_is_retried_on_another_actor(cluster, media, dat
     assert bad and bad[0]["start"] is not None and bad[0]["end"] >= bad[0]["start"]
 
 
+def ledger_events(job):
+    import json
+
+    return [json.loads(ln) for ln in (job / "events.jsonl").read_text().splitlines() if ln]
+
+
 def test_chunk_that_always_fails_fails_the_job_and_keeps_finished_chunks(cluster, media, data_dir,
                                                                           tmp_path):
     import pytest
@@ -65,8 +71,11 @@ def test_chunk_that_always_fails_fails_the_job_and_keeps_finished_chunks(cluster
              params={"chunk": 1}, actors=2, gpu_per_actor=1, chunk_seconds=0.5, max_attempts=2)
     assert not out.exists()
     job = next((data_dir / "jobs").iterdir())
+    # chunk 0 ran beside the failing chunk 1: it was let finish, and is kept
     assert (job / "chunks" / "000000.json").exists()
     assert not (job / "chunks" / "000001.json").exists()
+    fails = [e for e in ledger_events(job) if e["kind"] == "attempt_failed"]
+    assert [e["chunk"] for e in fails] == [1, 1]  # no retries after the job started failing
 
 
 def test_worker_setup_failure_fails_fast_with_its_reason(cluster, media, data_dir, tmp_path):

@@ -7,8 +7,9 @@
   once; a retry reuses the same object;
 - a chunk whose actor dies goes back to the front of the queue and is given to another actor when
   one is free; a replacement actor is started in place of the dead one;
-- attempts are counted per chunk; a chunk that fails ``max_attempts`` times fails the job (the
-  finished chunks stay in the ledger for ``ffray resume``).
+- attempts are counted per chunk; a chunk that fails ``max_attempts`` times fails the job: no
+  new chunk starts, the chunks already running finish (and stay in the ledger with the others
+  for ``ffray resume``), then the job fails with the chunk's reason; the workers are stopped.
 """
 
 from __future__ import annotations
@@ -137,59 +138,67 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
             submitted[ref] = time.time()
             a.inflight += 1
 
+    fatal: list[JobFailed] = []  # the job is failing: no new chunks, the running ones finish
+
     def fail(actor: _Actor, chunk: int, attempt: int, reason: str, since: float | None) -> None:
         progress.retries += 1
         failed_on.setdefault(chunk, set()).add(actor.key)
         on_event(kind="attempt_failed", chunk=chunk, attempt=attempt, actor=actor.key,
                  reason=reason, submitted=since)
-        if attempt >= opts.max_attempts:
-            raise JobFailed(f"chunk {chunk} failed {attempt} times; last error: {reason}. "
-                            "Finished chunks are kept: fix the cause and run `ffray resume`")
-        retry.appendleft(chunk)
+        if attempt >= opts.max_attempts and not fatal:
+            fatal.append(JobFailed(f"chunk {chunk} failed {attempt} times; last error: {reason}. "
+                                   "Finished chunks are kept: fix the cause and run `ffray resume`"))
+        if not fatal:
+            retry.appendleft(chunk)
 
-    fill()
-    while pending or retry:
-        progress.inflight = len(pending)
-        on_progress(progress)
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-        for ref in ready:
-            actor, chunk, attempt = pending.pop(ref)
-            since = submitted.pop(ref, None)
-            actor.inflight -= 1
-            try:
-                result = ray.get(ref)
-            except RayActorError as e:
-                if getattr(e, "actor_init_failed", False):
-                    # the processor could not be built (missing library, bad model): retrying
-                    # on another actor would fail the same way
-                    raise JobFailed(f"worker setup failed: {_root_cause(e)}") from None
-                if actor.alive:
-                    actor.alive = False
-                    on_event(kind="actor_died", actor=actor.key, reason=_first_line(e))
-                    if replacements > 0:
-                        replacements -= 1
-                        spawn()
-                fail(actor, chunk, attempt, f"worker died ({_first_line(e)})", since)
-                if not _alive():
-                    raise JobFailed("every worker actor died; finished chunks are kept for "
-                                    "`ffray resume`") from None
-                continue
-            except RayTaskError as e:
-                fail(actor, chunk, attempt, _first_line(e.cause if e.cause else e), since)
-                continue
-            on_done(result)
-            progress.frames_done += sizes.get(chunk, result["stats"]["frames"])
-            progress.chunks_done += 1
-            refs.pop(chunk, None)
+    try:
         fill()
-    progress.inflight = 0
-    on_progress(progress)
-    for a in actors:
-        if a.alive:
-            try:
-                ray.kill(a.handle)
-            except (RayActorError, GetTimeoutError, ValueError):
-                pass
+        while pending or (retry and not fatal):
+            progress.inflight = len(pending)
+            on_progress(progress)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for ref in ready:
+                actor, chunk, attempt = pending.pop(ref)
+                since = submitted.pop(ref, None)
+                actor.inflight -= 1
+                try:
+                    result = ray.get(ref)
+                except RayActorError as e:
+                    if getattr(e, "actor_init_failed", False):
+                        # the processor could not be built (missing library, bad model): retrying
+                        # on another actor would fail the same way
+                        raise JobFailed(f"worker setup failed: {_root_cause(e)}") from None
+                    if actor.alive:
+                        actor.alive = False
+                        on_event(kind="actor_died", actor=actor.key, reason=_first_line(e))
+                        if replacements > 0 and not fatal:
+                            replacements -= 1
+                            spawn()
+                    fail(actor, chunk, attempt, f"worker died ({_first_line(e)})", since)
+                    if not _alive():
+                        raise JobFailed("every worker actor died; finished chunks are kept for "
+                                        "`ffray resume`") from None
+                    continue
+                except RayTaskError as e:
+                    fail(actor, chunk, attempt, _first_line(e.cause if e.cause else e), since)
+                    continue
+                on_done(result)
+                progress.frames_done += sizes.get(chunk, result["stats"]["frames"])
+                progress.chunks_done += 1
+                refs.pop(chunk, None)
+            if not fatal:
+                fill()
+    finally:
+        progress.inflight = 0
+        on_progress(progress)
+        for a in actors:
+            if a.alive:
+                try:
+                    ray.kill(a.handle)
+                except (RayActorError, GetTimeoutError, ValueError):
+                    pass
+    if fatal:
+        raise fatal[0]
 
 
 def _first_line(e: BaseException) -> str:
