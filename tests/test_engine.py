@@ -17,7 +17,10 @@ from ffray.engine.share import ShareClock
 
 class Jitter:
     """A stage that sleeps a random moment per batch (so threads overtake each other) and marks
-    each item with its name; optionally fails on one chunk or counts items alive."""
+    each item with its name; optionally fails on one chunk. It checks before it changes anything,
+    so it is ``pure`` (a failed batch can be re-run)."""
+
+    pure = True
 
     def __init__(self, name, threads=1, batch=3, fail_chunk=None, fail_after=0, tracker=None):
         self.name, self.threads, self.batch = name, threads, batch
@@ -135,6 +138,7 @@ def test_frames_in_flight_stay_within_the_window_and_queues_stay_bounded():
 
 @pytest.mark.parametrize("where", ["a", "b"])
 def test_a_stage_error_fails_its_chunk_only_and_the_engine_keeps_serving(where):
+    """Frames of chunks 0 and 2 share batches with chunk 1's bad frames: only chunk 1 fails."""
     a = Jitter("a", threads=2, fail_chunk=1 if where == "a" else None, fail_after=5)
     b = Jitter("b", threads=2, batch=1, fail_chunk=1 if where == "b" else None, fail_after=20)
     eng = Engine([a, b], queue_size=4)
@@ -159,6 +163,27 @@ def test_a_stage_error_fails_its_chunk_only_and_the_engine_keeps_serving(where):
     assert len(_run(eng, 3, 25)) == 25  # the worker is free: a new chunk goes through
     assert threading.active_count() == n_threads  # no stage thread died or was added
     eng.close()
+
+
+def test_a_failed_mixed_batch_is_retried_per_chunk_only_for_pure_stages():
+    """Re-running a stage that changes frames in place could apply it twice: its failed batch
+    fails all the chunks it held (the driver retries them whole); a pure stage's batch is re-run
+    chunk by chunk so only the bad chunk fails."""
+    from ffray.engine.pipeline import ChunkRun, Item
+
+    for pure, failed in ((True, {1}), (False, {0, 1, 2})):
+        runs = [ChunkRun(k, 4, 4) for k in range(3)]
+        items = [Item(run=runs[k], seq=i, number=i, pts=i, frame=(k, i)) for i in range(2) for k in range(3)]
+        stage = Jitter("s", fail_chunk=1)
+        stage.pure = pure
+        try:
+            stage.process(items)
+        except ValueError as e:
+            go_on = Engine._isolate(stage, items, e)
+        assert go_on == pure
+        assert {r.index for r in runs if r.failed} == failed
+        if pure:  # the good chunks' frames went through the stage (once: the check precedes changes)
+            assert all(it.frame == (it.run.index, it.seq, "s") for it in items if not it.run.failed)
 
 
 def test_source_and_sink_errors_fail_the_chunk_without_hanging():

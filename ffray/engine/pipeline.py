@@ -10,8 +10,9 @@ serves them all and one batch may hold frames of several chunks.
   input length.
 - A stage's thread takes what is queued, up to the stage's ``batch``, and processes it; items of
   a failed chunk are dropped wherever they are.
-- An exception in a stage fails the chunks whose frames were in that batch (their calls raise, the
-  driver retries them) and nothing else: the stage thread carries on with the next batch.
+- An exception in a stage fails the chunk it came from (its call raises, the driver retries it)
+  and nothing else: a failed batch of a ``pure`` stage is re-run chunk by chunk to find it; a stage
+  that changes frames in place fails every chunk of the batch. The stage thread carries on.
 - Items leave the last stage in any order (a stage may have several threads); the sink restores
   the chunk's frame order.
 """
@@ -108,6 +109,8 @@ class Stage(Protocol):
     name: str
     threads: int
     batch: int
+    # optional: ``pure = True`` when processing items again is harmless (the stage only sets item
+    # fields, e.g. detections or crops); a failed mixed batch is then retried chunk by chunk
 
     def process(self, items: list[Item]) -> None:
         """Work on ``items`` in place (a stage returns nothing; it fills or changes the items)."""
@@ -179,10 +182,7 @@ class Engine:
                 stage.process(live)
                 ok = True
             except BaseException as e:  # noqa: BLE001 - fail the chunks, keep the stage alive
-                ok = False
-                err = StageError.of(stage.name, e)
-                for run in {id(it.run): it.run for it in live}.values():
-                    run.fail(err)
+                ok = self._isolate(stage, live, e)
             dt = time.perf_counter() - t
             with self._lock:
                 st.busy_s += dt
@@ -200,6 +200,27 @@ class Engine:
                     it.run.done.put(it)
                 else:
                     _put(q_out, it)
+
+    @staticmethod
+    def _isolate(stage: Stage, live: list[Item], e: BaseException) -> bool:
+        """A batch failed. If it held frames of several chunks and the stage is ``pure`` (running it
+        again on the same items is harmless: it only sets fields), run each chunk's frames again
+        alone, so only the chunk that fails again fails; otherwise fail every chunk in the batch.
+        True when some items may go on (the caller forwards those whose chunk did not fail)."""
+        runs: dict[int, list[Item]] = {}
+        for it in live:
+            runs.setdefault(id(it.run), []).append(it)
+        if len(runs) == 1 or not getattr(stage, "pure", False):
+            err = StageError.of(stage.name, e)
+            for group in runs.values():
+                group[0].run.fail(err)
+            return False
+        for group in runs.values():
+            try:
+                stage.process(group)
+            except BaseException as e2:  # noqa: BLE001
+                group[0].run.fail(StageError.of(stage.name, e2))
+        return True
 
     def stats(self) -> dict:
         """Per stage: threads, batch size, busy seconds, items and batches since the start, and

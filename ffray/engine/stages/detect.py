@@ -7,6 +7,7 @@ from ffray.engine.pipeline import Item
 
 class DetectStage:
     name = "detect"
+    pure = True  # sets item fields only: a failed mixed batch is retried per chunk
 
     def __init__(self, detector, ops, threshold: float | None = None, batch: int = 4,
                  threads: int = 1):

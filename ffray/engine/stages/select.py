@@ -20,6 +20,7 @@ class Target:
 
 class SelectStage:
     name = "select"
+    pure = True  # sets item fields only: a failed mixed batch is retried per chunk
 
     def __init__(self, mode: str, order: str, ops, recognizer=None, targets: np.ndarray | None = None,
                  reference: np.ndarray | None = None, distance: float = 0.6, batch: int = 8,

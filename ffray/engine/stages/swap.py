@@ -10,6 +10,7 @@ from ffray.engine.pipeline import Item
 
 class SwapStage:
     name = "swap"
+    pure = True  # sets item fields only: a failed mixed batch is retried per chunk
 
     def __init__(self, swapper, latents: list[np.ndarray], ops, batch: int = 8, threads: int = 1):
         self.swapper, self.ops = swapper, ops
@@ -34,6 +35,7 @@ class ClassicSwapStage:
     """The offline swapper: the source face warped onto each target, colour-matched (no model)."""
 
     name = "swap"
+    pure = True  # sets item fields only: a failed mixed batch is retried per chunk
 
     def __init__(self, swappers: list, ops, batch: int = 4, threads: int = 1):
         self.swappers, self.ops = swappers, ops

@@ -9,6 +9,7 @@ class UploadStage:
     """Decoded frame -> the backend's packed YUV copy (host buffer, or GPU buffer)."""
 
     name = "upload"
+    pure = True  # sets item fields only: a failed mixed batch is retried per chunk
 
     def __init__(self, ops, threads: int = 1, batch: int = 4):
         self.ops, self.threads, self.batch = ops, threads, batch
@@ -21,6 +22,7 @@ class DownloadStage:
     """Changed frames back to the host for the encoder (nothing to do on the CPU backend)."""
 
     name = "download"
+    pure = True  # sets item fields only: a failed mixed batch is retried per chunk
 
     def __init__(self, ops, threads: int = 1, batch: int = 4):
         self.ops, self.threads, self.batch = ops, threads, batch
