@@ -97,8 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--det-threshold", type=float, help="detector score threshold")
     f.add_argument("--min-face", type=int, default=20, help="smallest face to find, pixels")
     f.add_argument("--blend", default="feather", help="feather or poisson")
-    f.add_argument("--mask-blur", type=float, default=0.12, help="mask feather, share of the face")
-    f.add_argument("--mask-padding", type=float, default=0.0, help="grow/shrink the face mask")
+    f.add_argument("--mask", default="box",
+                   help="paste-back masks, comma-separated, combined by minimum: box (the whole "
+                        "crop, FaceFusion's box mask; default), ellipse (the inner face)")
+    f.add_argument("--mask-blur", type=float, default=0.15,
+                   help="mask feather as FaceFusion's face_mask_blur (0..1, default 0.15)")
+    f.add_argument("--mask-padding", default="0",
+                   help="mask padding in percent of the crop: one value or top,right,bottom,left")
+    f.add_argument("--mask-occluder", metavar="MODULE:ATTR",
+                   help="a callable giving a mask per aligned face crop (occlusion, face parsing)")
     f.add_argument("--processor-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="extra processor parameter (repeatable; VALUE parsed as JSON if it can be)")
     s.add_argument("--actors", type=int, help="worker actors (default: one per GPU, or CPUs/2)")
@@ -208,8 +215,9 @@ def _request(args):
     if args.processor == "faceswap":
         params = {"detector": args.detector, "swapper": args.swapper, "select": args.select,
                   "order": args.order, "det_threshold": args.det_threshold,
-                  "min_face": args.min_face, "blend": args.blend, "mask_blur": args.mask_blur,
-                  "mask_padding": args.mask_padding, "enhance": args.enhance,
+                  "min_face": args.min_face, "blend": args.blend, "mask": args.mask,
+                  "mask_blur": args.mask_blur, "mask_padding": args.mask_padding,
+                  "mask_occluder": args.mask_occluder, "enhance": args.enhance,
                   "enhance_blend": args.enhance_blend, "distance": args.distance,
                   "det_size": args.det_size, "mapping": len(args.map),
                   "precision": args.precision, "frame_ops": args.frame_ops,

@@ -90,6 +90,16 @@ def ops_checks(bg: np.ndarray, rng) -> dict:
                                 "share_gt2": float((d > 2).mean()),
                                 "changed_share": float((pa != p0).mean())}
         assert np.array_equal(pa[untouched], pb[untouched])
+    # one mask per face (an occluder's), through the kernel's per-face mask path
+    per = np.stack([mask * (np.arange(128) < 64 + 10 * k)[:, None] for k in range(6)]).astype(np.float32)
+    fc2, fg2 = Frame(decoded=vf), Frame(decoded=vf)
+    cpu.upload([fc2])
+    gpu.upload([fg2])
+    cpu.paste([fc2] * 6, crops, mats, per, 255.0, 0.0)
+    gpu.paste([fg2] * 6, gpu.array(crops), mats, gpu.array(per), 255.0, 0.0)
+    gpu.download([fg2])
+    d = np.abs(fc2.host.astype(int) - fg2.host.astype(int))
+    res["paste_per_face_masks"] = {"max": int(d.max()), "mean": float(d.mean())}
     t = time.perf_counter()
     for _ in range(20):
         g = [Frame(decoded=vf) for _ in range(4)]

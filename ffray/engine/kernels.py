@@ -113,9 +113,11 @@ __global__ void warp_u8(const unsigned long long* frames, const float* m, unsign
 
 // Paste-back of one face per frame (a "layer"; faces of one frame go in successive launches).
 // m: n*6 frame->crop; roi: n*4 chroma-block box [bx0, by0, bx1, by1); crops: n*3*s*s RGB planes
-// (value * scale + offset, clipped); mask: s*s; e: kr, kg, kb, y_off, y_scale, c_scale, db, dr.
+// (value * scale + offset, clipped); mask: s*s, or n*s*s with mstride = s*s (one per face);
+// e: kr, kg, kb, y_off, y_scale, c_scale, db, dr.
 __global__ void paste(const unsigned long long* frames, const float* m, const int* roi,
-                      const float* crops, const float* mask, int s, int W, int H, int CW, int CH,
+                      const float* crops, const float* mask, int mstride, int s, int W, int H,
+                      int CW, int CH,
                       int SX, int SY, const float* e, float scale, float offset, float strength) {
     int i = blockIdx.z;
     const int* r = roi + 4 * i;
@@ -128,6 +130,7 @@ __global__ void paste(const unsigned long long* frames, const float* m, const in
     const float* a = m + 6 * i;
     size_t pl = (size_t)s * s;
     const float* cr = crops + (size_t)i * 3 * pl;
+    const float* mk = mask + (size_t)i * mstride;
     float asum = 0.f, usum = 0.f, vsum = 0.f;
     int cnt = 0;
     for (int j = 0; j < SY; j++) {
@@ -136,7 +139,7 @@ __global__ void paste(const unsigned long long* frames, const float* m, const in
             if (x >= W || y >= H) continue;
             cnt++;
             float u = a[0] * x + a[1] * y + a[2], v = a[3] * x + a[4] * y + a[5];
-            float al = fminf(fmaxf(bilinear_f(mask, s, u, v, 1.f, 0.f, 0) * strength, 0.f), 1.f);
+            float al = fminf(fmaxf(bilinear_f(mk, s, u, v, 1.f, 0.f, 0) * strength, 0.f), 1.f);
             if (al <= 0.f) continue;
             float R = bilinear_f(cr, s, u, v, scale, offset, 1);
             float G = bilinear_f(cr + pl, s, u, v, scale, offset, 1);

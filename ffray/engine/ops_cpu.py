@@ -117,17 +117,28 @@ class CpuOps:
     def to_device(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x)
 
+    def per_face_masks(self, static: np.ndarray, masks: list, counts: list[int]) -> np.ndarray:
+        """(N, S, S): the static mask combined by minimum with each face's own mask (where a
+        group has none, the static one)."""
+        s = np.asarray(static, np.float32)
+        parts = [np.minimum(s[None], np.asarray(m, np.float32)) if m is not None
+                 else np.repeat(s[None], n, axis=0) for m, n in zip(masks, counts)]
+        return np.concatenate(parts)
+
     def concat(self, xs: list) -> np.ndarray:
         return np.concatenate([np.asarray(x) for x in xs]) if len(xs) != 1 else np.asarray(xs[0])
 
     def paste(self, frames: list[Frame], crops, mats: list[np.ndarray], mask: np.ndarray,
               scale: float, offset: float, strength: float = 1.0, poisson: bool = False) -> None:
         """Blend each crop (NCHW RGB: value * scale + offset) into its frame; ``frames`` may repeat
-        a frame (several faces): they are pasted in order. ``poisson``: the face is first
+        a frame (several faces): they are pasted in order. ``mask``: one (S, S) mask for all, or
+        (N, S, S), one per crop. ``poisson``: the face is first
         seamless-cloned (OpenCV) into the region's BGR pixels, then blended the same way."""
         crops = np.asarray(crops)
-        for f, c, m in zip(frames, crops, mats):
-            self._paste_one(f, c, m, mask, scale, offset, strength, poisson)
+        mask = np.asarray(mask, np.float32)
+        for i, (f, c, m) in enumerate(zip(frames, crops, mats)):
+            self._paste_one(f, c, m, mask[i] if mask.ndim == 3 else mask, scale, offset, strength,
+                            poisson)
             f.dirty = True
 
     def _paste_one(self, f: Frame, crop: np.ndarray, m: np.ndarray, mask: np.ndarray, scale: float,

@@ -133,6 +133,18 @@ class GpuOps:
             k += n
         return out
 
+    def per_face_masks(self, static, masks: list, counts: list[int]):
+        """(N, S, S) on the device: the static mask combined by minimum with each face's own."""
+        cp = self.cp
+        s = self._stream()
+        with self.device, s:
+            st = cp.asarray(static, cp.float32)
+            parts = [cp.minimum(st[None], cp.asarray(m, cp.float32)) if m is not None
+                     else cp.repeat(st[None], n, axis=0) for m, n in zip(masks, counts)]
+            out = cp.concatenate(parts)
+            s.synchronize()
+        return out
+
     def concat(self, xs: list):
         if len(xs) == 1:
             return xs[0]
@@ -226,6 +238,7 @@ class GpuOps:
         with self.device, s:
             crops = cp.ascontiguousarray(crops, cp.float32)
             mask = cp.ascontiguousarray(mask, cp.float32)
+            per_face = mask.ndim == 3
             for idx in layers:
                 boxes = []
                 for i in idx:
@@ -238,7 +251,8 @@ class GpuOps:
                 self._paste(((bw + 15) // 16, (bh + 15) // 16, len(idx)), (16, 16, 1), (
                     self._ptrs([frames[i] for i in idx]),
                     cp.asarray(np.array([mats[i] for i in idx], np.float32).reshape(-1, 6)),
-                    cp.asarray(boxes), crops[sel], mask, np.int32(size), *self._dims, self._enc,
+                    cp.asarray(boxes), crops[sel], mask[sel] if per_face else mask,
+                    np.int32(size * size if per_face else 0), np.int32(size), *self._dims, self._enc,
                     np.float32(scale), np.float32(offset), np.float32(strength)))
             s.synchronize()
         for f in frames:

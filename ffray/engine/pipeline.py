@@ -103,6 +103,7 @@ class Item:
     faces: list = field(default_factory=list)
     targets: list = field(default_factory=list)
     crops: Any = None  # swapped (or enhanced) crops of ``targets``, the backend's array type
+    masks: Any = None  # per-target masks from an occluder (N, S, S), the backend's array type
 
 
 class Stage(Protocol):

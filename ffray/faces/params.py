@@ -6,6 +6,7 @@ import difflib
 from dataclasses import asdict, dataclass, field, fields
 
 from ffray.errors import FFrayError
+from ffray.faces.masks import MaskSpec, parse_padding
 from ffray.faces.select import ORDERS
 
 DETECTORS = ("auto", "scrfd", "mtcnn")
@@ -30,8 +31,10 @@ class FaceSwapParams:
     det_size: int = 640
     min_face: int = 20
     blend: str = "feather"
-    mask_blur: float = 0.12
-    mask_padding: float = 0.0
+    mask: tuple[str, ...] = ("box",)  # paste-back masks, combined by minimum (ffray.faces.masks)
+    mask_blur: float = 0.15
+    mask_padding: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # top, right, bottom, left %
+    mask_occluder: str | None = None  # module:attribute giving a mask per face crop
     providers: tuple[str, ...] | None = None
     mapping: int = 0  # number of --map pairs (their images travel as named images)
     precision: str = "auto"  # GPU models: fp16 where it holds accuracy (auto), or forced
@@ -59,8 +62,11 @@ class FaceSwapParams:
             raise FFrayError("--det-size must be at least 32 (a multiple of 32 for scrfd)")
         if self.min_face < 4:
             raise FFrayError("--min-face must be at least 4 pixels")
-        if not 0.0 <= self.mask_blur <= 1.0:
-            raise FFrayError("--mask-blur must be between 0 and 1")
+        kinds = tuple(k.strip() for k in (self.mask.split(",") if isinstance(self.mask, str)
+                                           else self.mask) if k.strip())
+        object.__setattr__(self, "mask", kinds)
+        object.__setattr__(self, "mask_padding", parse_padding(self.mask_padding))
+        self.mask_spec()  # checks kinds, blur and padding
         if self.providers is not None:
             object.__setattr__(self, "providers", tuple(self.providers))
 
@@ -77,8 +83,12 @@ class FaceSwapParams:
                 raise FFrayError(f"unknown face-swap option {k!r}{hint}")
         return cls(**d)
 
+    def mask_spec(self) -> MaskSpec:
+        return MaskSpec(kinds=self.mask, blur=self.mask_blur, padding=self.mask_padding)
+
     def to_json(self) -> dict:
         d = asdict(self)
+        d["mask"], d["mask_padding"] = list(self.mask), list(self.mask_padding)
         d["providers"] = list(self.providers) if self.providers is not None else None
         return d
 

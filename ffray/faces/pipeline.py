@@ -27,10 +27,11 @@ from ffray.engine.stages.swap import ClassicSwapStage, SwapStage
 from ffray.engine.stages.transfer import DownloadStage, UploadStage
 from ffray.errors import FFrayError
 from ffray.faces.align import FFHQ_512, Face, insightface_template
-from ffray.faces.blend import BlendOptions, face_mask
+from ffray.faces.blend import BlendOptions
 from ffray.faces.classic import ClassicSwapper
 from ffray.faces.images import decode_image, largest_face
 from ffray.faces.loader import HostLoader
+from ffray.faces.masks import load_occluder, static_mask
 from ffray.faces.models import GFPGAN, ArcFace, InSwapper, read_emap
 from ffray.faces.mtcnn import MTCNN
 from ffray.faces.params import FaceSwapParams
@@ -81,7 +82,8 @@ class FacePipeline:
         self.batches = b
         detector = "mtcnn" if p.detector == "auto" else p.detector
         swapper = "classic" if p.swapper == "auto" else p.swapper
-        self.opts = BlendOptions(blur=p.mask_blur, padding=p.mask_padding, mode=p.blend)
+        self.opts = BlendOptions(blur=p.mask_blur, padding=0.0, mode=p.blend)  # the classic swapper's
+        self.occluder = load_occluder(p.mask_occluder) if p.mask_occluder else None
         if detector == "mtcnn":
             self.detector = Downscaled(MTCNN(lambda path: loader.session(path), min_face=p.min_face),
                                        p.det_size)
@@ -144,8 +146,9 @@ class FacePipeline:
             sel.name = "embed"
         out.append(sel)
         if self.swapper_name == "inswapper":
-            out.append(SwapStage(self.inswapper, self.identities, ops, batch=8, threads=2 if gpu else 1))
-            mask = face_mask(InSwapper.size, opts=self.opts, pts=insightface_template(InSwapper.size))
+            out.append(SwapStage(self.inswapper, self.identities, ops, batch=8, threads=2 if gpu else 1,
+                                 occluder=self.occluder))
+            mask = static_mask(self.params.mask_spec(), InSwapper.size, insightface_template(InSwapper.size))
             out.append(PasteStage(ops, self.inswapper.matrix, mask, InSwapper.out_scale,
                                   InSwapper.out_offset, batch=8, threads=pt, poisson=poisson))
         else:
@@ -153,9 +156,9 @@ class FacePipeline:
             out.append(PasteStage(ops, ClassicSwapper.matrix, self.identities[0].mask, 255.0, 0.0,
                                   batch=8, threads=pt, poisson=poisson))
         if self.enhancer is not None:
-            mask = face_mask(GFPGAN.size, opts=self.opts, pts=FFHQ_512 * GFPGAN.size)
+            mask = static_mask(self.params.mask_spec(), GFPGAN.size, FFHQ_512 * GFPGAN.size)
             out.append(EnhanceStage(self.enhancer, ops, mask, self.params.enhance_blend, batch=4,
-                                    threads=2 if gpu else 1))
+                                    threads=2 if gpu else 1, occluder=self.occluder))
         out.append(DownloadStage(ops, threads=upload_threads, batch=4))
         return out
 

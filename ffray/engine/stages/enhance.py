@@ -6,14 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 from ffray.engine.pipeline import Item
+from ffray.engine.stages.swap import occluder_masks
 
 
 class EnhanceStage:
     name = "enhance"
 
     def __init__(self, enhancer, ops, mask: np.ndarray, strength: float, batch: int = 4,
-                 threads: int = 1):
+                 threads: int = 1, occluder=None):
         self.enhancer, self.ops, self.strength = enhancer, ops, float(strength)
+        self.occluder = occluder
         self.mask = ops.to_device(np.ascontiguousarray(mask, np.float32))
         self.batch, self.threads = batch, threads
 
@@ -22,6 +24,8 @@ class EnhanceStage:
         if not frames:
             return
         mats = [self.enhancer.matrix(t.face) for it in items for t in it.targets]
+        masks = occluder_masks(self.occluder, self.ops, frames, mats, self.enhancer.size)
         out = self.enhancer.enhance_frames(self.ops, frames, mats)
-        self.ops.paste(frames, out, mats, self.mask, self.enhancer.out_scale,
+        mask = self.mask if masks is None else self.ops.per_face_masks(self.mask, [masks], [len(frames)])
+        self.ops.paste(frames, out, mats, mask, self.enhancer.out_scale,
                        self.enhancer.out_offset, strength=self.strength)

@@ -20,15 +20,19 @@ class PasteStage:
         self.batch, self.threads = batch, threads
 
     def process(self, items: list[Item]) -> None:
-        frames, crops, mats = [], [], []
+        frames, crops, mats, masks = [], [], [], []
         for it in items:
             if it.crops is None or not it.targets:
                 continue
             frames += [it.frame] * len(it.targets)
             mats += [self.matrix_of(t.face) for t in it.targets]
             crops.append(it.crops)
+            masks.append(it.masks)
         if frames:
-            self.ops.paste(frames, self.ops.concat(crops), mats, self.mask, self.scale, self.offset,
+            mask = self.mask
+            if any(m is not None for m in masks):  # an occluder's masks join the static one per face
+                mask = self.ops.per_face_masks(self.mask, masks, [len(c) for c in crops])
+            self.ops.paste(frames, self.ops.concat(crops), mats, mask, self.scale, self.offset,
                            **self.extra)
         for it in items:
-            it.crops = None  # pasted: free the crops now (device memory on the GPU)
+            it.crops = it.masks = None  # pasted: free them now (device memory on the GPU)

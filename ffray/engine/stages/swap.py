@@ -12,8 +12,9 @@ class SwapStage:
     name = "swap"
     pure = True  # sets item fields only: a failed mixed batch is retried per chunk
 
-    def __init__(self, swapper, latents: list[np.ndarray], ops, batch: int = 8, threads: int = 1):
-        self.swapper, self.ops = swapper, ops
+    def __init__(self, swapper, latents: list[np.ndarray], ops, batch: int = 8, threads: int = 1,
+                 occluder=None):
+        self.swapper, self.ops, self.occluder = swapper, ops, occluder
         self.latents = np.concatenate([np.asarray(x, np.float32).reshape(1, -1) for x in latents])
         self.batch, self.threads = batch, threads
 
@@ -24,11 +25,22 @@ class SwapStage:
         mats = [self.swapper.matrix(t.face) for it in items for t in it.targets]
         lat = self.latents[[t.identity for it in items for t in it.targets]]
         out = self.swapper.swap_frames(self.ops, frames, mats, lat)
+        masks = occluder_masks(self.occluder, self.ops, frames, mats, self.swapper.size)
         k = 0
         for it in items:
             n = len(it.targets)
             it.crops = out[k:k + n] if n else None
+            it.masks = masks[k:k + n] if n and masks is not None else None
             k += n
+
+
+def occluder_masks(occluder, ops, frames: list, mats: list, size: int):
+    """Per-face masks of the target faces (before the swap) from an occluder, on the backend."""
+    if occluder is None or not frames:
+        return None
+    from ffray.faces.masks import occluded
+
+    return ops.to_device(occluded(occluder, ops.crops_bgr(frames, mats, size), size))
 
 
 class ClassicSwapStage:
