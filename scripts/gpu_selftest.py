@@ -64,6 +64,13 @@ def ops_checks(bg: np.ndarray, rng) -> dict:
     b, _ = gpu.det_blob(fg, (640, 640))
     d = np.abs(a - gpu.host(b)) * 128
     res["det_blob_levels"] = {"max": float(d.max()), "mean": float(d.mean())}
+    for rot in (90, 270):  # a phone video's upright view, composed into the sampling matrix
+        cr, gr = CpuOps(lay, mat, rotation=rot), GpuOps(lay, mat, 0, rotation=rot)
+        a_r, back_c = cr.det_blob(fc[:1], (640, 640))
+        b_r, back_g = gr.det_blob(fg[:1], (640, 640))
+        d = np.abs(a_r - gpu.host(b_r)) * 128
+        res[f"det_blob_rot{rot}_levels"] = {"max": float(d.max()), "mean": float(d.mean()),
+                                            "same_map_back": bool(np.allclose(back_c[0], back_g[0]))}
     sa, _ = cpu.small_bgr(fc[:1], 640)
     sb, _ = gpu.small_bgr(fg[:1], 640)
     d = np.abs(sa[0].astype(int) - sb[0].astype(int))

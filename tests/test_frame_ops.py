@@ -93,7 +93,7 @@ def test_crops_match_the_bgr_reference(photo):
 
 def test_detector_input_matches_scrfds_own_preparation(photo):
     ops, f, vf = _host_frame(photo)
-    blob, scales = ops.det_blob([f], (640, 640))
+    blob, backs = ops.det_blob([f], (640, 640))
 
     class Fake:
         def get_inputs(self):
@@ -104,7 +104,7 @@ def test_detector_input_matches_scrfds_own_preparation(photo):
         def get_outputs(self):
             return []
     ref, scale = SCRFD(Fake())._prepare(_bgr(vf))
-    assert scales[0] == pytest.approx(scale)
+    np.testing.assert_allclose(backs[0], [[1 / scale, 0, 0], [0, 1 / scale, 0]])
     d = np.abs(blob - ref) * 128
     assert d.mean() < 1.0 and np.quantile(d, 0.999) <= 6
     assert np.all(blob[0, :, 360:, :] == ref[0, :, 360:, :])  # the padding, exactly

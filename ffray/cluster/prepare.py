@@ -82,7 +82,8 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
     check_output(out, inp, req.overwrite, req.encode.stream_codec)
     named = {role: data for role, (_, data) in zip(req.named, read_sources(list(req.named.values())))}
     if req.reference_frame is not None:
-        named["reference"] = frame_png(inp, req.reference_frame, info.video.frame_count)
+        named["reference"] = frame_png(inp, req.reference_frame, info.video.frame_count,
+                                       info.video.rotation)
     proc_spec, pipeline = req.processor, None
     if proc_spec.kind == "faceswap":
         from ffray.faces.setup import resolve as resolve_faces
@@ -121,15 +122,18 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
     return ledger
 
 
-def frame_png(path: Path, number: int, frame_count: int) -> bytes:
-    """Frame ``number`` (presentation order) of a video as PNG bytes (--reference-frame)."""
+def frame_png(path: Path, number: int, frame_count: int, rotation: int = 0) -> bytes:
+    """Frame ``number`` (presentation order) of a video as PNG bytes (--reference-frame), turned
+    upright as it is shown (the reference face must be found like the video's faces)."""
     import av
+
+    from ffray.engine.frames import rotate_upright
 
     if not 0 <= number < frame_count:
         raise FFrayError(f"--reference-frame {number} is outside the video (0..{frame_count - 1})")
     with av.open(str(path)) as c:
         for i, f in enumerate(c.decode(video=0)):
             if i == number:
-                ok, png = cv2.imencode(".png", f.to_ndarray(format="bgr24"))
+                ok, png = cv2.imencode(".png", rotate_upright(f.to_ndarray(format="bgr24"), rotation))
                 return png.tobytes()
     raise FFrayError(f"--reference-frame {number}: the video ended first")

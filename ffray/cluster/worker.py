@@ -111,6 +111,7 @@ class ChunkWorker:
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "cuda_ordinal": self._ordinal, "processor": self._spec.processor.kind,
                 "backend": self._built.backend, "pipeline": self._built.description,
+                "rotation": self._spec.stream.rotation,
                 "slots": self._budget.slots, "budget": self._budget.to_json(), "setup_s": self._setup_s,
                 "created": self._created, "notes": self._built.notes}
 

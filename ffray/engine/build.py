@@ -36,6 +36,7 @@ class StreamFormat:
     height: int
     pix_fmt: str
     color: Color
+    rotation: int = 0  # display rotation, counterclockwise degrees: detectors see upright frames
 
     def layout(self) -> Layout:
         return layout_for(self.pix_fmt, self.width, self.height)
@@ -84,7 +85,7 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
             providers = choose_providers(list(params.providers) if params.providers else None,
                                          device_id=ordinal)
             if uses_gpu(providers):
-                ops = GpuOps(lay, mat, ordinal, space, rng)
+                ops = GpuOps(lay, mat, ordinal, space, rng, rotation=fmt.rotation)
                 loader = DeviceLoader(ctx.models, params.model_sha256, ordinal, providers,
                                       params.precision, fetch=fetch)
             else:
@@ -93,7 +94,7 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
             raise FFrayError(f"frame_ops=gpu but the GPU backend cannot start: {why}")
     if ops is None:
         models = {k: (v if isinstance(v, bytes) else fetch(v)) for k, v in ctx.models.items()}
-        ops = CpuOps(lay, mat, space, rng)
+        ops = CpuOps(lay, mat, space, rng, rotation=fmt.rotation)
         loader = HostLoader(models, params.providers, threads=budget.ort_threads,
                             device_id=ordinal or 0)
     batches = {**GPU_BATCHES, **options.gpu_batches} if ops.name == "gpu" else None

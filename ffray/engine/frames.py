@@ -68,6 +68,34 @@ def layout_for(source_pix_fmt: str, width: int, height: int) -> Layout:
     return Layout(width, height, work, sx, sy, source_pix_fmt)
 
 
+def upright(rotation: int, width: int, height: int) -> tuple[int, int, np.ndarray]:
+    """The upright (display) view of a stored ``width`` x ``height`` frame whose display matrix
+    turns it ``rotation`` degrees counterclockwise: its size and the 2x3 matrix taking upright
+    pixel coordinates to stored ones (pixel centres on integers, so a quarter turn is exact)."""
+    r = int(rotation) % 360
+    w, h = width - 1, height - 1
+    if r == 90:  # display = stored turned counterclockwise: u = y, v = w - x
+        return height, width, np.array([[0, -1, w], [1, 0, 0]], np.float64)
+    if r == 180:
+        return width, height, np.array([[-1, 0, w], [0, -1, h]], np.float64)
+    if r == 270:  # turned clockwise: u = h - y, v = x
+        return height, width, np.array([[0, 1, 0], [-1, 0, h]], np.float64)
+    return width, height, np.array([[1, 0, 0], [0, 1, 0]], np.float64)
+
+
+def rotate_upright(img: np.ndarray, rotation: int) -> np.ndarray:
+    """An image in stored orientation turned to its upright view (see ``upright``)."""
+    r = int(rotation) % 360
+    return img if r == 0 else np.ascontiguousarray(np.rot90(img, k=r // 90))
+
+
+def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """2x3 affine ``a`` after ``b`` (first b, then a)."""
+    a3 = np.vstack([np.asarray(a, np.float64), [0, 0, 1]])
+    b3 = np.vstack([np.asarray(b, np.float64), [0, 0, 1]])
+    return (a3 @ b3)[:2]
+
+
 def planes(buf, lay: Layout):
     """Y, U, V 2-D views of a packed buffer (NumPy or CuPy)."""
     y = buf[:lay.y_size].reshape(lay.height, lay.width)

@@ -19,15 +19,19 @@ import cv2
 import numpy as np
 
 from ffray.engine.colour import Matrix, bgr_to_yuv, to_u8, yuv_to_bgr
-from ffray.engine.frames import Frame, Layout, planes, unpack
+from ffray.engine.frames import Frame, Layout, compose, planes, rotate_upright, unpack, upright
 
 
 class CpuOps:
     name = "cpu"
 
-    def __init__(self, lay: Layout, mat: Matrix, space: int = 1, rng: int = 1):
+    def __init__(self, lay: Layout, mat: Matrix, space: int = 1, rng: int = 1, rotation: int = 0):
+        """``rotation``: the stream's display rotation (counterclockwise degrees); the whole-frame
+        views for detectors are upright, and map back to stored coordinates."""
         self.lay, self.mat = lay, mat
         self._space, self._rng = space, rng
+        self.rotation = int(rotation) % 360
+        self.up_w, self.up_h, self.to_stored = upright(self.rotation, lay.width, lay.height)
 
     # --- frames in and out
     def upload(self, frames: list[Frame]) -> None:
@@ -55,24 +59,35 @@ class CpuOps:
         vs = cv2.resize(v, (nw, nh), interpolation=interp)
         return to_u8(yuv_to_bgr(ys, us, vs, self.mat))
 
+    def _upright_small(self, f: Frame, nw: int, nh: int, interp: int) -> np.ndarray:
+        """The upright view at nw x nh (resized in stored orientation, then turned: exact for
+        quarter turns)."""
+        sw, sh = (nh, nw) if self.rotation in (90, 270) else (nw, nh)
+        return rotate_upright(self._resized_bgr(f, sw, sh, interp), self.rotation)
+
+    def back(self, scale: float) -> np.ndarray:
+        """Detector-view coordinates (the upright view scaled by ``scale``) -> stored frame."""
+        return compose(self.to_stored, np.array([[1 / scale, 0, 0], [0, 1 / scale, 0]]))
+
     def det_blob(self, frames: list[Frame], size: tuple[int, int], mean: float = 127.5,
-                 std: float = 128.0) -> tuple[np.ndarray, list[float]]:
+                 std: float = 128.0) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Detector input of the upright view, and per frame the 2x3 matrix from detector pixels
+        back to stored frame coordinates."""
         iw, ih = size
         blob = np.empty((len(frames), 3, ih, iw), np.float32)
-        scales = []
+        nw, nh, s = fit(self.up_w, self.up_h, iw, ih)
         for i, f in enumerate(frames):
-            nw, nh, s = fit(self.lay.width, self.lay.height, iw, ih)
             canvas = np.zeros((ih, iw, 3), np.uint8)
-            canvas[:nh, :nw] = self._resized_bgr(f, nw, nh, cv2.INTER_LINEAR)
+            canvas[:nh, :nw] = self._upright_small(f, nw, nh, cv2.INTER_LINEAR)
             blob[i] = ((canvas[:, :, ::-1].astype(np.float32) - mean) / std).transpose(2, 0, 1)
-            scales.append(s)
-        return blob, scales
+        return blob, [self.back(s)] * len(frames)
 
-    def small_bgr(self, frames: list[Frame], max_side: int) -> tuple[list[np.ndarray], float]:
-        w, h = self.lay.width, self.lay.height
+    def small_bgr(self, frames: list[Frame], max_side: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """The upright view shrunk to a longest side (BGR), and the matrix back to stored pixels."""
+        w, h = self.up_w, self.up_h
         s = min(1.0, max_side / max(w, h))
         nw, nh = max(1, round(w * s)), max(1, round(h * s))
-        return [self._resized_bgr(f, nw, nh, cv2.INTER_AREA) for f in frames], (nw / w)
+        return [self._upright_small(f, nw, nh, cv2.INTER_AREA) for f in frames], self.back(nw / w)
 
     # --- faces
     def roi_bgr(self, f: Frame, roi: tuple[int, int, int, int]) -> np.ndarray:

@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from ffray.engine.colour import Matrix
-from ffray.engine.frames import Frame, Layout, unpack
+from ffray.engine.frames import Frame, Layout, compose, unpack, upright
 from ffray.engine.kernels import SOURCE
 from ffray.engine.ops_cpu import fit, roi
 from ffray.models.streams import thread_stream
@@ -29,7 +29,8 @@ _BLOCK = 256
 class GpuOps:
     name = "gpu"
 
-    def __init__(self, lay: Layout, mat: Matrix, ordinal: int, space: int = 1, rng: int = 1):
+    def __init__(self, lay: Layout, mat: Matrix, ordinal: int, space: int = 1, rng: int = 1,
+                 rotation: int = 0):
         import cupy as cp
 
         if mat.rgb:
@@ -46,6 +47,8 @@ class GpuOps:
             self._enc = cp.asarray(np.array(mat.encode_coeffs(), np.float32))
             self.device.synchronize()  # made on the default stream: done before any stage uses them
         self._local = threading.local()
+        self.rotation = int(rotation) % 360
+        self.up_w, self.up_h, self.to_stored = upright(self.rotation, lay.width, lay.height)
         self._dims = (np.int32(lay.width), np.int32(lay.height), np.int32(lay.cw), np.int32(lay.ch),
                       np.int32(lay.sx), np.int32(lay.sy))
 
@@ -173,17 +176,23 @@ class GpuOps:
         # synchronises it before ONNX Runtime reads it (models.device.DeviceRunner.run)
         return out
 
+    def back(self, scale: float) -> np.ndarray:
+        """Detector-view coordinates (the upright view scaled by ``scale``) -> stored frame."""
+        return compose(self.to_stored, np.array([[1 / scale, 0, 0], [0, 1 / scale, 0]]))
+
+    def _view(self, nw: int, nh: int) -> np.ndarray:
+        """Output pixel of an nw x nh upright view -> stored pixel (cv2.resize's mapping)."""
+        fx, fy = self.up_w / nw, self.up_h / nh
+        return compose(self.to_stored, np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5]]))
+
     def det_blob(self, frames: list[Frame], size: tuple[int, int], mean: float = 127.5,
                  std: float = 128.0):
         iw, ih = size
-        w, h = self.lay.width, self.lay.height
-        nw, nh, scale = fit(w, h, iw, ih)
-        fx, fy = w / nw, h / nh  # cv2.resize's INTER_LINEAR source mapping
-        m = np.array([fx, 0, 0.5 * fx - 0.5, 0, fy, 0.5 * fy - 0.5], np.float32)
-        mats = np.tile(m, (len(frames), 1))
+        nw, nh, scale = fit(self.up_w, self.up_h, iw, ih)
+        mats = np.tile(self._view(nw, nh).astype(np.float32).ravel(), (len(frames), 1))
         valid = np.tile(np.array([nw, nh], np.int32), (len(frames), 1))
         blob = self._launch_warp(frames, mats, iw, ih, mean, std, True, valid, (0.0 - mean) / std)
-        return blob, [scale] * len(frames)
+        return blob, [self.back(scale)] * len(frames)
 
     def _warp_bgr(self, frames: list[Frame], mats: np.ndarray, ow: int, oh: int) -> list[np.ndarray]:
         cp, n = self.cp, len(frames)
@@ -201,13 +210,12 @@ class GpuOps:
             s.synchronize()
         return list(host)
 
-    def small_bgr(self, frames: list[Frame], max_side: int) -> tuple[list[np.ndarray], float]:
-        w, h = self.lay.width, self.lay.height
+    def small_bgr(self, frames: list[Frame], max_side: int) -> tuple[list[np.ndarray], np.ndarray]:
+        w, h = self.up_w, self.up_h
         sc = min(1.0, max_side / max(w, h))
         nw, nh = max(1, round(w * sc)), max(1, round(h * sc))
-        fx, fy = w / nw, h / nh
-        m = np.array([fx, 0, 0.5 * fx - 0.5, 0, fy, 0.5 * fy - 0.5], np.float32)
-        return self._warp_bgr(frames, np.tile(m, (len(frames), 1)), nw, nh), nw / w
+        mats = np.tile(self._view(nw, nh).astype(np.float32).ravel(), (len(frames), 1))
+        return self._warp_bgr(frames, mats, nw, nh), self.back(nw / w)
 
     def crops(self, frames: list[Frame], mats: list[np.ndarray], size: int, mean: float, std: float,
               rgb: bool = True):

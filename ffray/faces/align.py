@@ -26,6 +26,18 @@ class Face:
         return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
 
 
+def map_face(face: Face, m: np.ndarray) -> Face:
+    """A face moved by a 2x3 affine (e.g. from a detector's view back to the stored frame): its
+    points mapped, its box the bounding box of the mapped corners."""
+    m = np.asarray(m, np.float64)
+    kps = face.kps.astype(np.float64) @ m[:, :2].T + m[:, 2]
+    x0, y0, x1, y1 = face.box.astype(np.float64)
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ m[:, :2].T + m[:, 2]
+    box = np.concatenate([corners.min(0), corners.max(0)])
+    return Face(box=box.astype(np.float32), score=face.score, kps=kps.astype(np.float32),
+                embedding=face.embedding)
+
+
 def template(size: int, scale: float = 1.0) -> np.ndarray:
     """The ArcFace template for a ``size`` crop; ``scale`` < 1 zooms out (more context)."""
     pts = ARCFACE_112 * (size / 112.0)

@@ -26,7 +26,7 @@ from ffray.engine.stages.select import SelectStage
 from ffray.engine.stages.swap import ClassicSwapStage, SwapStage
 from ffray.engine.stages.transfer import DownloadStage, UploadStage
 from ffray.errors import FFrayError
-from ffray.faces.align import FFHQ_512, Face, insightface_template
+from ffray.faces.align import FFHQ_512, Face, insightface_template, map_face
 from ffray.faces.blend import BlendOptions
 from ffray.faces.classic import ClassicSwapper
 from ffray.faces.images import decode_image, largest_face
@@ -62,8 +62,8 @@ class Downscaled:
         return out
 
     def detect_frames(self, ops, frames: list, threshold: float | None = None) -> list[list[Face]]:
-        small, s = ops.small_bgr(frames, self.max_side)
-        return [[_scaled(f, s) for f in faces] for faces in self.detector.detect(small, threshold)]
+        small, back = ops.small_bgr(frames, self.max_side)
+        return [[map_face(f, back) for f in faces] for faces in self.detector.detect(small, threshold)]
 
 
 def _scaled(f: Face, s: float) -> Face:

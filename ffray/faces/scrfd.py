@@ -14,7 +14,7 @@ import functools
 import cv2
 import numpy as np
 
-from ffray.faces.align import Face
+from ffray.faces.align import Face, map_face
 from ffray.faces.mtcnn import nms
 from ffray.models.runner import HostRunner
 
@@ -95,13 +95,18 @@ class SCRFD:
         blob = (canvas[:, :, ::-1].astype(np.float32) - 127.5) / 128.0
         return blob.transpose(2, 0, 1)[None], scale
 
-    def _decode(self, outs: list, scales: list[float], thr: float) -> list[list[Face]]:
+    def _decode(self, outs: list, backs: list, thr: float) -> list[list[Face]]:
+        """``backs``: per image, the scale (image = input / scale) or a 2x3 matrix from input
+        pixels to the frame (a rotated stream's upright view back to stored coordinates)."""
         results = []
-        for i, scale in enumerate(scales):
+        for i, back in enumerate(backs):
             named = {n: np.asarray(o[i]) for n, o in zip(self.out_names, outs)}
             b, sc, k = decode(named, (self.input_size[1], self.input_size[0]), thr, self.nms_thresh)
-            results.append([Face(box=bb / scale, score=float(s), kps=kk / scale)
-                            for bb, s, kk in zip(b, sc, k)])
+            faces = [Face(box=bb, score=float(s), kps=kk) for bb, s, kk in zip(b, sc, k)]
+            if np.ndim(back) == 0:
+                results.append([Face(box=f.box / back, score=f.score, kps=f.kps / back) for f in faces])
+            else:
+                results.append([map_face(f, back) for f in faces])
         return results
 
     def detect(self, frames_bgr: list[np.ndarray], threshold: float | None = None) -> list[list[Face]]:
@@ -118,6 +123,6 @@ class SCRFD:
         thr = self.threshold if threshold is None else threshold
         if not frames:
             return []
-        blob, scales = ops.det_blob(frames, self.input_size)
+        blob, backs = ops.det_blob(frames, self.input_size)
         outs = ops.host_many(self.runner.run({self.input_name: blob}))
-        return self._decode(outs, scales, thr)
+        return self._decode(outs, backs, thr)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ffray.engine.pipeline import Item
-from ffray.faces.align import Face
+from ffray.faces.align import Face, map_face
 from ffray.faces.select import select_faces
 
 
@@ -29,6 +30,17 @@ class SelectStage:
         self.recognizer, self.targets, self.reference = recognizer, targets, reference
         self.distance, self.batch, self.threads = distance, batch, threads
 
+    def _select(self, faces: list[Face]) -> list[Face]:
+        """Faces to swap, ordered as seen upright (left-right means the viewer's left and right
+        in a rotated phone video, not the stored frame's)."""
+        mode = "one" if self.mode == "one" else "many"
+        if not getattr(self.ops, "rotation", 0) or not faces:
+            return select_faces(faces, mode, self.order)
+        inv = cv2.invertAffineTransform(self.ops.to_stored.astype(np.float32))
+        seen = [map_face(f, inv) for f in faces]
+        index = {id(s): f for s, f in zip(seen, faces)}
+        return [index[id(s)] for s in select_faces(seen, mode, self.order)]
+
     @property
     def needs_embeddings(self) -> bool:
         return self.targets is not None or self.reference is not None
@@ -36,8 +48,7 @@ class SelectStage:
     def process(self, items: list[Item]) -> None:
         if not self.needs_embeddings:
             for it in items:
-                chosen = select_faces(it.faces, "one" if self.mode == "one" else "many", self.order)
-                it.targets = [Target(f, 0) for f in chosen]
+                it.targets = [Target(f, 0) for f in self._select(it.faces)]
             return
         frames = [it.frame for it in items for _ in it.faces]
         faces = [f for it in items for f in it.faces]
