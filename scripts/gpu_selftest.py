@@ -87,7 +87,7 @@ def ops_checks(bg: np.ndarray, rng) -> dict:
     mask = face_mask(128, pts=insightface_template(128))
     before = fc[1].host.copy()
     cpu.paste([fc[1]] * 6, crops, mats, mask, 255.0, 0.0)
-    gpu.paste([fg[1]] * 6, gpu.array(crops), mats, gpu.array(mask), 255.0, 0.0)
+    gpu.paste([fg[1]] * 6, gpu.to_device(crops), mats, gpu.to_device(mask), 255.0, 0.0)
     gpu.download([fg[1]])
     for name, pa, pb, p0 in zip("YUV", planes(fc[1].host, lay), planes(fg[1].host, lay),
                                 planes(before, lay)):
@@ -103,7 +103,7 @@ def ops_checks(bg: np.ndarray, rng) -> dict:
     cpu.upload([fc2])
     gpu.upload([fg2])
     cpu.paste([fc2] * 6, crops, mats, per, 255.0, 0.0)
-    gpu.paste([fg2] * 6, gpu.array(crops), mats, gpu.array(per), 255.0, 0.0)
+    gpu.paste([fg2] * 6, gpu.to_device(crops), mats, gpu.to_device(per), 255.0, 0.0)
     gpu.download([fg2])
     d = np.abs(fc2.host.astype(int) - fg2.host.astype(int))
     res["paste_per_face_masks"] = {"max": int(d.max()), "mean": float(d.mean())}
@@ -113,7 +113,7 @@ def ops_checks(bg: np.ndarray, rng) -> dict:
         gpu.upload(g)
         gpu.det_blob(g, (640, 640))
         gpu.crops(g * 2, mats[:8] + mats[:2], 128, 0.0, 255.0)
-        gpu.paste(g, gpu.array(crops[:4]), mats[:4], gpu.array(mask), 255.0, 0.0)
+        gpu.paste(g, gpu.to_device(crops[:4]), mats[:4], gpu.to_device(mask), 255.0, 0.0)
         gpu.download(g)
     res["gpu_ops_ms_per_frame"] = (time.perf_counter() - t) / 80 * 1000
     return res

@@ -214,14 +214,19 @@ def test_thread_budget_from_cpus_and_fixed_encoder_threads():
 
 
 def test_chunks_sharing_a_gpu_add_up_to_its_time():
-    clock = ShareClock(gpus=1.0)
+    now = [0.0]
+    clock = ShareClock(gpus=1.0, clock=lambda: now[0])
     a = clock.start()
-    time.sleep(0.2)
+    now[0] = 2.0
     b = clock.start()
-    time.sleep(0.2)
+    now[0] = 4.0
     sa = clock.stop(a)
-    time.sleep(0.1)
+    now[0] = 5.0
     sb = clock.stop(b)
-    assert sa == pytest.approx(0.2 + 0.1, abs=0.03)  # alone, then half the GPU
-    assert sb == pytest.approx(0.1 + 0.1, abs=0.03)
-    assert sa + sb == pytest.approx(0.5, abs=0.04)  # the device's wall time, not 0.7
+    assert sa == pytest.approx(2.0 + 1.0)  # alone, then half the GPU
+    assert sb == pytest.approx(1.0 + 1.0)
+    assert sa + sb == pytest.approx(5.0)  # the device's wall time, not 7
+    half = ShareClock(gpus=0.5, clock=lambda: now[0])
+    c = half.start()
+    now[0] = 9.0
+    assert half.stop(c) == pytest.approx(2.0)  # a worker holding half a GPU is charged half

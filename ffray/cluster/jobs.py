@@ -13,7 +13,7 @@ import ray
 from ffray.cluster.driver import PoolOptions, Progress, run_pool
 from ffray.cluster.jobtelemetry import Telemetry
 from ffray.cluster.ledger import JobLedger
-from ffray.cluster.prepare import check_output, frame_png, prepare_swap, read_sources  # noqa: F401
+from ffray.cluster.prepare import prepare_swap  # noqa: F401 - callers plan and run from one module
 from ffray.cluster.runtime import ClusterInfo, connect, disconnect
 from ffray.cluster.spec import JobResult, JobSpec, SwapRequest  # noqa: F401
 from ffray.cluster.worker import MAX_CONCURRENCY, ChunkWorker, WorkerSpec

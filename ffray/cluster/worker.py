@@ -74,7 +74,7 @@ class ChunkWorker:
                                            slots=spec.options.slots)
         wctx = WorkerContext(gpu_ids=self._gpu_ids, node_id=self._node_id, sources=tuple(spec.sources),
                              named=dict(spec.named), models=dict(spec.models))
-        if spec.encode.codec.endswith("_nvenc"):
+        if spec.encode.nvenc:
             from ffray.video.encode import check_encoder
 
             check_encoder(spec.encode, spec.stream.width, spec.stream.height)
@@ -114,9 +114,6 @@ class ChunkWorker:
                 "rotation": self._spec.stream.rotation,
                 "slots": self._budget.slots, "budget": self._budget.to_json(), "setup_s": self._setup_s,
                 "created": self._created, "notes": self._built.notes}
-
-    def engine_stats(self) -> dict:
-        return self._engine.stats()
 
     def process(self, payload: ChunkPayload, attempt: int) -> dict:
         """Decode, process and encode one chunk. Returns the NUT bytes and the chunk's stats."""

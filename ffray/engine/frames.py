@@ -96,6 +96,11 @@ def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a3 @ b3)[:2]
 
 
+def back_matrix(to_stored: np.ndarray, scale: float) -> np.ndarray:
+    """Detector-view coordinates (an upright view scaled by ``scale``) -> stored frame."""
+    return compose(to_stored, np.array([[1 / scale, 0, 0], [0, 1 / scale, 0]]))
+
+
 def planes(buf, lay: Layout):
     """Y, U, V 2-D views of a packed buffer (NumPy or CuPy)."""
     y = buf[:lay.y_size].reshape(lay.height, lay.width)

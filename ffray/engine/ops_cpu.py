@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ffray.engine.colour import Matrix, bgr_to_yuv, to_u8, yuv_to_bgr
-from ffray.engine.frames import Frame, Layout, compose, planes, rotate_upright, unpack, upright
+from ffray.engine.frames import Frame, Layout, back_matrix, planes, rotate_upright, unpack, upright
 
 
 class CpuOps:
@@ -42,9 +42,6 @@ class CpuOps:
     def download(self, frames: list[Frame]) -> None:
         return None
 
-    def array(self, x) -> np.ndarray:
-        return np.asarray(x)
-
     def host(self, x) -> np.ndarray:
         return np.asarray(x)
 
@@ -65,10 +62,6 @@ class CpuOps:
         sw, sh = (nh, nw) if self.rotation in (90, 270) else (nw, nh)
         return rotate_upright(self._resized_bgr(f, sw, sh, interp), self.rotation)
 
-    def back(self, scale: float) -> np.ndarray:
-        """Detector-view coordinates (the upright view scaled by ``scale``) -> stored frame."""
-        return compose(self.to_stored, np.array([[1 / scale, 0, 0], [0, 1 / scale, 0]]))
-
     def det_blob(self, frames: list[Frame], size: tuple[int, int], mean: float = 127.5,
                  std: float = 128.0) -> tuple[np.ndarray, list[np.ndarray]]:
         """Detector input of the upright view, and per frame the 2x3 matrix from detector pixels
@@ -80,14 +73,15 @@ class CpuOps:
             canvas = np.zeros((ih, iw, 3), np.uint8)
             canvas[:nh, :nw] = self._upright_small(f, nw, nh, cv2.INTER_LINEAR)
             blob[i] = ((canvas[:, :, ::-1].astype(np.float32) - mean) / std).transpose(2, 0, 1)
-        return blob, [self.back(s)] * len(frames)
+        return blob, [back_matrix(self.to_stored, s)] * len(frames)
 
     def small_bgr(self, frames: list[Frame], max_side: int) -> tuple[list[np.ndarray], np.ndarray]:
         """The upright view shrunk to a longest side (BGR), and the matrix back to stored pixels."""
         w, h = self.up_w, self.up_h
         s = min(1.0, max_side / max(w, h))
         nw, nh = max(1, round(w * s)), max(1, round(h * s))
-        return [self._upright_small(f, nw, nh, cv2.INTER_AREA) for f in frames], self.back(nw / w)
+        return ([self._upright_small(f, nw, nh, cv2.INTER_AREA) for f in frames],
+                back_matrix(self.to_stored, nw / w))
 
     # --- faces
     def roi_bgr(self, f: Frame, roi: tuple[int, int, int, int]) -> np.ndarray:

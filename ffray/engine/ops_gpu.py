@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from ffray.engine.colour import Matrix
-from ffray.engine.frames import Frame, Layout, compose, unpack, upright
+from ffray.engine.frames import Frame, Layout, back_matrix, compose, unpack, upright
 from ffray.engine.kernels import SOURCE
 from ffray.engine.ops_cpu import fit, roi
 from ffray.models.streams import thread_stream
@@ -100,15 +100,12 @@ class GpuOps:
         for f in frames:
             f.device = None  # back to the pool
 
-    def array(self, x):
+    def to_device(self, x):
         s = self._stream()
         with self.device, s:
             out = self.cp.asarray(x)
             s.synchronize()
         return out
-
-    def to_device(self, x):
-        return self.array(x)
 
     def host(self, x) -> np.ndarray:
         if isinstance(x, np.ndarray):
@@ -176,10 +173,6 @@ class GpuOps:
         # synchronises it before ONNX Runtime reads it (models.device.DeviceRunner.run)
         return out
 
-    def back(self, scale: float) -> np.ndarray:
-        """Detector-view coordinates (the upright view scaled by ``scale``) -> stored frame."""
-        return compose(self.to_stored, np.array([[1 / scale, 0, 0], [0, 1 / scale, 0]]))
-
     def _view(self, nw: int, nh: int) -> np.ndarray:
         """Output pixel of an nw x nh upright view -> stored pixel (cv2.resize's mapping)."""
         fx, fy = self.up_w / nw, self.up_h / nh
@@ -192,7 +185,7 @@ class GpuOps:
         mats = np.tile(self._view(nw, nh).astype(np.float32).ravel(), (len(frames), 1))
         valid = np.tile(np.array([nw, nh], np.int32), (len(frames), 1))
         blob = self._launch_warp(frames, mats, iw, ih, mean, std, True, valid, (0.0 - mean) / std)
-        return blob, [self.back(scale)] * len(frames)
+        return blob, [back_matrix(self.to_stored, scale)] * len(frames)
 
     def _warp_bgr(self, frames: list[Frame], mats: np.ndarray, ow: int, oh: int) -> list[np.ndarray]:
         cp, n = self.cp, len(frames)
@@ -215,7 +208,7 @@ class GpuOps:
         sc = min(1.0, max_side / max(w, h))
         nw, nh = max(1, round(w * sc)), max(1, round(h * sc))
         mats = np.tile(self._view(nw, nh).astype(np.float32).ravel(), (len(frames), 1))
-        return self._warp_bgr(frames, mats, nw, nh), self.back(nw / w)
+        return self._warp_bgr(frames, mats, nw, nh), back_matrix(self.to_stored, nw / w)
 
     def crops(self, frames: list[Frame], mats: list[np.ndarray], size: int, mean: float, std: float,
               rgb: bool = True):

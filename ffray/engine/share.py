@@ -13,11 +13,12 @@ import time
 
 
 class ShareClock:
-    def __init__(self, gpus: float):
+    def __init__(self, gpus: float, clock=time.monotonic):
         self.gpus = float(gpus)
+        self._clock = clock
         self._lock = threading.Lock()
         self._active: dict[int, float] = {}  # chunk key -> GPU-seconds so far
-        self._last = time.monotonic()
+        self._last = clock()
         self._key = 0
 
     def _advance(self, now: float) -> None:
@@ -30,7 +31,7 @@ class ShareClock:
 
     def start(self) -> int:
         with self._lock:
-            self._advance(time.monotonic())
+            self._advance(self._clock())
             self._key += 1
             self._active[self._key] = 0.0
             return self._key
@@ -38,5 +39,5 @@ class ShareClock:
     def stop(self, key: int) -> float:
         """The chunk's GPU-seconds."""
         with self._lock:
-            self._advance(time.monotonic())
+            self._advance(self._clock())
             return self._active.pop(key, 0.0)
