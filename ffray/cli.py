@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cpu-per-actor", type=float, default=0.0, help="CPUs reserved per actor")
     s.add_argument("--slots", type=int,
                    help="chunks each worker runs at once (default: from its share of the node's CPUs)")
+    s.add_argument("--in-process-codecs", action="store_true",
+                   help="decode and encode in the worker's own threads instead of one codec "
+                        "process per chunk slot (the default)")
     s.add_argument("--max-attempts", type=int, default=3, help="attempts per chunk (default 3)")
     s.add_argument("--no-telemetry", action="store_true", help="do not record GPU/host telemetry")
     s.add_argument("--telemetry-interval", type=float, default=1.0,
@@ -247,7 +250,7 @@ def _request(args):
                               **({"threads": args.encoder_threads} if args.encoder_threads else {})),
         processor=ProcessorSpec(kind=args.processor, params=params, batch_size=args.batch_size),
         actors=args.actors, gpu_per_actor=args.gpu_per_actor, cpu_per_actor=args.cpu_per_actor,
-        slots=args.slots,
+        slots=args.slots, codec_processes=not args.in_process_codecs,
         max_attempts=args.max_attempts, address=args.address, model_dirs=args.model_dir,
         telemetry=not args.no_telemetry, telemetry_interval=args.telemetry_interval,
         telemetry_target=(args.data_dir.rstrip("/") if args.data_dir and "://" in args.data_dir

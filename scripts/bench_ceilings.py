@@ -73,6 +73,39 @@ def _decode_worker(args) -> tuple[int, float]:
     return n, time.perf_counter() - t
 
 
+def _transcode_worker(args) -> tuple[int, float]:
+    """Decode (1 thread) and encode (libx264 1 thread) the first ``n`` frames in one process:
+    the CPU work of one chunk slot, with nothing else in between."""
+    path, n = args
+    buf = io.BytesIO()
+    t = time.perf_counter()
+    k = 0
+    with av.open(path) as c, av.open(buf, "w", format="nut") as out:
+        st = c.streams.video[0]
+        st.thread_type, st.thread_count = "FRAME", 1
+        s = out.add_stream("libx264", rate=30, options={"crf": "18", "preset": "veryfast"})
+        s.width, s.height, s.pix_fmt = st.width, st.height, "yuv420p"
+        s.codec_context.thread_count, s.codec_context.thread_type = 1, "FRAME"
+        for f in c.decode(st):
+            f.pts, f.pict_type = k, av.video.frame.PictureType.NONE
+            out.mux(s.encode(f))
+            k += 1
+            if k >= n:
+                break
+        out.mux(s.encode(None))
+    return k, time.perf_counter() - t
+
+
+def transcode_ceiling(path: str, procs: int, frames: int) -> dict:
+    """The CPU ceiling of a node whose cores both decode and encode: ``procs`` processes each
+    transcoding ``frames`` frames (aggregate frames / slowest process)."""
+    with mp.get_context("spawn").Pool(procs) as pool:
+        res = pool.map(_transcode_worker, [(path, frames)] * procs)
+    total = sum(n for n, _ in res)
+    return {"processes": procs, "frames": total,
+            "fps_aggregate": round(total / max(s for _, s in res), 1)}
+
+
 def encode_ceiling(path: str, streams: int, threads: int, frames: int) -> dict:
     with mp.get_context("spawn").Pool(streams) as pool:
         t = time.perf_counter()
@@ -137,6 +170,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--frames", type=int, default=240)
     ap.add_argument("--models")
+    ap.add_argument("--transcode", default="16", help="process counts for the transcode ceiling")
     ap.add_argument("--out")
     a = ap.parse_args()
     res = {"decode": [decode_ceiling(a.input, 1, 0), decode_ceiling(a.input, 8, 1)], "encode": []}
@@ -145,6 +179,11 @@ def main() -> None:
             r = encode_ceiling(a.input, n, t, a.frames)
             res["encode"].append(r)
             print(json.dumps(r), flush=True)
+    res["transcode"] = []
+    for n in [int(x) for x in a.transcode.split(",") if x]:
+        r = transcode_ceiling(a.input, n, a.frames)
+        res["transcode"].append(r)
+        print(json.dumps({"transcode": r}), flush=True)
     if a.models:
         res["models"] = model_ceilings(Path(a.models))
     text = json.dumps(res, indent=2)

@@ -36,7 +36,7 @@ class Sampler(threading.Thread):
 
     def __init__(self, period: float = 0.2):
         super().__init__(daemon=True)
-        self.period, self.rows, self.pids = period, [], set()
+        self.period, self.rows, self.pids, self.codec_pids = period, [], set(), set()
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -49,14 +49,21 @@ class Sampler(threading.Thread):
             handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
         except Exception:  # noqa: BLE001 - no GPU
             pynvml, handles = None, []
+        psutil.cpu_percent()
         while not self._halt.wait(self.period):
-            row = {"t": time.time(), "util": [], "mem": [], "rss": {}}
+            row = {"t": time.time(), "util": [], "mem": [], "rss": {}, "crss": 0,
+                   "cpu": psutil.cpu_percent()}
             for h in handles:
                 row["util"].append(pynvml.nvmlDeviceGetUtilizationRates(h).gpu)
                 row["mem"].append(pynvml.nvmlDeviceGetMemoryInfo(h).used)
             for pid in list(self.pids):
                 try:
                     row["rss"][pid] = psutil.Process(pid).memory_info().rss
+                except psutil.Error:
+                    pass
+            for pid in list(self.codec_pids):
+                try:
+                    row["crss"] += psutil.Process(pid).memory_info().rss
                 except psutil.Error:
                     pass
             self.rows.append(row)
@@ -71,6 +78,11 @@ def window(rows, t0, t1, key):
     if key == "util":
         vals = [sum(r["util"]) / max(1, len(r["util"])) for r in sel if r["util"]]
         return round(sum(vals) / len(vals), 1) if vals else None
+    if key in ("cpu", "crss"):
+        vals = [r[key] for r in sel]
+        if not vals:
+            return None
+        return round(sum(vals) / len(vals), 1) if key == "cpu" else round(max(vals) / 2**30, 2)
     if key == "mem":
         vals = [max(r["mem"]) for r in sel if r["mem"]]
         return round(max(vals) / 2**30, 2) if vals else None
@@ -98,6 +110,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--slots", type=int, help="chunks in flight per worker (default: from its CPUs)")
     ap.add_argument("--no-telemetry", action="store_true")
+    ap.add_argument("--in-process-codecs", action="store_true")
     a = ap.parse_args()
     work = Path(a.workdir or tempfile.mkdtemp(prefix="ffray-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -124,7 +137,8 @@ def main() -> None:
     req = SwapRequest(input=str(src), output=str(out), overwrite=True, chunk_seconds=a.chunk_seconds,
                       processor=ProcessorSpec(kind=a.processor, params=params, batch_size=a.batch_size),
                       sources=[source] if source else [], actors=a.actors, gpu_per_actor=a.gpu_per_actor,
-                      model_dirs=a.model_dir, telemetry=not a.no_telemetry, encode=EncodeSettings())
+                      model_dirs=a.model_dir, telemetry=not a.no_telemetry, encode=EncodeSettings(),
+                      codec_processes=not a.in_process_codecs)
     ledger = prepare_swap(req, work / "data")
     if a.slots:
         ledger.update(slots=a.slots)
@@ -132,6 +146,7 @@ def main() -> None:
     def on_progress(p):
         for i in p.worker_info:
             sampler.pids.add(i["pid"])
+            sampler.codec_pids.update(i.get("codec_pids") or [])
     res = run_job(ledger, on_progress=on_progress, on_note=lambda s: print(s, file=sys.stderr))
     wall = time.perf_counter() - t0
     sampler.stop()
@@ -160,6 +175,10 @@ def main() -> None:
         "gpu_mem_gib_last_min": window(rows, last - 60, last, "mem"),
         "worker_rss_gib_first_min": window(rows, first, first + 60, "rss"),
         "worker_rss_gib_last_min": window(rows, last - 60, last, "rss"),
+        "host_cpu_percent_processing": window(rows, first, last, "cpu"),
+        "codec_rss_gib_first_min": window(rows, first, first + 60, "crss"),
+        "codec_rss_gib_last_min": window(rows, last - 60, last, "crss"),
+        "codec_processes": spec.get("codec_processes"),
         "stage_busy_share": busy, "engine_wall_s": engine.get("wall_s"),
         "faces_swapped": int(sum(s["stages"].get("faces_swapped", 0) for s in stats)),
         "chunk_encode_s_mean": round(sum(s["encode_s"] for s in stats) / len(stats), 2),

@@ -33,12 +33,12 @@ for phase in "$@"; do
       name=$2 faces=$3; shift 3
       timeout 540 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${faces}_1080p.mp4" \
         --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
-      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d[k] for k in ('fps_whole_job','fps_processing','start_to_first_chunk_s','gpu_util_mean_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
+      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
     identity)  # identity NAME FACES [extra]
       name=$2 faces=$3; shift 3
       timeout 540 python3 scripts/bench_swap.py --processor identity --input "/tmp/media/faces${faces}_1080p.mp4" \
         --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
-      echo "== $name rc=$?"; grep -E '"fps_|first_chunk' "$OUT/$name.json" | tr -d '\n' || tail -20 "$OUT/$name.err"; echo ;;
+      echo "== $name rc=$?"; grep -E '"fps_|first_chunk|host_cpu' "$OUT/$name.json" | tr -d '\n' || tail -20 "$OUT/$name.err"; echo ;;
     determinism)  # the same job at two slot counts: identity and faceswap outputs byte-identical
       for proc in identity faceswap; do
         for slots in 16 3; do
@@ -48,7 +48,22 @@ for phase in "$@"; do
         done
         md5sum /tmp/det-$proc-*/out.mp4 | tee -a "$OUT/determinism.txt"
       done ;;
-    ceilings)
-      timeout 560 python3 scripts/bench_ceilings.py --input /tmp/media/faces6_1080p.mp4 --models /tmp/cm --out "$OUT/ceilings.json" 2>&1 | tail -60 ;;
+    ceilings)  # ceilings [extra bench_ceilings args, e.g. --streams 16 --threads 1 --no-models]
+      shift; models="--models /tmp/cm"
+      [ "${1:-}" = "--no-models" ] && { models=""; shift; }
+      timeout 560 python3 scripts/bench_ceilings.py --input /tmp/media/faces6_1080p.mp4 $models --out "$OUT/ceilings.json" "$@" 2>&1 | tail -60 ;;
+    profile)  # profile NAME FACES [extra]: py-spy (wheel carried in .devdata) on the worker mid-job
+      name=$2 faces=$3; shift 3
+      [ -x /tmp/pyspy/bin/py-spy ] || python3 -m pip install -q --no-deps --no-index --target /tmp/pyspy .devdata/py_spy-*.whl
+      timeout 540 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${faces}_1080p.mp4" \
+        --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err" &
+      bpid=$!
+      for _ in $(seq 120); do pid=$(pgrep -f "ray::ChunkWorker" | head -1); [ -n "$pid" ] && break; sleep 0.5; done
+      sleep 14
+      /tmp/pyspy/bin/py-spy record -d 12 -r 97 -p "$pid" --format raw -o "$OUT/$name.raw" > "$OUT/$name.spy.log" 2>&1
+      /tmp/pyspy/bin/py-spy record -d 8 -r 97 -p "$pid" --gil --format raw -o "$OUT/$name.gil.raw" >> "$OUT/$name.spy.log" 2>&1
+      ps -L -o tid,pcpu,comm -p "$pid" | sort -k2 -rn | head -30 > "$OUT/$name.threads.txt"
+      wait $bpid; echo "== $name"; tail -3 "$OUT/$name.spy.log"
+      python3 -c "import json; d=json.load(open('$OUT/$name.json')); print({k: d[k] for k in ('fps_whole_job','fps_processing','host_cpu_percent_processing','stage_busy_share')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
   esac
 done

@@ -114,7 +114,8 @@ def _worker_spec(ledger: JobLedger, job: JobSpec, info, worker_cpus: float | Non
                       rate=v.avg_rate,
                       sources=ledger.load_sources(), named=ledger.load_named(), models=models,
                       options=WorkerOptions(encoder_threads=job.encode.threads, slots=job.slots,
-                                            cpus=worker_cpus))
+                                            cpus=worker_cpus,
+                                            codec_processes=job.codec_processes))
 
 
 def _run_chunks(ledger: JobLedger, job: JobSpec, info, index, todo: list, total_chunks: int,

@@ -110,6 +110,7 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
         pipeline=pipeline, overwrite=req.overwrite, trim=(req.trim_start, req.trim_end),
         trimmed=frames != (0, info.video.frame_count), actors=req.actors,
         gpu_per_actor=req.gpu_per_actor, cpu_per_actor=req.cpu_per_actor, slots=req.slots,
+        codec_processes=req.codec_processes,
         max_attempts=req.max_attempts, address=req.address, telemetry=req.telemetry,
         telemetry_interval=req.telemetry_interval, telemetry_local_dir=req.telemetry_local_dir,
         prometheus_port=req.prometheus_port, telemetry_target=req.telemetry_target,

@@ -29,6 +29,7 @@ class SwapRequest:
     gpu_per_actor: float | None = None
     cpu_per_actor: float = 0.0
     slots: int | None = None  # chunks in flight per worker (default: from its CPUs)
+    codec_processes: bool = True  # decode/encode each chunk in a codec process (else in threads)
     max_attempts: int = 3
     address: str | None = None
     telemetry: bool = True
@@ -61,6 +62,7 @@ class JobSpec:
     gpu_per_actor: float | None = None
     cpu_per_actor: float = 0.0
     slots: int | None = None
+    codec_processes: bool = True
     max_attempts: int = 3
     address: str | None = None
     telemetry: bool = True

@@ -22,11 +22,14 @@ from ffray.engine.api import WorkerContext
 from ffray.engine.budget import Budget, node_cpus, plan_budget
 from ffray.engine.build import StreamFormat, WorkerOptions, build_engine
 from ffray.engine.chunk import ChunkTimes, run_chunk
+from ffray.engine.codec_child import ChunkJob
+from ffray.engine.codec_pool import CodecPool, ring_slots
 from ffray.engine.frames import Frame
+from ffray.engine.pipeline import ChunkRun
 from ffray.engine.share import ShareClock
 from ffray.models.devices import cuda_ordinal
 from ffray.processors import ProcessorSpec
-from ffray.video.decode import ChunkPayload, decode_payload
+from ffray.video.decode import ChunkPayload, decode_payload, sws_range, sws_space
 from ffray.video.encode import ChunkEncoder, EncodeSettings
 
 MAX_CONCURRENCY = 64  # Ray threads per actor; ``slots`` of them process, the rest wait or answer info()
@@ -70,8 +73,17 @@ class ChunkWorker:
         self._ordinal = cuda_ordinal(self._gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES")) \
             if real_gpu else None
         cpus = spec.options.cpus or self._cpu_share()
-        self._budget: Budget = plan_budget(cpus, gpu=False, encoder_threads=spec.options.encoder_threads,
+        kind = spec.processor.kind
+        light = kind == "identity"  # no frame work at all: every CPU can encode
+        self._budget: Budget = plan_budget(cpus, gpu=light or self._ordinal is not None,
+                                           encoder_threads=spec.options.encoder_threads,
                                            slots=spec.options.slots)
+        self._codecs: CodecPool | None = None
+        if spec.options.codec_processes and kind in ("identity", "faceswap"):
+            # started first: the codec processes come up while the models load
+            lay = spec.stream.layout()
+            self._codecs = CodecPool(lay, self._budget.slots,
+                                     0 if light else ring_slots(lay, self._budget.window))
         wctx = WorkerContext(gpu_ids=self._gpu_ids, node_id=self._node_id, sources=tuple(spec.sources),
                              named=dict(spec.named), models=dict(spec.models))
         if spec.encode.nvenc:
@@ -80,9 +92,12 @@ class ChunkWorker:
             check_encoder(spec.encode, spec.stream.width, spec.stream.height)
         built = build_engine(spec.processor, wctx, spec.stream, self._budget, self._ordinal,
                              spec.options, fetch=ray.get)
-        if built.backend == "gpu":  # the CPU only decodes and encodes: more encoders fit
-            self._budget = plan_budget(cpus, gpu=True, encoder_threads=spec.options.encoder_threads,
-                                       slots=spec.options.slots)
+        # on the GPU (or with no frame work) the CPU only decodes and encodes: more encoders fit
+        self._budget = plan_budget(cpus, gpu=light or built.backend == "gpu",
+                                   encoder_threads=spec.options.encoder_threads,
+                                   slots=spec.options.slots)
+        if self._codecs is not None:
+            self._codecs.resize(self._budget.slots)
         self._built = built
         self._engine = built.engine
         self._slots = threading.BoundedSemaphore(self._budget.slots)
@@ -112,7 +127,8 @@ class ChunkWorker:
                 "cuda_ordinal": self._ordinal, "processor": self._spec.processor.kind,
                 "backend": self._built.backend, "pipeline": self._built.description,
                 "rotation": self._spec.stream.rotation,
-                "slots": self._budget.slots, "budget": self._budget.to_json(), "setup_s": self._setup_s,
+                "slots": self._budget.slots, "codec_pids": self.codec_pids(),
+                "budget": self._budget.to_json(), "setup_s": self._setup_s,
                 "created": self._created, "notes": self._built.notes}
 
     def process(self, payload: ChunkPayload, attempt: int) -> dict:
@@ -131,14 +147,10 @@ class ChunkWorker:
         start = time.time()
         t0 = time.perf_counter()
         key = self._share.start()
-        spec, fmt = payload.spec, self._spec.stream
-        enc = ChunkEncoder(self._spec.encode, payload.width, payload.height, payload.time_base,
-                           self._spec.rate, payload.color, fmt.pix_fmt, layout=fmt.layout(),
-                           threads=self._budget.encoder_threads)
+        spec = payload.spec
         per_frame = {"faces_detected": [], "faces_swapped": [], "faces_by_identity": []}
 
-        def sink(item) -> None:
-            enc.write_frame(item.frame, item.pts)
+        def note(item) -> None:
             per_frame["faces_detected"].append(len(item.faces))
             per_frame["faces_swapped"].append(len(item.targets))
             ids = [0] * (1 + max((t.identity for t in item.targets), default=0))
@@ -147,27 +159,27 @@ class ChunkWorker:
             per_frame["faces_by_identity"].append(ids)
             item.frame = None  # the frame's memory goes back as soon as it is encoded
 
-        frames = ((spec.first_frame + i, f.pts, Frame(decoded=f)) for i, f in
-                  enumerate(decode_payload(payload, threads=self._budget.decoder_threads)))
         times = ChunkTimes()
         try:
-            run = run_chunk(self._engine, spec.index, spec.frames, self._budget.window, frames, sink,
-                            times)
-            t = time.perf_counter()
-            data = enc.finish()
-            times.sink_s += time.perf_counter() - t
+            if self._codecs is not None:
+                data, run, frames = self._run_codecs(payload, slot, note, times)
+            else:
+                data, run, frames = self._run_threads(payload, note, times)
         finally:
             gpu_s = self._share.stop(key)
+        if frames and not per_frame["faces_detected"]:  # passthrough: no frame came by
+            per_frame = {"faces_detected": [0] * frames, "faces_swapped": [0] * frames,
+                         "faces_by_identity": [[0]] * frames}
         wall = time.perf_counter() - t0
         stages = {f"{k}_s": v for k, v in run.stage_s.items()}
         stages.update({k: v for k, v in run.counters.items() if k != "per_frame"})
         stages["per_frame"] = per_frame if self._spec.processor.kind in ("faceswap", "identity") \
             else run.counters.get("per_frame", {})
-        stages["frames"] = enc.frames
+        stages["frames"] = frames
         if self._spec.processor.kind == "faceswap":
             stages["faces_detected"] = sum(per_frame["faces_detected"])
             stages["faces_swapped"] = sum(per_frame["faces_swapped"])
-        stats = {"chunk": spec.index, "attempt": attempt, "frames": enc.frames, "slot": slot,
+        stats = {"chunk": spec.index, "attempt": attempt, "frames": frames, "slot": slot,
                  "start": start, "end": time.time(), "wall_s": wall, "decode_s": times.source_s,
                  "convert_s": run.stage_s.get("upload", 0.0) + run.stage_s.get("download", 0.0),
                  "process_s": sum(run.stage_s.values()), "encode_s": times.sink_s,
@@ -175,6 +187,55 @@ class ChunkWorker:
                  "gpu_seconds": gpu_s, "engine": self._engine.stats(), **self.info()}
         stats["gpus"] = gpu_s / wall if wall > 0 and self._gpus else self._gpus
         return {"data": data, "stats": stats}
+
+    def _run_threads(self, payload: ChunkPayload, note, times: ChunkTimes):
+        """Decode and encode in this process: the Ray call's thread decodes, a sink thread encodes."""
+        spec, fmt = payload.spec, self._spec.stream
+        enc = ChunkEncoder(self._spec.encode, payload.width, payload.height, payload.time_base,
+                           self._spec.rate, payload.color, fmt.pix_fmt, layout=fmt.layout(),
+                           threads=self._budget.encoder_threads)
+
+        def sink(item) -> None:
+            enc.write_frame(item.frame, item.pts)
+            note(item)
+
+        frames = ((spec.first_frame + i, f.pts, Frame(decoded=f)) for i, f in
+                  enumerate(decode_payload(payload, threads=self._budget.decoder_threads)))
+        run = run_chunk(self._engine, spec.index, spec.frames, self._budget.window, frames, sink, times)
+        t = time.perf_counter()
+        data = enc.finish()
+        times.sink_s += time.perf_counter() - t
+        return data, run, enc.frames
+
+    def _run_codecs(self, payload: ChunkPayload, slot: int, note, times: ChunkTimes):
+        """Decode and encode in the slot's codec process; frames come and go through its ring."""
+        spec, fmt, b = payload.spec, self._spec.stream, self._budget
+        passthrough = not self._engine.stages
+        job = ChunkJob(payload=payload, encode=self._spec.encode, rate=self._spec.rate,
+                       pix_fmt=fmt.pix_fmt, encoder_threads=b.encoder_threads,
+                       decoder_threads=b.decoder_threads, space=sws_space(fmt.color, fmt.height),
+                       rng=sws_range(fmt.color), passthrough=passthrough)
+        runs: list[ChunkRun] = []
+
+        def body(proc) -> None:
+            frames = ((spec.first_frame + seq, pts, Frame(host=proc.views[ring], slot=ring))
+                      for seq, ring, pts in proc.frames())
+
+            def sink(item) -> None:
+                proc.encode(item.seq, item.frame.slot, item.frame.dirty)
+                note(item)
+
+            runs.append(run_chunk(self._engine, spec.index, spec.frames, b.window, frames, sink,
+                                  times))
+
+        data, st = self._codecs.run(slot, job, None if passthrough else body)
+        times.source_s += st["decode_s"]
+        times.sink_s += st["encode_s"]
+        return data, (runs[0] if runs else ChunkRun(spec.index, spec.frames, 1)), int(st["frames"])
+
+    def codec_pids(self) -> list[int]:
+        """The worker's codec processes (for tests: none may outlive the worker)."""
+        return self._codecs.pids() if self._codecs is not None else []
 
     def _seen_uuids(self) -> list[str] | None:
         """UUIDs of the GPUs on which NVML lists this process (a CUDA context exists once models

@@ -26,6 +26,7 @@ class WorkerOptions:
     slots: int | None = None  # chunks in flight per worker (default: from its CPUs)
     cpus: float | None = None  # CPUs this worker may use (default: its share of its node's)
     gpu_batches: dict = field(default_factory=dict)
+    codec_processes: bool = True  # identity and faceswap chunks decode/encode in codec processes
 
 
 @dataclass(frozen=True)

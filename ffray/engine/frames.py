@@ -142,9 +142,10 @@ class Frame:
     ``dirty`` says the packed copy differs from ``decoded``; ``host_current`` that ``host`` holds
     the latest pixels (the GPU path clears it until download)."""
 
-    decoded: av.VideoFrame
+    decoded: av.VideoFrame | None = None  # None when a codec process holds it (``slot``)
     host: np.ndarray | None = None
     device: object = None
     dirty: bool = False
     host_current: bool = True
     bgr: np.ndarray | None = None  # full-frame BGR for BGR processors (adapter stage)
+    slot: int | None = None  # the codec process's ring slot ``host`` views (codec processes)

@@ -94,7 +94,10 @@ class GpuOps:
         with self.device, s:
             for f in frames:
                 if f.dirty and f.device is not None:
-                    f.host = self.cp.asnumpy(f.device, stream=s)
+                    if f.host is not None and f.host.size == f.device.size:
+                        f.device.get(stream=s, out=f.host)  # e.g. back into a codec ring slot
+                    else:
+                        f.host = self.cp.asnumpy(f.device, stream=s)
                     f.host_current = True
             s.synchronize()
         for f in frames:

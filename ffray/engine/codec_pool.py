@@ -1,0 +1,221 @@
+"""The worker's codec processes: one per chunk slot, each decoding and encoding its chunk in a
+process of its own (``ffray.engine.codec_child``), frames shared through an anonymous mapping.
+
+Why processes: on a 16-core GPU node the worker runs 16 chunks at once; in one process their
+decoders and libx264 encoders (and the Python loops around them) share one GIL with the stage
+threads that feed the GPU. In their own processes they do not, and identity chunks never enter
+the worker at all. The frame ring is an anonymous memory file (``memfd``) passed to the child by
+descriptor: nothing is named, nothing is left on disk, and it is freed when both processes are gone.
+
+``CodecProcess.run`` returns when a chunk is done or raises its error; after any failure the
+process is killed and a fresh one replaces it on the next chunk (its state is unknown), so a
+failing chunk never leaves a codec process behind or half-used.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+
+from ffray.engine.codec_child import ChunkJob, slot_views
+from ffray.engine.frames import Layout
+from ffray.errors import MediaError
+
+READY_TIMEOUT_S = 60.0
+RING_BYTES = 96 << 20  # shared frame memory per codec process (frames between decoder and encoder)
+
+
+def ring_slots(lay: Layout, window: int) -> int:
+    """Frames in a codec process's ring: the chunk window, fewer for large frames (at least 4)."""
+    return max(4, min(int(window), RING_BYTES // max(1, lay.nbytes)))
+
+
+class CodecDied(RuntimeError):
+    pass
+
+
+def _anon_file(size: int):
+    """A file descriptor of ``size`` bytes with no name (memfd), else an unlinked temp file."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("ffray-frames")
+        os.ftruncate(fd, size)
+        return fd, None
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    f = tempfile.TemporaryFile(dir=shm)
+    f.truncate(size)
+    return f.fileno(), f
+
+
+class CodecProcess:
+    """One codec process and its frame ring (``views``: packed frame buffers, one per slot)."""
+
+    def __init__(self, lay: Layout, slots: int):
+        self.lay, self.slots = lay, slots
+        size = lay.nbytes * slots if slots else 0
+        self._fd, self._file = _anon_file(size) if size else (-1, None)
+        self._mem = mmap.mmap(self._fd, size) if size else None
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # e.g. Ray's working_dir
+        fds = (theirs.fileno(),) + ((self._fd,) if size else ())
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "ffray.engine.codec_child", str(theirs.fileno()), str(self._fd),
+             str(size), str(os.getpid())], pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._conn.send((lay, slots))
+        self.views = slot_views(self._mem, lay, slots) if size else []
+        self._ready = False
+        self.pid = self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def _recv(self):
+        try:
+            msg = self._conn.recv()
+        except (EOFError, OSError):
+            code = self._proc.wait(timeout=5) if self._proc.poll() is None else self._proc.returncode
+            raise CodecDied(f"codec process {self.pid} died (exit code {code})") from None
+        if msg[0] == "error":
+            raise (MediaError if msg[1] == "media" else RuntimeError)(
+                msg[2] if msg[1] == "media" else f"{msg[1]}: {msg[2]}")
+        return msg
+
+    def wait_ready(self) -> None:
+        if self._ready:
+            return
+        if not self._conn.poll(READY_TIMEOUT_S):
+            self.kill()
+            raise CodecDied(f"codec process {self.pid} did not start in {READY_TIMEOUT_S:.0f} s")
+        msg = self._recv()
+        if msg[0] != "ready":
+            raise CodecDied(f"codec process {self.pid}: unexpected {msg[0]!r}")
+        self._ready = True
+
+    def start(self, job: ChunkJob) -> None:
+        self.wait_ready()
+        self._conn.send(("chunk", job))
+
+    def frames(self) -> Iterator[tuple[int, int, int]]:
+        """(seq, slot, pts) of each decoded frame, in presentation order, until the chunk is
+        decoded; raises the codec process's error."""
+        while True:
+            msg = self._recv()
+            if msg[0] == "frame":
+                yield msg[1], msg[2], msg[3]
+            elif msg[0] == "decoded":
+                return
+            else:
+                raise CodecDied(f"codec process {self.pid}: unexpected {msg[0]!r} while decoding")
+
+    def encode(self, seq: int, slot: int, dirty: bool) -> None:
+        """Encode frame ``seq`` (frames must come in order): from its slot if a stage changed it,
+        else as decoded. The slot is free again once the encoder has it."""
+        self._conn.send(("enc", seq, slot, bool(dirty)))
+
+    def finish(self) -> tuple[bytes, dict]:
+        """Flush the encoder: the chunk's NUT bytes and the process's decode/encode seconds."""
+        self._conn.send(("finish",))
+        while True:
+            msg = self._recv()
+            if msg[0] == "done":
+                return msg[1], msg[2]
+            if msg[0] not in ("frame", "decoded"):
+                raise CodecDied(f"codec process {self.pid}: unexpected {msg[0]!r} while finishing")
+
+    def kill(self) -> None:
+        try:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.close()
+
+    def close(self) -> None:
+        try:
+            if self.alive:
+                self._conn.send(("exit",))
+                self._proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+        self._conn.close()
+        self.views = []
+        if self._mem is not None:
+            try:
+                self._mem.close()
+            except BufferError:  # a frame view still exists: the mapping goes with it
+                pass
+            self._mem = None
+        if self._file is not None:
+            self._file.close()
+        elif self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+
+
+class CodecPool:
+    """``slots`` codec processes, started together (they start while the engine is built); a slot's
+    process is replaced after a failure."""
+
+    def __init__(self, lay: Layout, slots: int, ring: int):
+        self.lay, self.ring = lay, ring
+        self._procs: list[CodecProcess | None] = [CodecProcess(lay, ring) for _ in range(slots)]
+        self._lock = threading.Lock()
+
+    def get(self, slot: int) -> CodecProcess:
+        with self._lock:
+            p = self._procs[slot]
+            if p is None or not p.alive:
+                if p is not None:
+                    p.close()
+                p = self._procs[slot] = CodecProcess(self.lay, self.ring)
+            return p
+
+    def discard(self, slot: int) -> None:
+        with self._lock:
+            p, self._procs[slot] = self._procs[slot], None
+        if p is not None:
+            p.kill()
+
+    def run(self, slot: int, job: ChunkJob, body: Callable[[CodecProcess], None] | None = None
+            ) -> tuple[bytes, dict]:
+        """Run ``job`` on the slot's process: ``body(process)`` feeds the frames through the
+        stages (None for passthrough); then the encoder is flushed. Any error kills the process."""
+        proc = self.get(slot)
+        try:
+            proc.start(job)
+            if body is not None:
+                body(proc)
+            return proc.finish()
+        except BaseException:
+            self.discard(slot)
+            raise
+
+    def resize(self, slots: int) -> None:
+        """Keep ``slots`` processes (the slot count is final once the engine is built)."""
+        with self._lock:
+            extra = self._procs[slots:]
+            self._procs = self._procs[:slots] + [None] * max(0, slots - len(self._procs))
+        for p in extra:
+            if p is not None:
+                p.close()
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [p.pid for p in self._procs if p is not None]
+
+    def close(self) -> None:
+        with self._lock:
+            procs, self._procs = self._procs, [None] * len(self._procs)
+        for p in procs:
+            if p is not None:
+                p.close()

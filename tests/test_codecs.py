@@ -1,0 +1,144 @@
+"""Codec processes: a chunk decoded and encoded in a process of its own gives the bytes the
+in-process encoder gives; frames changed in the shared ring are the ones encoded; a bad chunk
+fails with one line and its process is replaced; no codec process outlives its worker."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+
+from ffray.engine.codec_child import ChunkJob
+from ffray.engine.codec_pool import CodecPool, ring_slots
+from ffray.engine.frames import Frame, layout_for, planes
+from ffray.errors import MediaError
+from ffray.video.decode import decode_payload, iter_payloads, sws_range, sws_space
+from ffray.video.encode import ChunkEncoder, EncodeSettings
+from ffray.video.plan import plan_chunks
+from ffray.video.probe import probe
+
+
+@pytest.fixture(scope="module")
+def chunk(media):
+    info, index = probe(media.cfr_silent)
+    chunks = plan_chunks(index, info.video.time_base, 1.0)
+    payload = next(iter_payloads(str(media.cfr_silent), index, chunks[1:2]))
+    return info.video, payload
+
+
+def _job(video, payload, passthrough: bool) -> ChunkJob:
+    return ChunkJob(payload=payload, encode=EncodeSettings(), rate=video.avg_rate,
+                    pix_fmt=video.pix_fmt, encoder_threads=1, decoder_threads=1,
+                    space=sws_space(video.color, video.height), rng=sws_range(video.color),
+                    passthrough=passthrough)
+
+
+def _in_process(video, payload) -> bytes:
+    enc = ChunkEncoder(EncodeSettings(), payload.width, payload.height, payload.time_base,
+                       video.avg_rate, payload.color, video.pix_fmt,
+                       layout=layout_for(video.pix_fmt, video.width, video.height), threads=1)
+    for f in decode_payload(payload, threads=1):
+        enc.write_frame(Frame(decoded=f), f.pts)
+    return enc.finish()
+
+
+def _luma(data: bytes) -> list[np.ndarray]:
+    with av.open(io.BytesIO(data), format="nut") as c:
+        return [f.to_ndarray(format="gray") for f in c.decode(video=0)]
+
+
+def test_codec_process_gives_the_in_process_bytes(chunk):
+    video, payload = chunk
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    pool = CodecPool(lay, slots=1, ring=ring_slots(lay, 6))
+    try:
+        passthrough, st = pool.run(0, _job(video, payload, True))
+        assert st["frames"] == payload.spec.frames and st["pid"] != os.getpid()
+
+        def untouched(proc):  # every frame through the ring, none changed
+            for seq, slot, _pts in proc.frames():
+                proc.encode(seq, slot, False)
+
+        ring, _ = pool.run(0, _job(video, payload, False), untouched)
+    finally:
+        pool.close()
+    assert passthrough == ring == _in_process(video, payload)
+
+
+def test_frames_changed_in_the_ring_are_encoded(chunk):
+    video, payload = chunk
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    pool = CodecPool(lay, slots=1, ring=3)  # fewer slots than frames: slots are reused
+    changed = []
+    try:
+        def paint_even(proc):
+            for seq, slot, _pts in proc.frames():
+                if seq % 2 == 0:
+                    y, _, _ = planes(proc.views[slot], lay)
+                    y[:16, :16] = 250
+                    changed.append(seq)
+                proc.encode(seq, slot, seq % 2 == 0)
+
+        data, st = pool.run(0, _job(video, payload, False), paint_even)
+    finally:
+        pool.close()
+    lumas = _luma(data)
+    ref = [f.to_ndarray(format="gray") for f in decode_payload(payload)]
+    assert len(lumas) == st["frames"] == payload.spec.frames > 3
+    for i, (got, orig) in enumerate(zip(lumas, ref)):
+        corner = float(got[2:14, 2:14].mean())
+        if i in changed:
+            assert corner > 235, (i, corner)
+        else:
+            assert abs(corner - float(orig[2:14, 2:14].mean())) < 12, (i, corner)
+
+
+def test_a_bad_chunk_fails_in_one_line_and_its_process_is_replaced(chunk):
+    video, payload = chunk
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    pool = CodecPool(lay, slots=1, ring=4)
+    try:
+        first = pool.get(0).pid
+        bad = type(payload)(**{**payload.__dict__, "packets": payload.packets[:-3],
+                               "pts": payload.pts[:-3], "dts": payload.dts[:-3]})
+        with pytest.raises(MediaError, match="chunk 1: decoded") as e:
+            pool.run(0, _job(video, bad, True))
+        assert "\n" not in str(e.value)
+        assert pool.get(0).pid != first
+        data, st = pool.run(0, _job(video, payload, True))  # the new process works
+        assert st["frames"] == payload.spec.frames
+    finally:
+        pool.close()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie is gone too
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_no_codec_process_outlives_a_killed_worker(tmp_path):
+    code = ("import sys; from ffray.engine.codec_pool import CodecPool; "
+            "from ffray.engine.frames import layout_for; "
+            "p = CodecPool(layout_for('yuv420p', 64, 48), 2, 4); "
+            "[p.get(i).wait_ready() for i in range(2)]; "
+            "print(*p.pids(), flush=True); import time; time.sleep(60)")
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pids = [int(x) for x in worker.stdout.readline().split()]
+    assert len(pids) == 2 and all(not _gone(p) for p in pids)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(_gone(p) for p in pids):
+        time.sleep(0.1)
+    assert all(_gone(p) for p in pids), pids
