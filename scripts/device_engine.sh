@@ -59,9 +59,9 @@ for phase in "$@"; do
         --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err" &
       bpid=$!
       for _ in $(seq 120); do pid=$(pgrep -f "ray::ChunkWorker" | head -1); [ -n "$pid" ] && break; sleep 0.5; done
-      sleep 14
-      /tmp/pyspy/bin/py-spy record -d 12 -r 97 -p "$pid" --format raw -o "$OUT/$name.raw" > "$OUT/$name.spy.log" 2>&1
-      /tmp/pyspy/bin/py-spy record -d 8 -r 97 -p "$pid" --gil --format raw -o "$OUT/$name.gil.raw" >> "$OUT/$name.spy.log" 2>&1
+      for _ in $(seq 120); do ls /tmp/b-$name/data/jobs/*/chunks/*.nut > /dev/null 2>&1 && break; sleep 0.25; done
+      /tmp/pyspy/bin/py-spy record -d "${SPY_S:-5}" -r 97 -p "$pid" --format raw -o "$OUT/$name.raw" > "$OUT/$name.spy.log" 2>&1
+      /tmp/pyspy/bin/py-spy record -d "${SPY_S:-5}" -r 97 -p "$pid" --gil --format raw -o "$OUT/$name.gil.raw" >> "$OUT/$name.spy.log" 2>&1
       ps -L -o tid,pcpu,comm -p "$pid" | sort -k2 -rn | head -30 > "$OUT/$name.threads.txt"
       wait $bpid; echo "== $name"; tail -3 "$OUT/$name.spy.log"
       python3 -c "import json; d=json.load(open('$OUT/$name.json')); print({k: d[k] for k in ('fps_whole_job','fps_processing','host_cpu_percent_processing','stage_busy_share')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;

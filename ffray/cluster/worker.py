@@ -13,7 +13,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import ray
@@ -72,6 +72,11 @@ class ChunkWorker:
         real_gpu = bool(self._gpu_ids) and self._gpu_uuids and self._gpu_uuids[0] is not None
         self._ordinal = cuda_ordinal(self._gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES")) \
             if real_gpu else None
+        if os.environ.get("FFRAY_GPU_BATCHES"):  # experiments: e.g. "det=8,swap=16"
+            extra = dict(kv.split("=") for kv in os.environ["FFRAY_GPU_BATCHES"].split(","))
+            spec = replace(spec, options=replace(spec.options, gpu_batches={
+                **spec.options.gpu_batches, **{k: int(v) for k, v in extra.items()}}))
+            self._spec = spec
         cpus = spec.options.cpus or self._cpu_share()
         kind = spec.processor.kind
         light = kind == "identity"  # no frame work at all: every CPU can encode

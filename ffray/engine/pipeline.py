@@ -104,6 +104,7 @@ class Item:
     targets: list = field(default_factory=list)
     crops: Any = None  # swapped (or enhanced) crops of ``targets``, the backend's array type
     masks: Any = None  # per-target masks from an occluder (N, S, S), the backend's array type
+    mats: list | None = None  # per-target frame -> crop matrices of ``crops`` (set by the swapper)
 
 
 class Stage(Protocol):

@@ -25,7 +25,7 @@ class PasteStage:
             if it.crops is None or not it.targets:
                 continue
             frames += [it.frame] * len(it.targets)
-            mats += [self.matrix_of(t.face) for t in it.targets]
+            mats += it.mats if it.mats is not None else [self.matrix_of(t.face) for t in it.targets]
             crops.append(it.crops)
             masks.append(it.masks)
         if frames:
@@ -35,4 +35,4 @@ class PasteStage:
             self.ops.paste(frames, self.ops.concat(crops), mats, mask, self.scale, self.offset,
                            **self.extra)
         for it in items:
-            it.crops = it.masks = None  # pasted: free them now (device memory on the GPU)
+            it.crops = it.masks = it.mats = None  # pasted: free them now (device memory on the GPU)

@@ -31,6 +31,7 @@ class SwapStage:
             n = len(it.targets)
             it.crops = out[k:k + n] if n else None
             it.masks = masks[k:k + n] if n and masks is not None else None
+            it.mats = mats[k:k + n] if n else None  # the paste stage reuses them
             k += n
 
 
