@@ -111,6 +111,52 @@ def make_scrfd(cost: bool) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
 
+_RANDOM_SCORE_LOGIT_98 = {8: 3.0, 16: 1.7, 32: 2.9}  # 98th percentile of the seed-5 score logits
+
+
+def make_scrfd_random(seed: int = 5) -> onnx.ModelProto:
+    """det_10g's exact I/O with fixed random weights: every score, box side and keypoint coordinate
+    its own function of the image (a decoder that mixed up outputs, sides or coordinates would
+    disagree with insightface's ``SCRFD``, the oracle in tests/test_reference.py). About 2 % of
+    the anchors score above 0.5 on a natural photo (a few hundred: below the pre-NMS cap)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, outs = [], [], []
+    x = "input.1"
+    for s, (sc, bb, kp) in SCRFD_OUTPUTS.items():
+        fan = 3 * s * s
+        specs = (("sc", 2, 1), ("bb", 8, 4), ("kp", 20, 10))
+        for kind, ch, k in specs:
+            w = rng.standard_normal((ch, 3, s, s)).astype(np.float32) * (3.0 / np.sqrt(fan))
+            b = np.zeros(ch, np.float32)
+            if kind == "sc":  # ~2 % of anchors above 0.5 on t1.jpg and the astronaut (measured)
+                b[:] = -_RANDOM_SCORE_LOGIT_98[s]
+            inits += [_init(f"w_{kind}{s}", w), _init(f"b_{kind}{s}", b)]
+            nodes.append(helper.make_node("Conv", [x, f"w_{kind}{s}", f"b_{kind}{s}"], [f"{kind}{s}_map"],
+                                          strides=[s, s]))
+            nodes.append(helper.make_node("Transpose", [f"{kind}{s}_map"], [f"{kind}{s}_t"],
+                                          perm=[0, 2, 3, 1]))
+            inits.append(numpy_helper.from_array(np.array([-1, k], np.int64), f"shape_{kind}{s}"))
+            name = {"sc": sc, "bb": bb, "kp": kp}[kind]
+            raw = f"{kind}{s}_flat" if kind != "kp" else name
+            nodes.append(helper.make_node("Reshape", [f"{kind}{s}_t", f"shape_{kind}{s}"], [raw]))
+            if kind == "sc":
+                nodes.append(helper.make_node("Sigmoid", [raw], [name]))
+            elif kind == "bb":  # distances: positive, 0.5 to ~4 strides
+                inits.append(_init(f"half{s}", 0.5))
+                nodes.append(helper.make_node("Softplus", [raw], [f"bb{s}_sp"]))
+                nodes.append(helper.make_node("Add", [f"bb{s}_sp", f"half{s}"], [name]))
+            outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", k]))
+    order = [n for s in (8, 16, 32) for n in SCRFD_OUTPUTS[s][:1]] + \
+            [n for s in (8, 16, 32) for n in SCRFD_OUTPUTS[s][1:2]] + \
+            [n for s in (8, 16, 32) for n in SCRFD_OUTPUTS[s][2:]]
+    outs.sort(key=lambda o: order.index(o.name))
+    graph = helper.make_graph(nodes, "scrfd_random", [helper.make_tensor_value_info(
+        "input.1", TensorProto.FLOAT, [1, 3, "H", "W"])], outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model
+
+
 def make_arcface(cost: bool) -> onnx.ModelProto:
     rng = np.random.default_rng(7)
     nodes = [helper.make_node("AveragePool", ["input.1"], ["pooled"], kernel_shape=[8, 8],

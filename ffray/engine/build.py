@@ -17,7 +17,7 @@ from ffray.processors import ProcessorSpec, build
 from ffray.video.decode import BgrConverter, sws_range, sws_space
 from ffray.video.probe import Color
 
-GPU_BATCHES = {"det": 4, "swap": 8, "embed": 8, "enhance": 4}
+GPU_BATCHES = {"det": 8, "swap": 8, "embed": 8, "enhance": 4}  # det 8: 240 vs 196 frames/s (1 face, H200)
 
 
 @dataclass(frozen=True)

@@ -201,11 +201,12 @@ def _seamless(face: np.ndarray, region: np.ndarray, alpha: np.ndarray) -> np.nda
 def fit(w: int, h: int, iw: int, ih: int) -> tuple[int, int, float]:
     """The size a ``w`` x ``h`` frame is resized to inside an ``iw`` x ``ih`` input (aspect kept), and
     the scale (input pixels per frame pixel), as insightface's SCRFD does it."""
-    if h / w > ih / iw:
-        nh, nw = ih, int(round(ih * w / h))
+    ratio = float(h) / w  # insightface's arithmetic exactly (truncation, same float operations)
+    if ratio > float(ih) / iw:
+        nh, nw = ih, int(ih / ratio)
     else:
-        nw, nh = iw, int(round(iw * h / w))
-    return nw, nh, nh / h
+        nw, nh = iw, int(iw * ratio)
+    return nw, nh, float(nh) / h
 
 
 def _roi(m_inv: np.ndarray, size: int, lay: Layout, pad: int) -> tuple[int, int, int, int]:

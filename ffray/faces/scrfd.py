@@ -14,7 +14,8 @@ import functools
 import cv2
 import numpy as np
 
-from ffray.faces.align import Face, map_face
+from ffray.engine.ops_cpu import fit
+from ffray.faces.align import Face
 from ffray.faces.mtcnn import nms
 from ffray.models.runner import HostRunner
 
@@ -36,11 +37,28 @@ def anchor_centers(h: int, w: int, stride: int) -> np.ndarray:
 PRE_NMS_TOP_K = 1000  # candidates kept (best scores first) before the greedy NMS
 
 
+def to_image(b: np.ndarray, k: np.ndarray, back) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes and keypoints from detector-input pixels to the image: ``back`` is the input's scale
+    (image = input / scale) or a 2x3 matrix (a turned view back to stored coordinates; boxes
+    become the bounding boxes of their mapped corners)."""
+    if np.ndim(back) == 0:
+        return b / back, k / back
+    m = np.asarray(back, np.float64)
+    a, t = m[:, :2].T, m[:, 2]
+    k2 = k.astype(np.float64) @ a + t
+    xs, ys = b[:, [0, 2, 0, 2]], b[:, [1, 1, 3, 3]]
+    corners = np.stack([xs, ys], -1).astype(np.float64) @ a + t  # (N, 4, 2)
+    b2 = np.concatenate([corners.min(1), corners.max(1)], 1)
+    return b2.astype(np.float32), k2.astype(np.float32)
+
+
 def decode(outputs: dict[str, np.ndarray], input_hw: tuple[int, int], threshold: float,
-           nms_thresh: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes (N,4), scores (N,), keypoints (N,5,2) in input-image pixels, after NMS. At most
-    ``PRE_NMS_TOP_K`` candidates enter NMS: a badly calibrated model (or a contract model with
-    random weights) can pass tens of thousands of anchors, and greedy NMS is quadratic."""
+           nms_thresh: float = 0.4, back=1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (N,4), scores (N,), keypoints (N,5,2) in image pixels (``back``: see ``to_image``),
+    after NMS, which runs in image pixels as insightface's does (its box area counts x2 - x1 + 1,
+    so the scale matters). At most ``PRE_NMS_TOP_K`` candidates enter NMS: a badly calibrated
+    model (or a contract model with random weights) can pass tens of thousands of anchors, and
+    greedy NMS is quadratic."""
     boxes, scores, kpss = [], [], []
     ih, iw = input_hw
     for s, (sn, bn, kn) in STRIDES.items():
@@ -59,6 +77,7 @@ def decode(outputs: dict[str, np.ndarray], input_hw: tuple[int, int], threshold:
     if not boxes:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
     b, sc, k = np.concatenate(boxes), np.concatenate(scores), np.concatenate(kpss)
+    b, k = to_image(b, k, back)
     if len(sc) > PRE_NMS_TOP_K:
         top = np.argpartition(-sc, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
         b, sc, k = b[top], sc[top], k[top]
@@ -85,11 +104,7 @@ class SCRFD:
     def _prepare(self, bgr: np.ndarray) -> tuple[np.ndarray, float]:
         iw, ih = self.input_size
         h, w = bgr.shape[:2]
-        if h / w > ih / iw:
-            nh, nw = ih, int(round(ih * w / h))
-        else:
-            nw, nh = iw, int(round(iw * h / w))
-        scale = nh / h
+        nw, nh, scale = fit(w, h, iw, ih)
         canvas = np.zeros((ih, iw, 3), np.uint8)
         canvas[:nh, :nw] = cv2.resize(bgr, (nw, nh))
         blob = (canvas[:, :, ::-1].astype(np.float32) - 127.5) / 128.0
@@ -101,12 +116,9 @@ class SCRFD:
         results = []
         for i, back in enumerate(backs):
             named = {n: np.asarray(o[i]) for n, o in zip(self.out_names, outs)}
-            b, sc, k = decode(named, (self.input_size[1], self.input_size[0]), thr, self.nms_thresh)
-            faces = [Face(box=bb, score=float(s), kps=kk) for bb, s, kk in zip(b, sc, k)]
-            if np.ndim(back) == 0:
-                results.append([Face(box=f.box / back, score=f.score, kps=f.kps / back) for f in faces])
-            else:
-                results.append([map_face(f, back) for f in faces])
+            b, sc, k = decode(named, (self.input_size[1], self.input_size[0]), thr, self.nms_thresh,
+                              back=back)
+            results.append([Face(box=bb, score=float(s), kps=kk) for bb, s, kk in zip(b, sc, k)])
         return results
 
     def detect(self, frames_bgr: list[np.ndarray], threshold: float | None = None) -> list[list[Face]]:
