@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detection size: SCRFD square input; MTCNN longest side (default 640)")
     f.add_argument("--order", default="largest",
                    help="which face `one` picks: largest, left-right, right-left, top-bottom, best")
+    f.add_argument("--no-track", action="store_true",
+                   help="do not track faces across frames (each frame selects and swaps alone)")
+    f.add_argument("--smooth", default="1.5,0.5", metavar="CUTOFF[,BETA]",
+                   help="landmark smoothing over time: One-Euro min cutoff in Hz and speed "
+                        "coefficient (default 1.5,0.5; 0 turns smoothing off)")
     f.add_argument("--det-threshold", type=float, help="detector score threshold")
     f.add_argument("--min-face", type=int, default=20, help="smallest face to find, pixels")
     f.add_argument("--blend", default="feather", help="feather or poisson")
@@ -205,6 +210,18 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def _smooth(text: str) -> dict:
+    """``--smooth CUTOFF[,BETA]`` -> the face-swap options (one line on a bad value)."""
+    parts = [x.strip() for x in str(text).split(",") if x.strip()]
+    try:
+        vals = [float(x) for x in parts]
+    except ValueError:
+        vals = []
+    if not 1 <= len(vals) <= 2:
+        raise FFrayError(f"--smooth {text!r}: give CUTOFF or CUTOFF,BETA (numbers; 0 turns it off)")
+    return {"smooth_cutoff": vals[0], **({"smooth_beta": vals[1]} if len(vals) == 2 else {})}
+
+
 def _request(args):
     from ffray.cluster.spec import SwapRequest
     from ffray.processors import ProcessorSpec
@@ -224,6 +241,7 @@ def _request(args):
                   "enhance_blend": args.enhance_blend, "distance": args.distance,
                   "det_size": args.det_size, "mapping": len(args.map),
                   "precision": args.precision, "frame_ops": args.frame_ops,
+                  "track": not args.no_track, **_smooth(args.smooth),
                   "providers": args.providers.split(",") if args.providers else None}
     named = {}
     if args.reference:

@@ -110,7 +110,8 @@ def _worker_spec(ledger: JobLedger, job: JobSpec, info, worker_cpus: float | Non
     # fetches them only when its node has no prepared copy yet
     models = {k: ray.put(Path(p).read_bytes()) for k, p in proc.params.get("model_paths", {}).items()}
     return WorkerSpec(processor=proc, encode=job.encode,
-                      stream=StreamFormat(v.width, v.height, v.pix_fmt, v.color, v.rotation),
+                      stream=StreamFormat(v.width, v.height, v.pix_fmt, v.color, v.rotation,
+                                          fps=float(v.avg_rate) if v.avg_rate else 30.0),
                       rate=v.avg_rate,
                       sources=ledger.load_sources(), named=ledger.load_named(), models=models,
                       options=WorkerOptions(encoder_threads=job.encode.threads, slots=job.slots,

@@ -38,6 +38,7 @@ class StreamFormat:
     pix_fmt: str
     color: Color
     rotation: int = 0  # display rotation, counterclockwise degrees: detectors see upright frames
+    fps: float = 30.0  # nominal frame rate (face tracking's time base)
 
     def layout(self) -> Layout:
         return layout_for(self.pix_fmt, self.width, self.height)
@@ -100,6 +101,7 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
                             device_id=ordinal or 0)
     batches = {**GPU_BATCHES, **options.gpu_batches} if ops.name == "gpu" else None
     pipe = FacePipeline(ctx, params, ops, loader, gpu_batches=batches)
-    stages = pipe.stages(upload_threads=2 if ops.name == "gpu" else 1, host_threads=budget.host_threads)
+    stages = pipe.stages(upload_threads=2 if ops.name == "gpu" else 1, host_threads=budget.host_threads,
+                         fps=fmt.fps)
     notes = {"models": getattr(loader, "notes", {}), "cpu_reason": why or None}
     return Built(Engine(stages, queue_size=16), ops.name, pipe.description, notes)

@@ -105,6 +105,7 @@ class Item:
     crops: Any = None  # swapped (or enhanced) crops of ``targets``, the backend's array type
     masks: Any = None  # per-target masks from an occluder (N, S, S), the backend's array type
     mats: list | None = None  # per-target frame -> crop matrices of ``crops`` (set by the swapper)
+    tracks: list | None = None  # per face in ``faces``: its track id (set by the select stage)
 
 
 class Stage(Protocol):
@@ -113,6 +114,8 @@ class Stage(Protocol):
     batch: int
     # optional: ``pure = True`` when processing items again is harmless (the stage only sets item
     # fields, e.g. detections or crops); a failed mixed batch is then retried chunk by chunk
+    # optional: ``ordered = True``: the stage sees each chunk's frames in order, each once (one
+    # thread; frames that arrive early wait), for per-chunk state such as face tracks
 
     def process(self, items: list[Item]) -> None:
         """Work on ``items`` in place (a stage returns nothing; it fills or changes the items)."""
@@ -139,7 +142,11 @@ class Engine:
     def __init__(self, stages: Sequence[Stage], queue_size: int = 16):
         self.stages = list(stages)
         self._queues = [queue.Queue(maxsize=max(queue_size, s.batch * 2)) for s in self.stages]
+        for s in self.stages:
+            if getattr(s, "ordered", False):
+                s.threads = 1
         self._stats = [StageStats(s.name, s.threads, s.batch) for s in self.stages]
+        self._held: list[dict] = [{} for _ in self.stages]  # ordered stages: early frames per chunk
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._started = time.perf_counter()
@@ -177,6 +184,8 @@ class Engine:
                     break
                 batch.append(nxt)
             live = [it for it in batch if not it.run.failed]
+            if getattr(stage, "ordered", False):
+                live = _in_order(self._held[i], live)
             if not live:
                 continue
             t = time.perf_counter()
@@ -255,6 +264,28 @@ def run_inline(stages: Sequence[Stage], items: list[Item]) -> None:
         dt = time.perf_counter() - t
         for it in live:
             it.run.charge(stage.name, dt / len(live))
+
+
+def _in_order(held: dict, items: list[Item]) -> list[Item]:
+    """Of ``items`` and the frames held back before, those next in their chunk's order (per chunk,
+    seq 0, 1, 2, ...); the others stay in ``held``. A chunk's entry goes when its last frame has
+    passed or it failed."""
+    for it in items:
+        held.setdefault(id(it.run), [it.run, 0, {}])[2][it.seq] = it
+    out = []
+    for key in list(held):
+        run, nxt, pend = held[key]
+        if run.failed:
+            del held[key]
+            continue
+        while nxt in pend:
+            out.append(pend.pop(nxt))
+            nxt += 1
+        if nxt >= run.total:
+            del held[key]
+        else:
+            held[key][1] = nxt
+    return out
 
 
 def _put(q: queue.Queue, item: Item) -> bool:

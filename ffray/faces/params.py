@@ -27,6 +27,9 @@ class FaceSwapParams:
     select: str = "many"
     order: str = "largest"
     distance: float = 0.6
+    track: bool = True  # faces tracked across frames: stable selection, smoothed landmarks
+    smooth_cutoff: float = 1.5  # One-Euro min cutoff (Hz); 0 turns smoothing off (ffray.faces.track)
+    smooth_beta: float = 0.5  # One-Euro speed coefficient (per face size per second)
     det_threshold: float | None = None
     det_size: int = 640
     min_face: int = 20
@@ -60,6 +63,8 @@ class FaceSwapParams:
             raise FFrayError("--enhance-blend must be between 0 and 1")
         if self.det_size < 32 or self.detector == "scrfd" and self.det_size % 32:
             raise FFrayError("--det-size must be at least 32 (a multiple of 32 for scrfd)")
+        if self.smooth_cutoff < 0 or self.smooth_beta < 0:
+            raise FFrayError("--smooth values must be >= 0")
         if self.min_face < 4:
             raise FFrayError("--min-face must be at least 4 pixels")
         kinds = tuple(k.strip() for k in (self.mask.split(",") if isinstance(self.mask, str)

@@ -36,6 +36,7 @@ from ffray.faces.models import GFPGAN, ArcFace, InSwapper, read_emap
 from ffray.faces.mtcnn import MTCNN
 from ffray.faces.params import FaceSwapParams
 from ffray.faces.scrfd import SCRFD
+from ffray.faces.track import Smoothing
 from ffray.models.sessions import make_session
 
 MODEL_FOR = {"scrfd": "det_10g", "inswapper": "inswapper_128", "arcface": "w600k_r50",
@@ -131,8 +132,9 @@ class FacePipeline:
             return self.inswapper.latent(emb.mean(axis=0))  # mean of the normed embeddings
         return ClassicSwapper(imgs[0], faces[0], self.opts)  # classic: the first image's face
 
-    def stages(self, upload_threads: int = 1, host_threads: int = 1) -> list:
-        """The stages in order. ``host_threads``: threads of stages that work on the host."""
+    def stages(self, upload_threads: int = 1, host_threads: int = 1, fps: float = 30.0) -> list:
+        """The stages in order. ``host_threads``: threads of stages that work on the host; ``fps``:
+        the stream's nominal rate (face tracks' filters run on frame number / fps)."""
         ops, b = self.ops, self.batches
         gpu = ops.name == "gpu"
         pt = 2 if gpu else host_threads  # paste: two threads never share a frame (items differ)
@@ -140,8 +142,10 @@ class FacePipeline:
         out = [UploadStage(ops, threads=upload_threads, batch=4),
                DetectStage(self.detector, ops, self.params.det_threshold, batch=max(1, b["det"]),
                            threads=2 if gpu else 1)]
-        sel = SelectStage(self.params.select, self.params.order, ops, self.recognizer, self.targets,
-                          self.reference, self.params.distance, batch=8)
+        p = self.params
+        tracking = Smoothing(min_cutoff=p.smooth_cutoff, beta=p.smooth_beta) if p.track else None
+        sel = SelectStage(p.select, p.order, ops, self.recognizer, self.targets, self.reference,
+                          p.distance, batch=8, tracking=tracking, fps=fps)
         if sel.needs_embeddings:
             sel.name = "embed"
         out.append(sel)
