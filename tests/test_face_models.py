@@ -155,6 +155,19 @@ def test_missing_model_names_the_fetch_command(tmp_path, capsys):
     assert rc == 2 and len(err) == 1 and "ffray models fetch w600k_r50" in err[0]
 
 
+def test_models_list_names_the_offline_pipeline_and_what_auto_picks(tmp_path, capsys):
+    from ffray.cli import main
+    from scripts.make_test_models import write_all
+
+    assert main(["models", "list", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mtcnn" in out and "pnet.onnx" in out and "classic" in out
+    assert "auto picks: mtcnn detector + classic swapper" in out
+    write_all(tmp_path / "m")
+    assert main(["models", "list", "--data-dir", str(tmp_path), "--model-dir", str(tmp_path / "m")]) == 0
+    assert "auto picks: scrfd detector + inswapper swapper" in capsys.readouterr().out
+
+
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files with HTTP Range support (for resumed downloads)."""
 
