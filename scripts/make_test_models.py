@@ -102,13 +102,21 @@ def make_scrfd(cost: bool) -> onnx.ModelProto:
             if kind == "sc":
                 nodes.append(helper.make_node("Sigmoid", [raw], [name]))
             outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", k]))
+    return _scrfd_model(nodes, inits, outs, "scrfd_contract")
+
+
+def _scrfd_model(nodes, inits, outs, name: str) -> onnx.ModelProto:
+    """det_10g's graph interface: input ``input.1`` [1,3,H,W]; outputs in its order (scores of
+    strides 8/16/32, then boxes, then keypoints)."""
     order = [n for s in (8, 16, 32) for n in SCRFD_OUTPUTS[s][:1]] + \
             [n for s in (8, 16, 32) for n in SCRFD_OUTPUTS[s][1:2]] + \
             [n for s in (8, 16, 32) for n in SCRFD_OUTPUTS[s][2:]]
     outs.sort(key=lambda o: order.index(o.name))
-    graph = helper.make_graph(nodes, "scrfd_contract", [helper.make_tensor_value_info(
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info(
         "input.1", TensorProto.FLOAT, [1, 3, "H", "W"])], outs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model
 
 
 _RANDOM_SCORE_LOGIT_98 = {8: 3.0, 16: 1.7, 32: 2.9}  # 98th percentile of the seed-5 score logits
@@ -146,15 +154,7 @@ def make_scrfd_random(seed: int = 5) -> onnx.ModelProto:
                 nodes.append(helper.make_node("Softplus", [raw], [f"bb{s}_sp"]))
                 nodes.append(helper.make_node("Add", [f"bb{s}_sp", f"half{s}"], [name]))
             outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", k]))
-    order = [n for s in (8, 16, 32) for n in SCRFD_OUTPUTS[s][:1]] + \
-            [n for s in (8, 16, 32) for n in SCRFD_OUTPUTS[s][1:2]] + \
-            [n for s in (8, 16, 32) for n in SCRFD_OUTPUTS[s][2:]]
-    outs.sort(key=lambda o: order.index(o.name))
-    graph = helper.make_graph(nodes, "scrfd_random", [helper.make_tensor_value_info(
-        "input.1", TensorProto.FLOAT, [1, 3, "H", "W"])], outs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    return model
+    return _scrfd_model(nodes, inits, outs, "scrfd_random")
 
 
 def make_arcface(cost: bool) -> onnx.ModelProto:
