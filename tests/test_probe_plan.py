@@ -97,6 +97,24 @@ def test_payloads_decode_to_exactly_the_reference_frames(media):
     assert seen == info.video.frame_count
 
 
+def test_context_frames_come_before_each_chunk_and_decode(media):
+    info, index = probe(media.vfr_audio)
+    plain = plan_chunks(index, info.video.time_base, 0.5)
+    chunks = plan_chunks(index, info.video.time_base, 0.5, context=5)
+    assert [(c.first_frame, c.end_frame) for c in chunks] == [(c.first_frame, c.end_frame) for c in plain]
+    assert chunks[0].context == 0 and all(c.context == 5 for c in chunks[1:])
+    assert all(c.key_packet <= p.key_packet for c, p in zip(chunks, plain))
+    ref = [t for t, _ in frames(media.vfr_audio)]
+    for p in iter_payloads(str(media.vfr_audio), index, chunks):
+        got = [f.pts * info.video.time_base for f in decode_payload(p)]
+        c = p.spec
+        assert len(got) == c.decoded_frames
+        assert got == ref[c.first_frame - c.context:c.end_frame]
+    trimmed = plan_chunks(index, info.video.time_base, 0.5, frame_range=(3, 60), context=5)
+    assert trimmed[0].context == 0  # never before the trimmed range
+    assert all(c.first_frame - c.context >= 3 for c in trimmed)
+
+
 def test_decode_detects_missing_frames(media):
     info, index = probe(media.cfr_silent)
     chunks = plan_chunks(index, info.video.time_base, 1.0)

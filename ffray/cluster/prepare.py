@@ -102,7 +102,12 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
     frames = select_frames(index.frame_pts, info.video.time_base, req.trim_start, req.trim_end)
     secs = (index.frame_pts[frames[1] - 1] - index.frame_pts[frames[0]]) * float(info.video.time_base)
     chunk_seconds = req.chunk_seconds if req.chunk_seconds is not None else auto_chunk_seconds(secs)
-    chunks = plan_chunks(index, info.video.time_base, chunk_seconds, frames)
+    context = 0
+    if proc_spec.kind == "faceswap" and proc_spec.params.get("track", True):
+        from ffray.faces.track import CONTEXT_FRAMES
+
+        context = CONTEXT_FRAMES  # face tracks start warm at every chunk boundary
+    chunks = plan_chunks(index, info.video.time_base, chunk_seconds, frames, context=context)
     spec = JobSpec(
         input=str(inp), input_sha256=fingerprint(inp, index), output=str(out),
         frames=frames[1] - frames[0], chunks=len(chunks), chunk_seconds=chunk_seconds,

@@ -201,12 +201,17 @@ class ChunkWorker:
                            threads=self._budget.encoder_threads)
 
         def sink(item) -> None:
+            if item.context:  # decoded for the face tracks only
+                item.frame = None
+                return
             enc.write_frame(item.frame, item.pts)
             note(item)
 
-        frames = ((spec.first_frame + i, f.pts, Frame(decoded=f)) for i, f in
+        first = spec.first_frame - spec.context
+        frames = ((first + i, f.pts, Frame(decoded=f)) for i, f in
                   enumerate(decode_payload(payload, threads=self._budget.decoder_threads)))
-        run = run_chunk(self._engine, spec.index, spec.frames, self._budget.window, frames, sink, times)
+        run = run_chunk(self._engine, spec.index, spec.decoded_frames, self._budget.window, frames,
+                        sink, times, context=spec.context)
         t = time.perf_counter()
         data = enc.finish()
         times.sink_s += time.perf_counter() - t
@@ -223,15 +228,20 @@ class ChunkWorker:
         runs: list[ChunkRun] = []
 
         def body(proc) -> None:
-            frames = ((spec.first_frame + seq, pts, Frame(host=proc.views[ring], slot=ring))
+            first = spec.first_frame - spec.context
+            frames = ((first + seq, pts, Frame(host=proc.views[ring], slot=ring))
                       for seq, ring, pts in proc.frames())
 
             def sink(item) -> None:
+                if item.context:  # decoded for the face tracks only: its slot goes back
+                    proc.skip(item.seq, item.frame.slot)
+                    item.frame = None
+                    return
                 proc.encode(item.seq, item.frame.slot, item.frame.dirty)
                 note(item)
 
-            runs.append(run_chunk(self._engine, spec.index, spec.frames, b.window, frames, sink,
-                                  times))
+            runs.append(run_chunk(self._engine, spec.index, spec.decoded_frames, b.window, frames,
+                                  sink, times, context=spec.context))
 
         data, st = self._codecs.run(slot, job, None if passthrough else body)
         times.source_s += st["decode_s"]

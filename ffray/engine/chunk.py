@@ -21,11 +21,12 @@ class ChunkTimes:
 
 def run_chunk(engine: Engine, index: int, total: int, window: int,
               frames: Iterable[tuple[int, int, Any]], sink: Callable[[Item], None],
-              times: ChunkTimes | None = None) -> ChunkRun:
+              times: ChunkTimes | None = None, context: int = 0) -> ChunkRun:
     """Push ``frames`` ((number, pts, frame) in presentation order) through ``engine`` and call
     ``sink`` for each finished item, in order, from a sink thread. Returns when every frame was
     sunk or the chunk failed; raises the chunk's first error (a stage's, the source's or the
-    sink's). ``total`` is the number of frames ``frames`` must yield."""
+    sink's). ``total`` is the number of frames ``frames`` must yield, the first ``context`` of
+    them context frames (``Item.context``: the sink must not encode them)."""
     run = ChunkRun(index, total, window)
     times = times or ChunkTimes()
     received = [0]
@@ -67,7 +68,8 @@ def run_chunk(engine: Engine, index: int, total: int, window: int,
                 raise RuntimeError(f"chunk {index}: the source gave more than {total} frames")
             if not run.acquire_slot():
                 break
-            if not engine.submit(Item(run=run, seq=seq, number=number, pts=pts, frame=frame)):
+            if not engine.submit(Item(run=run, seq=seq, number=number, pts=pts, frame=frame,
+                                      context=seq < context)):
                 break
             seq += 1
         if not run.failed and seq != total:

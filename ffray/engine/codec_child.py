@@ -11,7 +11,8 @@ small messages go over the socket: (frame number, slot, pts) and the encoded chu
 Identity chunks (``passthrough``) never leave the process: decoded frames go to the encoder.
 
 Messages, worker -> codec process: ``("chunk", ChunkJob)``, ``("enc", seq, slot, dirty)``,
-``("finish",)``, ``("exit",)``. Codec process -> worker: ``("ready", pid)``, ``("frame", seq, slot,
+``("skip", seq, slot)`` (a context frame: decoded for face tracking, not encoded), ``("finish",)``,
+``("exit",)``. Codec process -> worker: ``("ready", pid)``, ``("frame", seq, slot,
 pts)``, ``("decoded", n)``, ``("done", data, stats)``, ``("error", kind, message)``.
 
 The process exits when the worker closes its socket, sends ``exit`` or dies (its parent pid
@@ -132,8 +133,9 @@ class _Chunk:
                     seq, slot, dirty = m
                     with self.lock:
                         decoded = self.kept.pop(seq)
-                    frame = Frame(decoded=decoded, host=self.views[slot], dirty=dirty)
-                    enc.write_frame(frame, decoded.pts)
+                    if dirty is not None:  # None: a frame not to encode (a context frame)
+                        frame = Frame(decoded=decoded, host=self.views[slot], dirty=dirty)
+                        enc.write_frame(frame, decoded.pts)
                     self.free.put(slot)  # the encoder copied what it needs
                 self.encode_s += time.perf_counter() - t
             t = time.perf_counter()
@@ -182,6 +184,8 @@ def serve(conn: Connection, mem, lay: Layout, slots: int) -> None:
             chunk = _Chunk(msg[1], lay, views, send)
         elif kind == "enc" and chunk is not None:
             chunk.enc(*msg[1:])
+        elif kind == "skip" and chunk is not None:
+            chunk.enc(msg[1], msg[2], None)
         elif kind == "finish" and chunk is not None:
             chunk.finish()
         elif kind == "exit":

@@ -122,6 +122,10 @@ class CodecProcess:
         else as decoded. The slot is free again once the encoder has it."""
         self._conn.send(("enc", seq, slot, bool(dirty)))
 
+    def skip(self, seq: int, slot: int) -> None:
+        """Frame ``seq`` is not encoded (a context frame): its slot is free again."""
+        self._conn.send(("skip", seq, slot))
+
     def finish(self) -> tuple[bytes, dict]:
         """Flush the encoder: the chunk's NUT bytes and the process's decode/encode seconds."""
         self._conn.send(("finish",))

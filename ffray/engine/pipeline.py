@@ -106,6 +106,7 @@ class Item:
     masks: Any = None  # per-target masks from an occluder (N, S, S), the backend's array type
     mats: list | None = None  # per-target frame -> crop matrices of ``crops`` (set by the swapper)
     tracks: list | None = None  # per face in ``faces``: its track id (set by the select stage)
+    context: bool = False  # a frame from before the chunk: tracked, never swapped or encoded
 
 
 class Stage(Protocol):

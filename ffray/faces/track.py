@@ -9,8 +9,9 @@
   than ``RESET_SHIFT`` face widths between frames: a cut to a similar shot, a re-detection); a
   jump too large to match (IoU) starts a new track, so a cut never smears one face into another.
 
-Time is the frame's presentation time in seconds, so the filter behaves the same at any frame
-rate and across variable frame rate.
+Time is frame number / nominal frame rate. Each chunk tracks on its own; the chunk plan gives it
+``CONTEXT_FRAMES`` frames from before its start (decoded, detected and tracked, never swapped or
+encoded), so smoothing and a ``--select one`` choice have history at the boundary.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from ffray.faces.align import Face
 
+CONTEXT_FRAMES = 8  # frames before each chunk decoded and tracked (not swapped, not encoded)
 MIN_IOU = 0.3
 MAX_MISSED = 2
 RESET_SHIFT = 0.25  # centre jump in one frame, in face widths, that restarts a track's filter

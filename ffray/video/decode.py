@@ -97,7 +97,8 @@ def iter_payloads(path: str, index: PacketIndex, chunks: list[ChunkSpec]) -> Ite
                         height=cc.height, time_base=vs.time_base, color=color,
                         packets=[b[1] for b in sel], pts=[b[2] for b in sel],
                         dts=[b[3] for b in sel],
-                        frame_pts=[int(x) for x in frame_pts_all[spec.first_frame:spec.end_frame]])
+                        frame_pts=[int(x) for x in
+                                   frame_pts_all[spec.first_frame - spec.context:spec.end_frame]])
                     ci += 1
                     if ci == len(chunks):
                         return

@@ -29,10 +29,16 @@ class ChunkSpec:
     key_packet: int  # decode-order packet index of the keyframe to start decoding at
     key_pts: int
     last_packet: int  # decode-order packet index of the last packet needed
+    context: int = 0  # frames before ``first_frame`` decoded too (face tracks warm up), not encoded
 
     @property
     def frames(self) -> int:
         return self.end_frame - self.first_frame
+
+    @property
+    def decoded_frames(self) -> int:
+        """Frames the worker's decoder yields: the context frames, then the chunk's."""
+        return self.frames + self.context
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -67,9 +73,11 @@ def auto_chunk_seconds(duration_s: float) -> float:
 
 def plan_chunks(index: PacketIndex, time_base: Fraction, chunk_seconds: float,
                 frame_range: tuple[int, int] | None = None,
-                min_tail: float = 0.25) -> list[ChunkSpec]:
+                min_tail: float = 0.25, context: int = 0) -> list[ChunkSpec]:
     """Split frames ``frame_range`` into chunks of about ``chunk_seconds`` (by timestamps, so VFR
-    sources get equal durations); a tail shorter than ``min_tail`` of a chunk joins the one before."""
+    sources get equal durations); a tail shorter than ``min_tail`` of a chunk joins the one before.
+    ``context``: up to that many frames before each chunk (within the range) are decoded with it,
+    so per-chunk state (face tracks, smoothing) has history at the boundary."""
     if chunk_seconds <= 0:
         raise FFrayError("--chunk-seconds must be > 0")
     order = index.frame_packets  # decode index of each frame, presentation order
@@ -87,16 +95,17 @@ def plan_chunks(index: PacketIndex, time_base: Fraction, chunk_seconds: float,
     key_idx = np.flatnonzero(index.key)
     chunks = []
     for i, (s, e) in enumerate(zip(starts, ends)):
-        dec = order[s:e]
+        c = min(int(context), int(s) - a) if context > 0 else 0
+        dec = order[s - c:e]
         lo, hi = int(dec.min()), int(dec.max())
-        first_pts = int(fpts[s])
+        first_pts = int(fpts[s - c])
         # Keyframes early enough in decode order and presented no later than the first frame.
         ok = key_idx[(key_idx <= lo) & (index.pts[key_idx] <= first_pts)]
         if len(ok) == 0:
             raise FFrayError(f"no keyframe before frame {s}: the video cannot be decoded from "
                              "there (does it start with a keyframe?)")
         k = int(ok[-1])
-        chunks.append(ChunkSpec(index=i, first_frame=int(s), end_frame=int(e), first_pts=first_pts,
+        chunks.append(ChunkSpec(index=i, first_frame=int(s), end_frame=int(e), first_pts=int(fpts[s]),
                                 last_pts=int(fpts[e - 1]), key_packet=k,
-                                key_pts=int(index.pts[k]), last_packet=hi))
+                                key_pts=int(index.pts[k]), last_packet=hi, context=c))
     return chunks

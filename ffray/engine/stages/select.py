@@ -76,7 +76,8 @@ class SelectStage:
                 it.faces = [f for _, f in pairs]
                 if e is not None:
                     e = [chunk.identity(tid, v) for tid, v in zip(it.tracks, e)]
-            it.targets = self._choose(it, e, chunk)
+            targets = self._choose(it, e, chunk)
+            it.targets = [] if it.context else targets  # context frames only feed the tracks
 
     def _choose(self, it: Item, embs, chunk) -> list[Target]:
         if embs is None:
