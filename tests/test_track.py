@@ -12,7 +12,7 @@ import numpy as np
 from ffray.engine.pipeline import ChunkRun, Engine, Item
 from ffray.engine.stages.select import SelectStage
 from ffray.faces.align import Face
-from ffray.faces.track import MAX_MISSED, Smoothing, Tracker, jitter
+from ffray.faces.track import MAX_MISSED, Smoothing, Tracker, iou_matrix, jitter
 
 
 def _face(cx: float, cy: float, size: float, score: float = 0.9) -> Face:
@@ -41,6 +41,12 @@ def test_smoothing_cuts_jitter_and_follows_motion():
     off = Tracker(Smoothing(min_cutoff=0))
     (_, same), = off.update([raw_f := _face(10, 10, 40)], 0.0)
     assert same is raw_f
+
+
+def test_iou_matrix():
+    a = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    b = np.array([[5, 0, 15, 10], [0, 0, 10, 10], [50, 50, 50, 60]], np.float32)
+    np.testing.assert_allclose(iou_matrix(a, b), [[50 / 150, 1, 0], [0, 0, 0]])
 
 
 def test_a_cut_restarts_the_filter():

@@ -77,12 +77,15 @@ class OneEuro:
         return self.x
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4): (N, M)."""
+    a, b = np.asarray(a, np.float64)[:, None], np.asarray(b, np.float64)[None]
+    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = w * h
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    union = area(a) + area(b) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def _size(box: np.ndarray) -> float:
@@ -109,12 +112,13 @@ class Tracker:
         self._next = 0
 
     def _match(self, faces: list[Face]) -> dict[int, Track]:
-        pairs = sorted(((iou(f.box, tr.face.box), i, k) for i, f in enumerate(faces)
-                        for k, tr in enumerate(self.tracks)), reverse=True)
+        if not faces or not self.tracks:
+            return {}
+        m = iou_matrix(np.array([f.box for f in faces]), np.array([tr.face.box for tr in self.tracks]))
+        fi, ti = np.nonzero(m >= MIN_IOU)
+        order = np.lexsort((ti, fi, -m[fi, ti]))  # best pairs first, ties by position
         used_f, used_t, out = set(), set(), {}
-        for v, i, k in pairs:
-            if v < MIN_IOU:
-                break
+        for i, k in zip(fi[order].tolist(), ti[order].tolist()):
             if i in used_f or k in used_t:
                 continue
             used_f.add(i)
