@@ -78,3 +78,18 @@ def test_hevc_into_mkv(cluster, media, data_dir, tmp_path):
     info = probe(out)[0].video
     assert info.codec == "hevc" and info.frame_count == 60
     assert [read_stamp(img) for _, img in frames(out)] == list(range(60))
+
+
+def test_chunks_shorter_than_the_reorder_delay(cluster, data_dir, tmp_path):
+    """One-frame chunks (--chunk-seconds 0.04 at 25 fps) of a file with 3 B-frames: once refused
+    late ("ended before chunk N"), now every frame comes back in order."""
+    from ffray.video import sample
+
+    src = sample.write_video(tmp_path / "b.mp4", sample.pattern_frames(20, seed=9), fps=25, gop=10,
+                             bframes=3, audio=False)
+    out = tmp_path / "o.mp4"
+    _, res = swap(src, out, data_dir, chunk_seconds=0.04, actors=2, gpu_per_actor=1)
+    assert res.chunks == 20
+    got, ref = frames(out), frames(src)
+    assert [t for t, _ in got] == [t for t, _ in ref]
+    assert min(psnr(a, b) for (_, a), (_, b) in zip(got, ref)) > 35

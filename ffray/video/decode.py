@@ -89,9 +89,11 @@ def iter_payloads(path: str, index: PacketIndex, chunks: list[ChunkSpec]) -> Ite
                 i += 1
                 if i >= need_from[ci]:
                     buf.append((i, bytes(pkt), pkt.pts, pkt.dts))
-                while ci < len(chunks) and i == chunks[ci].last_packet:
+                # ">=": with B-frames a later chunk may need only packets that come before an
+                # earlier chunk's last one (chunks shorter than the reorder delay, sparse VFR)
+                while ci < len(chunks) and i >= chunks[ci].last_packet:
                     spec = chunks[ci]
-                    sel = [b for b in buf if b[0] >= spec.key_packet]
+                    sel = [b for b in buf if spec.key_packet <= b[0] <= spec.last_packet]
                     yield ChunkPayload(
                         spec=spec, codec=cc.name, extradata=cc.extradata, width=cc.width,
                         height=cc.height, time_base=vs.time_base, color=color,

@@ -38,7 +38,8 @@ def write_video(path: str | os.PathLike, frames: Iterator[np.ndarray], *, fps: f
                 pts_step: Callable[[int], int] | None = None, time_base: Fraction | None = None,
                 codec: str = "libx264", gop: int = 25, bframes: int = 2, audio: bool = True,
                 audio_codec: str = "aac", rotation: int = 0, color: tuple | None = None,
-                crf: int = 20, duration_frames: int | None = None) -> Path:
+                crf: int = 20, duration_frames: int | None = None,
+                codec_options: dict | None = None) -> Path:
     """Encode BGR frames to ``path`` (format from the extension) with optional sine-tone audio.
 
     ``pts_step(i)`` gives frame i's duration in ``time_base`` ticks, for variable frame rate."""
@@ -56,7 +57,8 @@ def write_video(path: str | os.PathLike, frames: Iterator[np.ndarray], *, fps: f
                 h, w = bgr.shape[:2]
                 vs = out.add_stream(codec, rate=rate, options={
                     "g": str(gop), "bf": str(bframes), "crf": str(crf), "preset": "veryfast",
-                    **({"x265-params": "log-level=error"} if codec == "libx265" else {})})
+                    **({"x265-params": "log-level=error"} if codec == "libx265" else {}),
+                    **(codec_options or {})})
                 vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
                 vs.time_base = tb
                 vs.codec_context.time_base = tb
