@@ -13,6 +13,7 @@ import ray
 from ffray.cluster.driver import PoolOptions, Progress, run_pool
 from ffray.cluster.jobtelemetry import Telemetry
 from ffray.cluster.ledger import JobLedger
+from ffray.cluster.lock import OutputLock
 from ffray.cluster.prepare import prepare_swap  # noqa: F401 - callers plan and run from one module
 from ffray.cluster.runtime import ClusterInfo, connect, disconnect
 from ffray.cluster.spec import JobResult, JobSpec, SwapRequest  # noqa: F401
@@ -57,7 +58,22 @@ def _fail(ledger: JobLedger, e: BaseException) -> None:
 
 def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: None,
             address: str | None = None, verbose: bool = False) -> JobResult:
-    """Run the unfinished chunks of ``ledger``'s job on Ray, then assemble the output."""
+    """Run the unfinished chunks of ``ledger``'s job on Ray, then assemble the output. The output
+    path is locked meanwhile: a second job for it is refused before any work, and fails with
+    that reason in its ledger."""
+    try:
+        lock = OutputLock(Path(ledger.spec["output"]), ledger.job_id).__enter__()
+    except FFrayError as e:
+        _fail(ledger, e)
+        publish(ledger)
+        raise
+    try:
+        return _run(ledger, on_progress, on_note, address, verbose)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run(ledger: JobLedger, on_progress, on_note, address: str | None, verbose: bool) -> JobResult:
     t_start = time.perf_counter()
     job = JobSpec.from_json(ledger.spec)
     inp, out = Path(job.input), Path(job.output)
@@ -82,9 +98,9 @@ def run_job(ledger: JobLedger, on_progress=lambda p: None, on_note=lambda s: Non
         _run_chunks(ledger, job, info, index, todo, len(chunks), progress, on_progress, on_note,
                     address if address is not None else job.address, verbose)
     t_asm = time.perf_counter()
-    if out.exists() and not job.overwrite:
-        raise FFrayError(f"output exists: {out} (use --overwrite to replace it)")
     try:
+        if out.exists() and not job.overwrite:
+            raise FFrayError(f"output exists: {out} (use --overwrite to replace it)")
         a, b = job.frame_range
         summary = assemble([ledger.chunk_path(c.index) for c in chunks], chunks, str(inp), info, out,
                            job.trimmed, index.frame_pts[a:b])

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from ffray.cluster.ledger import JobLedger
+from ffray.cluster.lock import holder_of, refusal
 from ffray.cluster.spec import JobSpec, SwapRequest
 from ffray.errors import FFrayError
 from ffray.models.store import file_digest
@@ -28,6 +29,9 @@ def check_output(output: Path, input_path: Path, overwrite: bool, codec: str) ->
         raise FFrayError(f"output is the input file: {output}")
     if output.is_dir():
         raise FFrayError(f"output is a directory: {output}")
+    holder = holder_of(output)
+    if holder is not None:
+        raise refusal(output, holder)
     if output.exists() and not overwrite:
         raise FFrayError(f"output exists: {output} (use --overwrite to replace it)")
     parent = output.parent
