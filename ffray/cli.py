@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         from ffray.settings import token_auth_for_clients
 
         token_auth_for_clients()  # before ray is imported
+    restore = _term_as_interrupt()
     try:
         return {"swap": cmd_swap, "resume": cmd_resume, "probe": cmd_probe, "demo": cmd_demo,
                 "jobs": cmd_jobs, "models": cmd_models, "telemetry": _lazy("ffray.telemetry.cli"),
@@ -193,6 +194,24 @@ def main(argv: list[str] | None = None) -> int:
         print("ffray: interrupted (finished chunks are kept; see `ffray jobs`, `ffray resume`)",
               file=sys.stderr)
         return 130
+    finally:
+        restore()
+
+
+def _term_as_interrupt():
+    """SIGTERM (a scheduler or `kill` stopping the job) ends it like Ctrl-C: ledger
+    ``interrupted``, finished chunks kept, Ray shut down on the way out. Returns the undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    prev = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, prev)
 
 
 def _lazy(module: str):

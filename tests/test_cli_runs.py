@@ -142,3 +142,37 @@ def test_resume_after_driver_killed_redoes_only_unfinished_chunks(media, tmp_pat
     assert runs[-1]["done"] >= len(finished) and runs[-1]["todo"] == total - runs[-1]["done"]
     assert [read_stamp(img) for _, img in frames(out)] == list(range(96))
     assert audio_packets(out) == audio_packets(media.cfr_audio)
+
+
+def test_a_terminated_job_is_interrupted_and_resumable(media, tmp_path):
+    """SIGTERM (like Ctrl-C) ends the job `interrupted`, not `failed`; `ffray resume` finishes it."""
+    data, out = tmp_path / "data", tmp_path / "out.mp4"
+    temp = tempfile.mkdtemp(prefix="ffr-", dir="/tmp")
+    env = {**ENV, "RAY_TMPDIR": temp}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "ffray", "swap", str(media.cfr_audio), "-o", str(out),
+         "--processor", "tests.procs:Slow", "--chunk-seconds", "0.4", "--actors", "1",
+         "--data-dir", str(data), "--no-telemetry"], stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and driver.poll() is None:
+            if len(list(data.glob("jobs/*/chunks/*.json"))) >= 1:
+                break
+            time.sleep(0.1)
+        driver.send_signal(signal.SIGTERM)
+        rc = driver.wait(timeout=60)
+        err = driver.stderr.read().decode()
+        assert rc == 130 and "interrupted" in err and "Traceback" not in err, err[-2000:]
+        job = next((data / "jobs").iterdir())
+        spec = json.loads((job / "job.json").read_text())
+        assert spec["status"] == "interrupted" and f"ffray resume {job.name}" in spec["error"]
+        assert not out.exists() and not list(tmp_path.glob(".out.mp4*"))
+        r = ffray("resume", job.name, "--data-dir", data, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert json.loads((job / "job.json").read_text())["status"] == "done" and out.exists()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        kill_tree_by_marker(temp)
+        shutil.rmtree(temp, ignore_errors=True)

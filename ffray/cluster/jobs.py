@@ -52,6 +52,11 @@ def _pool_options(job: JobSpec, cluster: ClusterInfo) -> tuple[PoolOptions, list
 
 
 def _fail(ledger: JobLedger, e: BaseException) -> None:
+    """The job's end state: ``interrupted`` (Ctrl-C, SIGTERM: resumable) or ``failed`` (with why)."""
+    if isinstance(e, KeyboardInterrupt):
+        ledger.update(status="interrupted", ended=time.time(),
+                      error=f"interrupted; finish it with `ffray resume {ledger.job_id}`")
+        return
     ledger.update(status="failed", ended=time.time(),
                   error=str(e).splitlines()[0] if str(e) else type(e).__name__)
 

@@ -33,6 +33,7 @@ def connect(address: str | None = None, verbose: bool = False) -> ClusterInfo:
     """Connect (or start) Ray; reuses an already initialised connection in this process."""
     started = False
     if not ray.is_initialized():
+        before = _sigterm()
         common = {"namespace": NAMESPACE, "logging_level": logging.INFO if verbose else logging.ERROR}
         try:
             if address in (None, "", "local"):
@@ -47,12 +48,30 @@ def connect(address: str | None = None, verbose: bool = False) -> ClusterInfo:
         except (ConnectionError, RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FFrayError(f"cannot connect to Ray at {address or 'local'}: {first}") from None
+        _restore_sigterm(before)
     res = ray.cluster_resources()
     alive = [n for n in ray.nodes() if n.get("Alive")]
     cpu_nodes = sum(1 for n in alive if float(n.get("Resources", {}).get("CPU", 0)) >= 1)
     return ClusterInfo(address=address or "local", started_here=started,
                        cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)), nodes=len(alive),
                        cpu_nodes=max(1, cpu_nodes))
+
+
+def _sigterm():
+    import signal
+
+    return signal.getsignal(signal.SIGTERM)
+
+
+def _restore_sigterm(handler) -> None:
+    """``ray.init`` replaces the driver's SIGTERM handler (with one that exits at once, skipping
+    the job's cleanup); a Python handler set before it (the CLI's: SIGTERM -> interrupted job) is
+    put back so the job still ends cleanly."""
+    import signal
+    import threading
+
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def disconnect(info: ClusterInfo) -> None:
