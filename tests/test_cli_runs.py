@@ -101,14 +101,19 @@ def test_swap_attached_to_a_ray_start_head_cluster(media, tmp_path):
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _slow_swap(media, out, data, env, *extra) -> subprocess.Popen:
+    """A driver running a slow job (one chunk at a time takes a while) in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ffray", "swap", str(media.cfr_audio), "-o", str(out),
+         "--processor", "tests.procs:Slow", "--chunk-seconds", "0.4", "--actors", "1",
+         "--data-dir", str(data), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
 def test_resume_after_driver_killed_redoes_only_unfinished_chunks(media, tmp_path):
     data, out = tmp_path / "data", tmp_path / "out.mp4"
     temp = tempfile.mkdtemp(prefix="ffr-", dir="/tmp")
     env = {**ENV, "RAY_TMPDIR": temp}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "ffray", "swap", str(media.cfr_audio), "-o", str(out),
-         "--processor", "tests.procs:Slow", "--chunk-seconds", "0.4", "--actors", "1",
-         "--data-dir", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    driver = _slow_swap(media, out, data, env)
     try:
         deadline = time.time() + 120
         done: list[Path] = []
@@ -149,11 +154,7 @@ def test_a_terminated_job_is_interrupted_and_resumable(media, tmp_path):
     data, out = tmp_path / "data", tmp_path / "out.mp4"
     temp = tempfile.mkdtemp(prefix="ffr-", dir="/tmp")
     env = {**ENV, "RAY_TMPDIR": temp}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "ffray", "swap", str(media.cfr_audio), "-o", str(out),
-         "--processor", "tests.procs:Slow", "--chunk-seconds", "0.4", "--actors", "1",
-         "--data-dir", str(data), "--no-telemetry"], stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, env=env)
+    driver = _slow_swap(media, out, data, env, "--no-telemetry")
     try:
         deadline = time.time() + 120
         while time.time() < deadline and driver.poll() is None:
