@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ffray.faces.track import Smoothing, Tracker, jitter  # noqa: E402
+from ffray.faces.track import CONTEXT_FRAMES, Smoothing, Tracker, jitter  # noqa: E402
 from ffray.video import sample  # noqa: E402
 
 
@@ -62,13 +62,20 @@ def landmark_jitter(frames: list[np.ndarray], fps: float) -> tuple[dict, list]:
             "detect_ms_per_frame": round(1000 * det_s / len(frames), 1)}, boxes
 
 
-def boundary_jitter(detections: list, fps: float, chunk: int = 25, context: int = 8) -> dict:
+def _centre(f) -> np.ndarray:
+    return (f.box[:2] + f.box[2:]) / 2
+
+
+def _nearest(faces: list, f):
+    """The face in ``faces`` whose box centre is nearest ``f``'s (None if there is none)."""
+    return min(faces, key=lambda g: float(np.hypot(*(_centre(g) - _centre(f)))), default=None)
+
+
+def boundary_jitter(detections: list, fps: float, chunk: int = 25,
+                    context: int = CONTEXT_FRAMES) -> dict:
     """Landmark jitter at chunk starts when each chunk tracks on its own, with and without
     ``context`` frames before it: second differences of the smoothed points whose centre frame
     is a chunk's first frame, matched across the boundary by position."""
-    from ffray.faces.track import CONTEXT_FRAMES
-
-    context = CONTEXT_FRAMES or context
     out = {}
     for name, ctx in (("no_context", 0), ("context", context)):
         series: list[list] = [[] for _ in detections]  # per frame: smoothed faces used
@@ -82,12 +89,7 @@ def boundary_jitter(detections: list, fps: float, chunk: int = 25, context: int 
         vals = []
         for s0 in range(chunk, len(detections) - 1, chunk):
             for f in series[s0]:
-                c0 = (f.box[:2] + f.box[2:]) / 2
-
-                def near(faces):
-                    return min(faces, key=lambda g: float(np.hypot(*((g.box[:2] + g.box[2:]) / 2 - c0))),
-                               default=None)
-                a, b = near(series[s0 - 1]), near(series[s0 + 1])
+                a, b = _nearest(series[s0 - 1], f), _nearest(series[s0 + 1], f)
                 if a is not None and b is not None:
                     vals.append(jitter([a.kps, f.kps, b.kps]))
         out[f"jitter_at_chunk_starts_{name}_px"] = round(float(np.mean(vals)), 3) if vals else None

@@ -19,7 +19,7 @@ from ffray.engine.codec_child import ChunkJob
 from ffray.engine.codec_pool import CodecPool, ring_slots
 from ffray.engine.frames import Frame, layout_for, planes
 from ffray.errors import MediaError
-from ffray.video.decode import decode_payload, iter_payloads, sws_range, sws_space
+from ffray.video.decode import decode_payload, iter_payloads
 from ffray.video.encode import ChunkEncoder, EncodeSettings
 from ffray.video.plan import plan_chunks
 from ffray.video.probe import probe
@@ -36,7 +36,6 @@ def chunk(media):
 def _job(video, payload, passthrough: bool) -> ChunkJob:
     return ChunkJob(payload=payload, encode=EncodeSettings(), rate=video.avg_rate,
                     pix_fmt=video.pix_fmt, encoder_threads=1, decoder_threads=1,
-                    space=sws_space(video.color, video.height), rng=sws_range(video.color),
                     passthrough=passthrough)
 
 

@@ -29,7 +29,7 @@ from ffray.engine.pipeline import ChunkRun
 from ffray.engine.share import ShareClock
 from ffray.models.devices import cuda_ordinal
 from ffray.processors import ProcessorSpec
-from ffray.video.decode import ChunkPayload, decode_payload, sws_range, sws_space
+from ffray.video.decode import ChunkPayload, decode_payload
 from ffray.video.encode import ChunkEncoder, EncodeSettings
 
 MAX_CONCURRENCY = 64  # Ray threads per actor; ``slots`` of them process, the rest wait or answer info()
@@ -223,8 +223,7 @@ class ChunkWorker:
         passthrough = not self._engine.stages
         job = ChunkJob(payload=payload, encode=self._spec.encode, rate=self._spec.rate,
                        pix_fmt=fmt.pix_fmt, encoder_threads=b.encoder_threads,
-                       decoder_threads=b.decoder_threads, space=sws_space(fmt.color, fmt.height),
-                       rng=sws_range(fmt.color), passthrough=passthrough)
+                       decoder_threads=b.decoder_threads, passthrough=passthrough)
         runs: list[ChunkRun] = []
 
         def body(proc) -> None:
@@ -249,7 +248,7 @@ class ChunkWorker:
         return data, (runs[0] if runs else ChunkRun(spec.index, spec.frames, 1)), int(st["frames"])
 
     def codec_pids(self) -> list[int]:
-        """The worker's codec processes (for tests: none may outlive the worker)."""
+        """The worker's codec processes (in ``info()``: benchmarks count their memory)."""
         return self._codecs.pids() if self._codecs is not None else []
 
     def _seen_uuids(self) -> list[str] | None:

@@ -34,7 +34,8 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from ffray.engine.frames import Frame, Layout, unpack
-from ffray.video.decode import ChunkPayload, decode_payload
+from ffray.errors import FFrayError
+from ffray.video.decode import ChunkPayload, decode_payload, sws_range, sws_space
 from ffray.video.encode import ChunkEncoder, EncodeSettings
 
 _PARENT_POLL_S = 0.5
@@ -50,8 +51,6 @@ class ChunkJob:
     pix_fmt: str  # the source's pixel format
     encoder_threads: int
     decoder_threads: int
-    space: int  # swscale colourspace and range of the source (for non-native layouts)
-    rng: int
     passthrough: bool = False  # identity: decoded frames straight to the encoder
 
 
@@ -83,11 +82,12 @@ class _Chunk:
     def _fail(self, e: BaseException) -> None:
         if not self.failed.is_set():
             self.failed.set()
-            kind = "media" if type(e).__name__ in ("MediaError", "FFrayError") else type(e).__name__
+            kind = "media" if isinstance(e, FFrayError) else type(e).__name__
             self.send(("error", kind, str(e) or type(e).__name__))
 
     def _decode(self) -> None:
-        job = self.job
+        job, p = self.job, self.job.payload
+        space, rng = sws_space(p.color, p.height), sws_range(p.color)  # for non-native layouts
         n = 0
         try:
             it = iter(decode_payload(job.payload, threads=job.decoder_threads))
@@ -102,7 +102,7 @@ class _Chunk:
                 else:
                     slot = self.free.get()
                     t = time.perf_counter()
-                    unpack(f, self.lay, out=self.views[slot], space=job.space, rng=job.rng)
+                    unpack(f, self.lay, out=self.views[slot], space=space, rng=rng)
                     self.decode_s += time.perf_counter() - t
                     with self.lock:
                         self.kept[n] = f
@@ -146,7 +146,8 @@ class _Chunk:
         except BaseException as e:  # noqa: BLE001
             self._fail(e)
 
-    def enc(self, seq: int, slot: int, dirty: bool) -> None:
+    def enc(self, seq: int, slot: int, dirty: bool | None) -> None:
+        """Encode frame ``seq`` from its slot (``dirty``) or as decoded; None: drop it."""
         self.todo.put((seq, slot, dirty))
 
     def finish(self) -> None:

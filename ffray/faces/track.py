@@ -17,7 +17,7 @@ encoded), so smoothing and a ``--select one`` choice have history at the boundar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -98,8 +98,6 @@ class Track:
     face: Face  # the latest detection (raw)
     filt: OneEuro
     missed: int = 0
-    frames: int = 0
-    embeddings: list = field(default_factory=list)  # per frame, when a recognizer ran
 
 
 class Tracker:
@@ -141,7 +139,6 @@ class Tracker:
                 if float(np.hypot(*(c1 - c0))) > RESET_SHIFT * float(tr.face.box[2] - tr.face.box[0]):
                     tr.filt.reset()
             tr.face, tr.missed = f, 0
-            tr.frames += 1
             seen.add(tr.id)
             out.append((tr.id, self._smooth(tr, f, t)))
         for tr in self.tracks:
@@ -157,9 +154,6 @@ class Tracker:
         s = tr.filt(v, t, _size(f.box))
         return Face(box=s[:4].astype(np.float32), score=f.score, kps=s[4:].reshape(5, 2).astype(np.float32),
                     embedding=f.embedding)
-
-    def track(self, track_id: int) -> Track | None:
-        return next((tr for tr in self.tracks if tr.id == track_id), None)
 
 
 def jitter(points: list[np.ndarray]) -> float:
