@@ -5,6 +5,7 @@
 #           benchmark inputs (2-minute 1080p30, 1 and 6 face markers) in /tmp/media
 # selftest: scripts/gpu_selftest.py (GPU vs CPU frame ops, prepared models, determinism)
 # bench   : scripts/bench_swap.py at default settings on /tmp/media/faces$FACES_1080p.mp4
+# detect  : scripts/bench_detect.py (detector stage alone; host vs device output decoding)
 # ceilings: scripts/bench_ceilings.py (decode, parallel libx264, models at batch 1..16, fp32/fp16)
 # Results go to $OUT; record them in docs/benchmarks.md. Expects .devdata/t1.jpg (carried).
 set -uo pipefail
@@ -48,6 +49,10 @@ for phase in "$@"; do
         done
         md5sum /tmp/det-$proc-*/out.mp4 | tee -a "$OUT/determinism.txt"
       done ;;
+    detect)  # the detector stage alone: phases of a batch, host vs device decoding, 1-4 threads
+      python3 -c "import pytest" 2>/dev/null && timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_anchors.py 2>&1 | tail -3
+      timeout 300 python3 scripts/bench_detect.py --input /tmp/media/faces${2:-1}_1080p.mp4 --models /tmp/cm \
+        --out "$OUT/detect${2:-1}.json" 2>&1 | tail -30 ;;
     ceilings)  # ceilings [extra bench_ceilings args, e.g. --streams 16 --threads 1 --no-models]
       shift; models="--models /tmp/cm"
       [ "${1:-}" = "--no-models" ] && { models=""; shift; }

@@ -15,9 +15,12 @@ Same contract as ``ops_gpu`` (which runs them as CUDA kernels on device frames):
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
+from ffray.engine import anchors
 from ffray.engine.colour import Matrix, bgr_to_yuv, to_u8, yuv_to_bgr
 from ffray.engine.frames import Frame, Layout, back_matrix, planes, rotate_upright, unpack, upright
 
@@ -47,6 +50,11 @@ class CpuOps:
 
     def host_many(self, xs: list) -> list[np.ndarray]:
         return [np.asarray(x) for x in xs]
+
+    def anchor_hits(self, scores: list, boxes: list, kps: list, input_hw: tuple[int, int],
+                    strides: list[int], per_cell: int, threshold: float) -> list[np.ndarray]:
+        """Per image, the anchor-grid detector's candidate rows (``engine.anchors``)."""
+        return host_anchor_hits(scores, boxes, kps, input_hw, strides, per_cell, threshold)
 
     # --- whole-frame views at a smaller size
     def _resized_bgr(self, f: Frame, nw: int, nh: int, interp: int) -> np.ndarray:
@@ -196,6 +204,23 @@ def _seamless(face: np.ndarray, region: np.ndarray, alpha: np.ndarray) -> np.nda
     src = np.clip(face + 0.5, 0, 255).astype(np.uint8)
     return cv2.seamlessClone(src, np.ascontiguousarray(region), binary, center,
                              cv2.NORMAL_CLONE).astype(np.float32)
+
+
+def host_anchor_hits(scores: list, boxes: list, kps: list, input_hw: tuple[int, int],
+                     strides: list[int], per_cell: int, threshold: float) -> list[np.ndarray]:
+    """``CpuOps.anchor_hits`` for any outputs on the host (NumPy, one image at a time)."""
+    ih, iw = input_hw
+    grid = [_grid(ih // s, iw // s, s, per_cell) for s in strides]
+    n = len(scores[0]) if scores else 0
+    return [anchors.hits_np([x[i] for x in scores], [x[i] for x in boxes], [x[i] for x in kps],
+                            grid, strides, threshold) for i in range(n)]
+
+
+@functools.lru_cache(maxsize=32)
+def _grid(h: int, w: int, stride: int, per_cell: int) -> np.ndarray:
+    c = anchors.centers(h, w, stride, per_cell)
+    c.flags.writeable = False  # shared between calls: read only
+    return c
 
 
 def fit(w: int, h: int, iw: int, ih: int) -> tuple[int, int, float]:

@@ -17,6 +17,7 @@ import threading
 
 import numpy as np
 
+from ffray.engine import anchors
 from ffray.engine.colour import Matrix
 from ffray.engine.frames import Frame, Layout, back_matrix, compose, unpack, upright
 from ffray.engine.kernels import SOURCE
@@ -47,6 +48,7 @@ class GpuOps:
             self._enc = cp.asarray(np.array(mat.encode_coeffs(), np.float32))
             self.device.synchronize()  # made on the default stream: done before any stage uses them
         self._local = threading.local()
+        self._grids: dict = {}  # anchor grids by detector input size, made on first use
         self.rotation = int(rotation) % 360
         self.up_w, self.up_h, self.to_stored = upright(self.rotation, lay.width, lay.height)
         self._dims = (np.int32(lay.width), np.int32(lay.height), np.int32(lay.cw), np.int32(lay.ch),
@@ -135,6 +137,18 @@ class GpuOps:
             out.append(host[k:k + n].reshape(x.shape))
             k += n
         return out
+
+    def anchor_hits(self, scores: list, boxes: list, kps: list, input_hw: tuple[int, int],
+                    strides: list[int], per_cell: int, threshold: float) -> list[np.ndarray]:
+        """Per image, the anchor-grid detector's candidate rows, thresholded and gathered on the
+        device (``engine.anchors.hits_cp``): only the candidates come back."""
+        key = (tuple(input_hw), tuple(strides), per_cell)
+        s = self._stream()
+        with self.device, s:
+            grid = self._grids.get(key)
+            if grid is None:
+                grid = self._grids[key] = anchors.DeviceGrid(self.cp, input_hw, strides, per_cell)
+            return anchors.hits_cp(self.cp, scores, boxes, kps, grid, len(scores[0]), threshold, s)
 
     def per_face_masks(self, static, masks: list, counts: list[int]):
         """(N, S, S) on the device: the static mask combined by minimum with each face's own."""

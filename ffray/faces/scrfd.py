@@ -9,29 +9,17 @@ a model with a dynamic batch dimension gets the whole batch at once.
 
 from __future__ import annotations
 
-import functools
-
 import cv2
 import numpy as np
 
-from ffray.engine.ops_cpu import fit
+from ffray.engine import anchors
+from ffray.engine.ops_cpu import fit, host_anchor_hits
 from ffray.faces.align import Face
 from ffray.faces.mtcnn import nms
 from ffray.models.runner import HostRunner
 
 STRIDES = {8: ("448", "451", "454"), 16: ("471", "474", "477"), 32: ("494", "497", "500")}
 ANCHORS = 2
-
-
-@functools.lru_cache(maxsize=32)
-def anchor_centers(h: int, w: int, stride: int) -> np.ndarray:
-    """Anchor centres of a stride's h x w grid, two per cell (cached: the same grids every frame;
-    callers must not modify the array)."""
-    ys, xs = np.mgrid[:h, :w]
-    c = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float32) * stride
-    c = np.repeat(c, ANCHORS, axis=0)
-    c.flags.writeable = False
-    return c
 
 
 PRE_NMS_TOP_K = 1000  # candidates kept (best scores first) before the greedy NMS
@@ -52,38 +40,35 @@ def to_image(b: np.ndarray, k: np.ndarray, back) -> tuple[np.ndarray, np.ndarray
     return b2.astype(np.float32), k2.astype(np.float32)
 
 
-def decode(outputs: dict[str, np.ndarray], input_hw: tuple[int, int], threshold: float,
-           nms_thresh: float = 0.4, back=1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes (N,4), scores (N,), keypoints (N,5,2) in image pixels (``back``: see ``to_image``),
-    after NMS, which runs in image pixels as insightface's does (its box area counts x2 - x1 + 1,
-    so the scale matters). At most ``PRE_NMS_TOP_K`` candidates enter NMS: a badly calibrated
-    model (or a contract model with random weights) can pass tens of thousands of anchors, and
-    greedy NMS is quadratic."""
-    boxes, scores, kpss = [], [], []
-    ih, iw = input_hw
-    for s, (sn, bn, kn) in STRIDES.items():
-        sc = outputs[sn].reshape(-1)
-        centers = anchor_centers(ih // s, iw // s, s)
-        keep = np.flatnonzero(sc >= threshold)
-        if len(keep) == 0:
-            continue
-        c = centers[keep]
-        d = outputs[bn].reshape(-1, 4)[keep] * s
-        k = outputs[kn].reshape(-1, 10)[keep] * s
-        boxes.append(np.stack([c[:, 0] - d[:, 0], c[:, 1] - d[:, 1], c[:, 0] + d[:, 2],
-                               c[:, 1] + d[:, 3]], 1))
-        kpss.append(k.reshape(-1, 5, 2) + c[:, None, :])
-        scores.append(sc[keep])
-    if not boxes:
+def finish(rows: np.ndarray, back, nms_thresh: float = 0.4
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate rows (``engine.anchors``: detector-input pixels) -> boxes (N,4), scores (N,),
+    keypoints (N,5,2) in image pixels (``back``: see ``to_image``) after NMS, which runs in image
+    pixels as insightface's does (its box area counts x2 - x1 + 1, so the scale matters). At most
+    ``PRE_NMS_TOP_K`` candidates enter NMS: a badly calibrated model (or a contract model with
+    random weights) can pass tens of thousands of anchors, and greedy NMS is quadratic."""
+    if len(rows) == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
-    b, sc, k = np.concatenate(boxes), np.concatenate(scores), np.concatenate(kpss)
+    sc, b, k = rows[:, 0], rows[:, 1:5], rows[:, 5:].reshape(-1, 5, 2)
     b, k = to_image(b, k, back)
     if len(sc) > PRE_NMS_TOP_K:
         top = np.argpartition(-sc, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
         b, sc, k = b[top], sc[top], k[top]
-    # insightface's NMS counts box width as x2 - x1 + 1, as does ours
     keep = nms(b, sc, nms_thresh)
     return b[keep].astype(np.float32), sc[keep].astype(np.float32), k[keep].astype(np.float32)
+
+
+def _grid(ih: int, iw: int) -> list[np.ndarray]:
+    return [anchors.centers(ih // s, iw // s, s, ANCHORS) for s in STRIDES]
+
+
+def decode(outputs: dict[str, np.ndarray], input_hw: tuple[int, int], threshold: float,
+           nms_thresh: float = 0.4, back=1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's named outputs -> faces in image pixels (``finish``)."""
+    names = list(STRIDES.values())
+    rows = anchors.hits_np([outputs[n[0]] for n in names], [outputs[n[1]] for n in names],
+                           [outputs[n[2]] for n in names], _grid(*input_hw), list(STRIDES), threshold)
+    return finish(rows, back, nms_thresh)
 
 
 class SCRFD:
@@ -110,14 +95,18 @@ class SCRFD:
         blob = (canvas[:, :, ::-1].astype(np.float32) - 127.5) / 128.0
         return blob.transpose(2, 0, 1)[None], scale
 
-    def _decode(self, outs: list, backs: list, thr: float) -> list[list[Face]]:
+    def _decode(self, anchor_hits, outs: list, backs: list, thr: float) -> list[list[Face]]:
         """``backs``: per image, the scale (image = input / scale) or a 2x3 matrix from input
-        pixels to the frame (a rotated stream's upright view back to stored coordinates)."""
+        pixels to the frame (a rotated stream's upright view back to stored coordinates). The
+        thresholding runs where the outputs are (``anchor_hits``: a frame backend's), NMS on the
+        host."""
+        named = dict(zip(self.out_names, outs))
+        groups = [[named[n[j]] for n in STRIDES.values()] for j in range(3)]
+        rows = anchor_hits(*groups, (self.input_size[1], self.input_size[0]), list(STRIDES),
+                           ANCHORS, thr)
         results = []
-        for i, back in enumerate(backs):
-            named = {n: np.asarray(o[i]) for n, o in zip(self.out_names, outs)}
-            b, sc, k = decode(named, (self.input_size[1], self.input_size[0]), thr, self.nms_thresh,
-                              back=back)
+        for r, back in zip(rows, backs):
+            b, sc, k = finish(r, back, self.nms_thresh)
             results.append([Face(box=bb, score=float(s), kps=kk) for bb, s, kk in zip(b, sc, k)])
         return results
 
@@ -128,7 +117,7 @@ class SCRFD:
             return []
         prepared = [self._prepare(f) for f in frames_bgr]
         outs = self.runner.host_run({self.input_name: np.concatenate([b for b, _ in prepared])})
-        return self._decode(outs, [s for _, s in prepared], thr)
+        return self._decode(host_anchor_hits, outs, [s for _, s in prepared], thr)
 
     def detect_frames(self, ops, frames: list, threshold: float | None = None) -> list[list[Face]]:
         """Faces in worker frames: resize/normalise by the frame backend, outputs back on the host."""
@@ -136,5 +125,4 @@ class SCRFD:
         if not frames:
             return []
         blob, backs = ops.det_blob(frames, self.input_size)
-        outs = ops.host_many(self.runner.run({self.input_name: blob}))
-        return self._decode(outs, backs, thr)
+        return self._decode(ops.anchor_hits, self.runner.run({self.input_name: blob}), backs, thr)
