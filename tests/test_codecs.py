@@ -117,6 +117,35 @@ def test_a_bad_chunk_fails_in_one_line_and_its_process_is_replaced(chunk):
         pool.close()
 
 
+def test_rings_are_page_locked_once_and_unlocked_before_they_go(chunk):
+    """The GPU backend page-locks each ring (``ops.pin``) so frames go up and down by DMA: every
+    ring gets locked exactly once, a replaced process's new ring too, and each is unlocked
+    before its mapping is closed. Here a recorder stands in for cudaHostRegister."""
+    video, payload = chunk
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    log = []
+
+    def pin(buf):
+        addr = np.frombuffer(buf, np.uint8).ctypes.data
+        log.append(("pin", addr, len(buf)))
+        return lambda: log.append(("unpin", addr, len(buf)))
+
+    pool = CodecPool(lay, slots=2, ring=3)
+    try:
+        pool.pin_rings(pin)
+        pool.pin_rings(pin)  # again: nothing locked twice
+        assert [e[0] for e in log] == ["pin", "pin"] and all(e[2] == 3 * lay.nbytes for e in log)
+        assert pool.get(0).pinned and pool.get(1).pinned
+        pool.discard(0)  # a failed chunk's process goes: its ring is unlocked, the new one locked
+        assert pool.get(0).pinned and [e[0] for e in log] == ["pin", "pin", "unpin", "pin"]
+        data, st = pool.run(0, _job(video, payload, True))  # and it works
+        assert st["frames"] == payload.spec.frames
+    finally:
+        pool.close()
+    pins = sorted(e[1:] for e in log if e[0] == "pin")
+    assert len(pins) == 3 and pins == sorted(e[1:] for e in log if e[0] == "unpin")
+
+
 def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

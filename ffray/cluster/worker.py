@@ -103,6 +103,7 @@ class ChunkWorker:
                                    slots=spec.options.slots)
         if self._codecs is not None:
             self._codecs.resize(self._budget.slots)
+            self._codecs.pin_rings(built.pin)  # GPU: frames go up and down by DMA from the rings
         self._built = built
         self._engine = built.engine
         self._slots = threading.BoundedSemaphore(self._budget.slots)
@@ -228,7 +229,8 @@ class ChunkWorker:
 
         def body(proc) -> None:
             first = spec.first_frame - spec.context
-            frames = ((first + seq, pts, Frame(host=proc.views[ring], slot=ring))
+            pinned = proc.pinned
+            frames = ((first + seq, pts, Frame(host=proc.views[ring], slot=ring, pinned=pinned))
                       for seq, ring, pts in proc.frames())
 
             def sink(item) -> None:

@@ -3,6 +3,7 @@ job's processor spec and the stream's format. Runs once per worker, in its const
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ffray.engine.api import WorkerContext
@@ -53,6 +54,7 @@ class Built:
     backend: str  # "gpu" or "cpu": where frames are worked on
     description: str
     notes: dict = field(default_factory=dict)
+    pin: Callable | None = None  # page-locks a host frame buffer for DMA (GPU backend), or None
 
 
 def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, budget: Budget,
@@ -104,4 +106,5 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
     stages = pipe.stages(upload_threads=2 if ops.name == "gpu" else 1, host_threads=budget.host_threads,
                          fps=fmt.fps)
     notes = {"models": getattr(loader, "notes", {}), "cpu_reason": why or None}
-    return Built(Engine(stages, queue_size=16), ops.name, pipe.description, notes)
+    return Built(Engine(stages, queue_size=16), ops.name, pipe.description, notes,
+                 pin=ops.pin if ops.name == "gpu" else None)

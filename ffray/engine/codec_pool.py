@@ -74,6 +74,19 @@ class CodecProcess:
         self.views = slot_views(self._mem, lay, slots) if size else []
         self._ready = False
         self.pid = self._proc.pid
+        self._unpin: Callable[[], None] | None = None
+
+    @property
+    def pinned(self) -> bool:
+        return self._unpin is not None
+
+    def pin(self, pin: Callable | None) -> None:
+        """Page-lock the ring with ``pin`` (``ops.pin``: returns the unlocking call), once."""
+        if pin is not None and self._mem is not None and self._unpin is None:
+            try:
+                self._unpin = pin(self._mem)
+            except Exception:  # noqa: BLE001 - e.g. a page-lock limit: frames are staged instead
+                self._unpin = None
 
     @property
     def alive(self) -> bool:
@@ -153,6 +166,12 @@ class CodecProcess:
             self._proc.kill()
         self._conn.close()
         self.views = []
+        if self._unpin is not None:
+            try:
+                self._unpin()
+            except Exception:  # noqa: BLE001 - the device may be gone with a failed worker
+                pass
+            self._unpin = None
         if self._mem is not None:
             try:
                 self._mem.close()
@@ -174,6 +193,15 @@ class CodecPool:
         self.lay, self.ring = lay, ring
         self._procs: list[CodecProcess | None] = [CodecProcess(lay, ring) for _ in range(slots)]
         self._lock = threading.Lock()
+        self._pin: Callable | None = None
+
+    def pin_rings(self, pin: Callable | None) -> None:
+        """Page-lock every ring, now and for replaced processes (``Built.pin``; None: no GPU)."""
+        with self._lock:
+            self._pin = pin
+            for p in self._procs:
+                if p is not None:
+                    p.pin(pin)
 
     def get(self, slot: int) -> CodecProcess:
         with self._lock:
@@ -182,6 +210,7 @@ class CodecPool:
                 if p is not None:
                     p.close()
                 p = self._procs[slot] = CodecProcess(self.lay, self.ring)
+                p.pin(self._pin)
             return p
 
     def discard(self, slot: int) -> None:

@@ -149,3 +149,4 @@ class Frame:
     host_current: bool = True
     bgr: np.ndarray | None = None  # full-frame BGR for BGR processors (adapter stage)
     slot: int | None = None  # the codec process's ring slot ``host`` views (codec processes)
+    pinned: bool = False  # ``host`` is page-locked (a registered ring): DMA to and from it

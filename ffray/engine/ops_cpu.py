@@ -45,6 +45,10 @@ class CpuOps:
     def download(self, frames: list[Frame]) -> None:
         return None
 
+    def pin(self, buf) -> None:
+        """Nothing to page-lock without a GPU."""
+        return None
+
     def host(self, x) -> np.ndarray:
         return np.asarray(x)
 

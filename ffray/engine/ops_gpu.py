@@ -14,6 +14,7 @@ left unsynchronised: the runner that consumes them on the same thread synchronis
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -70,22 +71,43 @@ class GpuOps:
     def _ptrs(self, frames: list[Frame]):
         return self.cp.asarray(np.array([f.device.data.ptr for f in frames], np.uint64))
 
+    def pin(self, buf) -> Callable[[], None]:
+        """Page-lock a host buffer (a codec process's frame ring) so frames go up and down by DMA
+        straight from and to it; returns the call that unlocks it (before the buffer goes)."""
+        cp = self.cp
+        arr = np.frombuffer(buf, np.uint8)
+        ptr, size = arr.ctypes.data, arr.size
+        del arr  # no export of ``buf`` stays: it can be closed once unlocked
+        with self.device:
+            cp.cuda.runtime.hostRegister(ptr, size, 0)
+
+        def unpin() -> None:
+            with self.device:
+                cp.cuda.runtime.hostUnregister(ptr)
+        return unpin
+
     # --- frames in and out
     def upload(self, frames: list[Frame]) -> None:
         cp, nb = self.cp, self.lay.nbytes
         todo = [f for f in frames if f.device is None]
         if not todo:
             return
-        stage = self._pinned(nb * len(todo))
+        staged = [f for f in todo if not (f.pinned and f.host is not None)]
+        stage = self._pinned(nb * len(staged)) if staged else None
         s = self._stream()
         with self.device, s:
-            for i, f in enumerate(todo):
-                view = stage[i * nb:(i + 1) * nb]
+            k = 0
+            for f in todo:
+                f.device = cp.empty(nb, cp.uint8)
+                if f.pinned and f.host is not None:  # a registered ring slot: DMA from it
+                    f.device.set(f.host, stream=s)
+                    continue
+                view = stage[k * nb:(k + 1) * nb]
+                k += 1
                 if f.host is not None:
                     view[...] = f.host
                 else:
                     unpack(f.decoded, self.lay, out=view, space=self._space, rng=self._rng)
-                f.device = cp.empty(nb, cp.uint8)
                 f.device.set(view, stream=s)
             s.synchronize()
         for f in todo:
