@@ -1,7 +1,8 @@
 """The anchor-grid decoding that the GPU backend runs for a whole batch (``engine.anchors.hits_cp``)
 must give, frame by frame, exactly the host's rows (``hits_np``): the same candidates in the same
-order, bit for bit, so NMS keeps the same faces on either backend. Checked here with NumPy standing
-in for CuPy (the same array API), and with CuPy itself where a GPU is present."""
+order, bit for bit, so NMS keeps the same faces on either backend. Checked here for the code around
+the kernel with NumPy in CuPy's place and a stand-in for the kernel that returns rows in a random
+order (as its atomics may), and with CuPy and the real kernel where a GPU is present."""
 
 from __future__ import annotations
 
@@ -31,11 +32,50 @@ def _outputs(n: int, rng, hot: float = 0.002):
     return scores, boxes, kps
 
 
+class _Arr(np.ndarray):
+    """A NumPy array with CuPy's ``get``."""
+
+    def get(self, stream=None):
+        return np.asarray(self)
+
+
 def _numpy_as_cupy():
-    cp = types.SimpleNamespace(**{k: getattr(np, k) for k in (
-        "concatenate", "nonzero", "stack", "float32", "asarray")})
-    cp.asnumpy = lambda x, stream=None: np.asarray(x)
+    """NumPy in CuPy's place, for the code around the kernel (argument packing, the counter,
+    the copies back, putting rows back in order)."""
+    cp = types.SimpleNamespace(
+        float32=np.float32, uint32=np.uint32,
+        ascontiguousarray=lambda x, dtype=None: np.ascontiguousarray(x, dtype).view(_Arr),
+        zeros=lambda shape, dtype: np.zeros(shape, dtype).view(_Arr),
+        empty=lambda shape, dtype: np.full(shape, np.nan, dtype).view(_Arr))
     return cp, types.SimpleNamespace(synchronize=lambda: None)
+
+
+def _kernel_stand_in(seed: int):
+    """What the CUDA kernel does, in NumPy: every candidate claims a row in an arbitrary order
+    (atomics), row = [image, anchor, score, box, keypoints]."""
+    rng = np.random.default_rng(seed)
+
+    def launch(grid, block, args):
+        strides, (n, per_cell, thr, count, rows) = [args[i:i + 6] for i in range(0, 18, 6)], args[18:]
+        found, base = [], 0
+        for sc, bb, kk, a, w, st in strides:
+            if a == 0:
+                continue
+            for f in range(int(n)):
+                s = sc.reshape(int(n), -1)[f]
+                for j in np.flatnonzero(s >= thr):
+                    cell = j // per_cell
+                    cx, cy = np.float32(cell % w) * st, np.float32(cell // w) * st
+                    b = bb.reshape(int(n), -1, 4)[f, j] * st
+                    k = kk.reshape(int(n), -1, 10)[f, j] * st
+                    kp = k.reshape(5, 2) + np.float32([cx, cy])
+                    found.append(np.concatenate([np.float32([f, base + j, s[j], cx - b[0], cy - b[1],
+                                                             cx + b[2], cy + b[3]]), kp.ravel()]))
+            base += int(a)
+        for pos, i in enumerate(rng.permutation(len(found))):
+            rows[pos] = found[i]
+        count[0] = len(found)
+    return launch
 
 
 def _host_rows(scores, boxes, kps, thr):
@@ -57,11 +97,17 @@ def test_batched_device_decoding_equals_the_per_frame_host_decoding():
     want = _host_rows(scores, boxes, kps, 0.5)
     assert len(want[1]) == 0 and all(len(w) > 10 for i, w in enumerate(want) if i != 1)
     cp, stream = _numpy_as_cupy()
-    grid = anchors.DeviceGrid(cp, (640, 640), STRIDES, scrfd.ANCHORS)
-    _check_same(anchors.hits_cp(cp, scores, boxes, kps, grid, 5, 0.5, stream), want)
+
+    def run(sc, seed=0):
+        return anchors.hits_cp(cp, _kernel_stand_in(seed), sc, boxes, kps, (640, 640), STRIDES,
+                               scrfd.ANCHORS, 0.5, stream)
+    _check_same(run(scores), want)
+    _check_same(run(scores, seed=1), want)  # whatever order the atomics gave
     # no candidate anywhere: one empty row block per frame
-    none = anchors.hits_cp(cp, [s * 0 for s in scores], boxes, kps, grid, 5, 0.5, stream)
-    assert [r.shape for r in none] == [(0, anchors.ROW)] * 5
+    assert [r.shape for r in run([s * 0 for s in scores])] == [(0, anchors.ROW)] * 5
+    with pytest.raises(ValueError, match="grid"):  # outputs of another input size
+        anchors.hits_cp(cp, _kernel_stand_in(0), scores, boxes, kps, (320, 320), STRIDES,
+                        scrfd.ANCHORS, 0.5, stream)
 
 
 def test_rows_decode_to_the_faces_the_reference_arithmetic_gives():

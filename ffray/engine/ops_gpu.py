@@ -26,6 +26,7 @@ from ffray.engine.ops_cpu import fit, roi
 from ffray.models.streams import thread_stream
 
 _BLOCK = 256
+_SMALL_RING = 4  # page-locked argument buffers per thread (``GpuOps._small``)
 
 
 class GpuOps:
@@ -41,7 +42,8 @@ class GpuOps:
         self._space, self._rng = space, rng
         self.device = cp.cuda.Device(ordinal)
         with self.device:
-            mod = cp.RawModule(code=SOURCE, options=("--std=c++14",))
+            mod = cp.RawModule(code=SOURCE + anchors.KERNEL, options=("--std=c++14",))
+            self._anchor_hits = mod.get_function("anchor_hits")
             self._warp_norm = mod.get_function("warp_norm")
             self._warp_u8 = mod.get_function("warp_u8")
             self._paste = mod.get_function("paste")
@@ -49,7 +51,6 @@ class GpuOps:
             self._enc = cp.asarray(np.array(mat.encode_coeffs(), np.float32))
             self.device.synchronize()  # made on the default stream: done before any stage uses them
         self._local = threading.local()
-        self._grids: dict = {}  # anchor grids by detector input size, made on first use
         self.rotation = int(rotation) % 360
         self.up_w, self.up_h, self.to_stored = upright(self.rotation, lay.width, lay.height)
         self._dims = (np.int32(lay.width), np.int32(lay.height), np.int32(lay.cw), np.int32(lay.ch),
@@ -68,8 +69,41 @@ class GpuOps:
             self._local.pinned = buf
         return buf[:n]
 
-    def _ptrs(self, frames: list[Frame]):
-        return self.cp.asarray(np.array([f.device.data.ptr for f in frames], np.uint64))
+    @staticmethod
+    def _ptrs(frames: list[Frame]) -> np.ndarray:
+        return np.array([f.device.data.ptr for f in frames], np.uint64)
+
+    def _small(self, *arrays: np.ndarray) -> list:
+        """Small host arrays (matrices, pointer tables, boxes) to the device as one copy from a
+        page-locked buffer on this thread's stream: one asynchronous transfer for a launch's
+        arguments instead of a pageable copy each (call inside ``with self.device, stream``).
+        Each thread cycles through ``_SMALL_RING`` buffers, waiting on a buffer's last copy
+        before it refills it."""
+        cp = self.cp
+        parts = [np.ascontiguousarray(a) for a in arrays]
+        offs, total = [], 0
+        for a in parts:
+            offs.append(total)
+            total += -(-a.nbytes // 16) * 16
+        ring = getattr(self._local, "small", None)
+        if ring is None:
+            ring = self._local.small = [[None, None, cp.cuda.Event(disable_timing=True)]
+                                        for _ in range(_SMALL_RING)]
+            self._local.small_next = 0
+        slot = ring[self._local.small_next]
+        self._local.small_next = (self._local.small_next + 1) % _SMALL_RING
+        slot[2].synchronize()  # this buffer's previous copy has been read
+        if slot[0] is None or slot[0].size < total:
+            mem = cp.cuda.alloc_pinned_memory(max(total, 4096))
+            slot[0], slot[1] = np.frombuffer(mem, np.uint8, max(total, 4096)), mem
+        buf = slot[0][:total]
+        for a, o in zip(parts, offs):
+            buf[o:o + a.nbytes] = a.reshape(-1).view(np.uint8)
+        dev = cp.empty(total, cp.uint8)
+        s = self._stream()
+        dev.set(buf, stream=s)
+        slot[2].record(s)
+        return [dev[o:o + a.nbytes].view(a.dtype).reshape(a.shape) for a, o in zip(parts, offs)]
 
     def pin(self, buf) -> Callable[[], None]:
         """Page-lock a host buffer (a codec process's frame ring) so frames go up and down by DMA
@@ -163,14 +197,11 @@ class GpuOps:
     def anchor_hits(self, scores: list, boxes: list, kps: list, input_hw: tuple[int, int],
                     strides: list[int], per_cell: int, threshold: float) -> list[np.ndarray]:
         """Per image, the anchor-grid detector's candidate rows, thresholded and gathered on the
-        device (``engine.anchors.hits_cp``): only the candidates come back."""
-        key = (tuple(input_hw), tuple(strides), per_cell)
+        device by one kernel (``engine.anchors.hits_cp``): only the candidates come back."""
         s = self._stream()
         with self.device, s:
-            grid = self._grids.get(key)
-            if grid is None:
-                grid = self._grids[key] = anchors.DeviceGrid(self.cp, input_hw, strides, per_cell)
-            return anchors.hits_cp(self.cp, scores, boxes, kps, grid, len(scores[0]), threshold, s)
+            return anchors.hits_cp(self.cp, self._anchor_hits, scores, boxes, kps, input_hw, strides,
+                                   per_cell, threshold, s)
 
     def per_face_masks(self, static, masks: list, counts: list[int]):
         """(N, S, S) on the device: the static mask combined by minimum with each face's own."""
@@ -201,11 +232,13 @@ class GpuOps:
         with self.device, s:
             out = cp.empty((n, 3, oh, ow), cp.float32)
             if n:
-                m = cp.asarray(np.ascontiguousarray(mats, np.float32).reshape(n, 6))
-                v = cp.asarray(np.ascontiguousarray(valid, np.int32)) if valid is not None else None
+                host = [self._ptrs(frames), np.asarray(mats, np.float32).reshape(n, 6)]
+                if valid is not None:
+                    host.append(np.asarray(valid, np.int32))
+                ptrs, m, *v = self._small(*host)
                 total = n * ow * oh
                 self._warp_norm(((total + _BLOCK - 1) // _BLOCK,), (_BLOCK,), (
-                    self._ptrs(frames), m, v if v is not None else np.uint64(0), out, np.int32(n),
+                    ptrs, m, v[0] if v else np.uint64(0), out, np.int32(n),
                     np.int32(ow), np.int32(oh), *self._dims, self._dec, np.float32(mean),
                     np.float32(1.0 / std), np.int32(1 if rgb else 0), np.float32(pad)))
         # not synchronised: the model input is consumed on this thread's stream, and the runner
@@ -233,10 +266,10 @@ class GpuOps:
         s = self._stream()
         with self.device, s:
             out = cp.empty((n, oh, ow, 3), cp.uint8)
-            m = cp.asarray(np.ascontiguousarray(mats, np.float32).reshape(n, 6))
+            ptrs, m = self._small(self._ptrs(frames), np.asarray(mats, np.float32).reshape(n, 6))
             total = n * ow * oh
             self._warp_u8(((total + _BLOCK - 1) // _BLOCK,), (_BLOCK,), (
-                self._ptrs(frames), m, out, np.int32(n), np.int32(ow), np.int32(oh), *self._dims,
+                ptrs, m, out, np.int32(n), np.int32(ow), np.int32(oh), *self._dims,
                 self._dec))
             host = cp.asnumpy(out, stream=s)
             s.synchronize()
@@ -287,11 +320,12 @@ class GpuOps:
                 boxes = np.array(boxes, np.int32)
                 bw = int(max(1, (boxes[:, 2] - boxes[:, 0]).max()))
                 bh = int(max(1, (boxes[:, 3] - boxes[:, 1]).max()))
-                sel = cp.asarray(np.array(idx, np.int64))
-                self._paste(((bw + 15) // 16, (bh + 15) // 16, len(idx)), (16, 16, 1), (
+                ptrs, m, rois, sel = self._small(
                     self._ptrs([frames[i] for i in idx]),
-                    cp.asarray(np.array([mats[i] for i in idx], np.float32).reshape(-1, 6)),
-                    cp.asarray(boxes), crops[sel], mask[sel] if per_face else mask,
+                    np.array([mats[i] for i in idx], np.float32).reshape(-1, 6), boxes,
+                    np.array(idx, np.int64))
+                self._paste(((bw + 15) // 16, (bh + 15) // 16, len(idx)), (16, 16, 1), (
+                    ptrs, m, rois, crops[sel], mask[sel] if per_face else mask,
                     np.int32(size * size if per_face else 0), np.int32(size), *self._dims, self._enc,
                     np.float32(scale), np.float32(offset), np.float32(strength)))
             s.synchronize()
