@@ -59,15 +59,21 @@ for phase in "$@"; do
       timeout 560 python3 scripts/bench_ceilings.py --input /tmp/media/faces6_1080p.mp4 $models --out "$OUT/ceilings.json" "$@" 2>&1 | tail -60 ;;
     profile)  # profile NAME FACES [extra]: py-spy (wheel carried in .devdata) on the worker mid-job
       name=$2 faces=$3; shift 3
+      rm -rf "/tmp/b-$name"
       [ -x /tmp/pyspy/bin/py-spy ] || python3 -m pip install -q --no-deps --no-index --target /tmp/pyspy .devdata/py_spy-*.whl
       timeout 540 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${faces}_1080p.mp4" \
         --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err" &
       bpid=$!
       for _ in $(seq 120); do pid=$(pgrep -f "ray::ChunkWorker" | head -1); [ -n "$pid" ] && break; sleep 0.5; done
       for _ in $(seq 120); do ls /tmp/b-$name/data/jobs/*/chunks/*.nut > /dev/null 2>&1 && break; sleep 0.25; done
-      /tmp/pyspy/bin/py-spy record -d "${SPY_S:-5}" -r 97 -p "$pid" --format raw -o "$OUT/$name.raw" > "$OUT/$name.spy.log" 2>&1
-      /tmp/pyspy/bin/py-spy record -d "${SPY_S:-5}" -r 97 -p "$pid" --gil --format raw -o "$OUT/$name.gil.raw" >> "$OUT/$name.spy.log" 2>&1
-      ps -L -o tid,pcpu,comm -p "$pid" | sort -k2 -rn | head -30 > "$OUT/$name.threads.txt"
+      child=$(pgrep -f "ffray.engine.codec_child" | head -1)
+      # at the same time: the worker, one codec process (native frames too), and top
+      /tmp/pyspy/bin/py-spy record -d "${SPY_S:-5}" -r 97 -p "$pid" --format raw -o "$OUT/$name.raw" > "$OUT/$name.spy.log" 2>&1 &
+      [ -n "$child" ] && /tmp/pyspy/bin/py-spy record -d "${SPY_S:-5}" -r 97 -p "$child" --native --format raw -o "$OUT/$name.child.raw" > "$OUT/$name.child.log" 2>&1 &
+      top -b -n 2 -d 3 -w 250 -c | awk '/^top -/{n++} n==2' | head -45 > "$OUT/$name.top.txt" &
+      sleep 1; ps -L -o tid,pcpu,comm -p "$pid" | sort -k2 -rn | head -30 > "$OUT/$name.threads.txt"
+      sleep "${SPY_S:-5}"
+      [ "${GIL:-0}" = 1 ] && /tmp/pyspy/bin/py-spy record -d "${SPY_S:-5}" -r 97 -p "$pid" --gil --format raw -o "$OUT/$name.gil.raw" >> "$OUT/$name.spy.log" 2>&1
       wait $bpid; echo "== $name"; tail -3 "$OUT/$name.spy.log"
       python3 -c "import json; d=json.load(open('$OUT/$name.json')); print({k: d[k] for k in ('fps_whole_job','fps_processing','host_cpu_percent_processing','stage_busy_share')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
   esac

@@ -179,3 +179,22 @@ def test_poisson_paste_clones_the_face_in_and_still_leaves_unmasked_pixels_alone
     # seamless cloning carries the photo's shading into the face: it differs from the flat paste
     assert np.abs(yp[inside].astype(int) - yf[inside]).mean() > 5
     assert yp[inside].std() > yf[inside].std()
+
+
+def test_kernel_argument_struct_has_the_c_layout():
+    """The per-launch arguments go to the GPU kernels by value as ``struct Items``: the host's
+    structured dtype must have C's layout (sizes, offsets, padding), here as ctypes lays it out
+    (on the GPU the kernel module checks it again at start)."""
+    import ctypes
+
+    from ffray.engine.kernels import ITEMS, MAX_ITEMS, SOURCE
+
+    class Items(ctypes.Structure):
+        _fields_ = [("frames", ctypes.c_uint64 * MAX_ITEMS), ("m", ctypes.c_float * (MAX_ITEMS * 6)),
+                    ("box", ctypes.c_int32 * (MAX_ITEMS * 4)), ("sel", ctypes.c_int64 * MAX_ITEMS),
+                    ("has_box", ctypes.c_int32)]
+
+    assert f"#define MAX_ITEMS {MAX_ITEMS}" in SOURCE
+    assert ITEMS.itemsize == ctypes.sizeof(Items)
+    for name, _ in Items._fields_:
+        assert ITEMS.fields[name][1] == getattr(Items, name).offset, name

@@ -7,8 +7,39 @@ from the block's alpha-weighted mean. The arithmetic is ``ffray.engine.colour``'
 OpenCV's (``warpAffine``/``resize`` with INTER_LINEAR), so CPU and GPU frames agree to rounding.
 """
 
+import numpy as np
+
+# A launch's per-item arguments (frame pointers, matrices, boxes, crop indices) travel by value in
+# the kernel's parameters (``__grid_constant__``: read in place, never copied per thread), not in
+# device buffers: no small host->device copy before each launch, which under load waited behind
+# the frame uploads on the copy engine. Up to ``MAX_ITEMS`` items a launch; callers split larger
+# batches. ``ITEMS`` is the host-side layout, checked against the compiler's at start.
+MAX_ITEMS = 32
+ITEMS = np.dtype({"names": ["frames", "m", "box", "sel", "has_box"],
+                  "formats": [(np.uint64, (MAX_ITEMS,)), (np.float32, (MAX_ITEMS * 6,)),
+                              (np.int32, (MAX_ITEMS * 4,)), (np.int64, (MAX_ITEMS,)), np.int32],
+                  "offsets": [0, 8 * MAX_ITEMS, 32 * MAX_ITEMS, 48 * MAX_ITEMS, 56 * MAX_ITEMS],
+                  "itemsize": 56 * MAX_ITEMS + 8})
+
 SOURCE = r"""
+#define MAX_ITEMS 32
+struct Items {
+    unsigned long long frames[MAX_ITEMS];  // packed YUV frames on the device
+    float m[MAX_ITEMS * 6];                // per item 2x3 matrix
+    int box[MAX_ITEMS * 4];                // warp: valid (w, h) at 2i; paste: chroma-block roi at 4i
+    long long sel[MAX_ITEMS];              // paste: the item's crop (and mask) index
+    int has_box;
+};
+
 extern "C" {
+
+__global__ void items_layout(unsigned long long* out) {
+    const Items* p = nullptr;
+    out[0] = sizeof(Items);
+    out[1] = (unsigned long long)&p->frames; out[2] = (unsigned long long)&p->m;
+    out[3] = (unsigned long long)&p->box; out[4] = (unsigned long long)&p->sel;
+    out[5] = (unsigned long long)&p->has_box;
+}
 
 __device__ __forceinline__ float tap_u8(const unsigned char* p, int w, int h, int x, int y) {
     x = min(max(x, 0), w - 1);
@@ -73,21 +104,21 @@ __device__ __forceinline__ bool out_pixel(size_t idx, int n, int ow, int oh, int
 
 // Affine-sampled crops, NCHW float: out = (value - mean) / std, RGB or BGR order. m: n*6
 // crop->frame. valid (optional): n*2 (width, height) of the sampled part; the rest gets ``pad``.
-__global__ void warp_norm(const unsigned long long* frames, const float* m, const int* valid,
-                          float* out, int n, int ow, int oh, int W, int H, int CW, int CH, int SX,
-                          int SY, const float* k, float mean, float inv_std, int rgb, float pad) {
+__global__ void warp_norm(const __grid_constant__ Items A, float* out, int n, int ow, int oh,
+                          int W, int H, int CW, int CH, int SX, int SY, const float* k, float mean,
+                          float inv_std, int rgb, float pad) {
     int i, r, x, y;
     if (!out_pixel((size_t)blockIdx.x * blockDim.x + threadIdx.x, n, ow, oh, &i, &r, &x, &y)) return;
     size_t plane = (size_t)ow * oh;
     float* o = out + (size_t)i * 3 * plane + r;
-    if (valid != NULL && (x >= valid[2 * i] || y >= valid[2 * i + 1])) {
+    if (A.has_box && (x >= A.box[2 * i] || y >= A.box[2 * i + 1])) {
         o[0] = pad; o[plane] = pad; o[2 * plane] = pad;
         return;
     }
-    const float* a = m + 6 * i;
+    const float* a = A.m + 6 * i;
     float sx = a[0] * x + a[1] * y + a[2], sy = a[3] * x + a[4] * y + a[5];
     float bgr[3];
-    sample_bgr((const unsigned char*)frames[i], W, H, CW, CH, SX, SY, sx, sy, k, bgr);
+    sample_bgr((const unsigned char*)A.frames[i], W, H, CW, CH, SX, SY, sx, sy, k, bgr);
     if (rgb) {
         o[0] = (bgr[2] - mean) * inv_std; o[plane] = (bgr[1] - mean) * inv_std;
         o[2 * plane] = (bgr[0] - mean) * inv_std;
@@ -98,39 +129,37 @@ __global__ void warp_norm(const unsigned long long* frames, const float* m, cons
 }
 
 // The same sampling to BGR uint8 HWC (small frames for MTCNN, crops for the classic swapper).
-__global__ void warp_u8(const unsigned long long* frames, const float* m, unsigned char* out,
-                        int n, int ow, int oh, int W, int H, int CW, int CH, int SX, int SY,
-                        const float* k) {
+__global__ void warp_u8(const __grid_constant__ Items A, unsigned char* out, int n, int ow, int oh,
+                        int W, int H, int CW, int CH, int SX, int SY, const float* k) {
     int i, r, x, y;
     if (!out_pixel((size_t)blockIdx.x * blockDim.x + threadIdx.x, n, ow, oh, &i, &r, &x, &y)) return;
-    const float* a = m + 6 * i;
+    const float* a = A.m + 6 * i;
     float sx = a[0] * x + a[1] * y + a[2], sy = a[3] * x + a[4] * y + a[5];
     float bgr[3];
-    sample_bgr((const unsigned char*)frames[i], W, H, CW, CH, SX, SY, sx, sy, k, bgr);
+    sample_bgr((const unsigned char*)A.frames[i], W, H, CW, CH, SX, SY, sx, sy, k, bgr);
     unsigned char* o = out + ((size_t)i * ow * oh + r) * 3;
     o[0] = (unsigned char)bgr[0]; o[1] = (unsigned char)bgr[1]; o[2] = (unsigned char)bgr[2];
 }
 
 // Paste-back of one face per frame (a "layer"; faces of one frame go in successive launches).
-// m: n*6 frame->crop; roi: n*4 chroma-block box [bx0, by0, bx1, by1); crops: n*3*s*s RGB planes
-// (value * scale + offset, clipped); mask: s*s, or n*s*s with mstride = s*s (one per face);
-// e: kr, kg, kb, y_off, y_scale, c_scale, db, dr.
-__global__ void paste(const unsigned long long* frames, const float* m, const int* roi,
-                      const float* crops, const float* mask, int mstride, int s, int W, int H,
-                      int CW, int CH,
-                      int SX, int SY, const float* e, float scale, float offset, float strength) {
+// A.m: frame->crop; A.box: chroma-block box [bx0, by0, bx1, by1); A.sel: the item's crop in
+// crops (3*s*s RGB planes, value * scale + offset, clipped) and its mask: s*s, or one per face
+// with mstride = s*s; e: kr, kg, kb, y_off, y_scale, c_scale, db, dr.
+__global__ void paste(const __grid_constant__ Items A, const float* crops, const float* mask,
+                      int mstride, int s, int W, int H, int CW, int CH, int SX, int SY,
+                      const float* e, float scale, float offset, float strength) {
     int i = blockIdx.z;
-    const int* r = roi + 4 * i;
+    const int* r = A.box + 4 * i;
     int bx = r[0] + blockIdx.x * blockDim.x + threadIdx.x;
     int by = r[1] + blockIdx.y * blockDim.y + threadIdx.y;
     if (bx >= r[2] || by >= r[3]) return;
-    unsigned char* Y = (unsigned char*)frames[i];
+    unsigned char* Y = (unsigned char*)A.frames[i];
     unsigned char* U = Y + (size_t)W * H;
     unsigned char* V = U + (size_t)CW * CH;
-    const float* a = m + 6 * i;
+    const float* a = A.m + 6 * i;
     size_t pl = (size_t)s * s;
-    const float* cr = crops + (size_t)i * 3 * pl;
-    const float* mk = mask + (size_t)i * mstride;
+    const float* cr = crops + (size_t)A.sel[i] * 3 * pl;
+    const float* mk = mask + (size_t)A.sel[i] * mstride;
     float asum = 0.f, usum = 0.f, vsum = 0.f;
     int cnt = 0;
     for (int j = 0; j < SY; j++) {

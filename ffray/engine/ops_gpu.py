@@ -21,12 +21,11 @@ import numpy as np
 from ffray.engine import anchors
 from ffray.engine.colour import Matrix
 from ffray.engine.frames import Frame, Layout, back_matrix, compose, unpack, upright
-from ffray.engine.kernels import SOURCE
+from ffray.engine.kernels import ITEMS, MAX_ITEMS, SOURCE
 from ffray.engine.ops_cpu import fit, roi
 from ffray.models.streams import thread_stream
 
 _BLOCK = 256
-_SMALL_RING = 4  # page-locked argument buffers per thread (``GpuOps._small``)
 
 
 class GpuOps:
@@ -44,6 +43,7 @@ class GpuOps:
         with self.device:
             mod = cp.RawModule(code=SOURCE + anchors.KERNEL, options=("--std=c++14",))
             self._anchor_hits = mod.get_function("anchor_hits")
+            _check_layout(cp, mod.get_function("items_layout"))
             self._warp_norm = mod.get_function("warp_norm")
             self._warp_u8 = mod.get_function("warp_u8")
             self._paste = mod.get_function("paste")
@@ -70,40 +70,19 @@ class GpuOps:
         return buf[:n]
 
     @staticmethod
-    def _ptrs(frames: list[Frame]) -> np.ndarray:
-        return np.array([f.device.data.ptr for f in frames], np.uint64)
-
-    def _small(self, *arrays: np.ndarray) -> list:
-        """Small host arrays (matrices, pointer tables, boxes) to the device as one copy from a
-        page-locked buffer on this thread's stream: one asynchronous transfer for a launch's
-        arguments instead of a pageable copy each (call inside ``with self.device, stream``).
-        Each thread cycles through ``_SMALL_RING`` buffers, waiting on a buffer's last copy
-        before it refills it."""
-        cp = self.cp
-        parts = [np.ascontiguousarray(a) for a in arrays]
-        offs, total = [], 0
-        for a in parts:
-            offs.append(total)
-            total += -(-a.nbytes // 16) * 16
-        ring = getattr(self._local, "small", None)
-        if ring is None:
-            ring = self._local.small = [[None, None, cp.cuda.Event(disable_timing=True)]
-                                        for _ in range(_SMALL_RING)]
-            self._local.small_next = 0
-        slot = ring[self._local.small_next]
-        self._local.small_next = (self._local.small_next + 1) % _SMALL_RING
-        slot[2].synchronize()  # this buffer's previous copy has been read
-        if slot[0] is None or slot[0].size < total:
-            mem = cp.cuda.alloc_pinned_memory(max(total, 4096))
-            slot[0], slot[1] = np.frombuffer(mem, np.uint8, max(total, 4096)), mem
-        buf = slot[0][:total]
-        for a, o in zip(parts, offs):
-            buf[o:o + a.nbytes] = a.reshape(-1).view(np.uint8)
-        dev = cp.empty(total, cp.uint8)
-        s = self._stream()
-        dev.set(buf, stream=s)
-        slot[2].record(s)
-        return [dev[o:o + a.nbytes].view(a.dtype).reshape(a.shape) for a, o in zip(parts, offs)]
+    def _items(frames: list[Frame], mats, box=None, sel=None) -> np.ndarray:
+        """A launch's per-item arguments, passed by value (``kernels.ITEMS``, at most
+        ``MAX_ITEMS``)."""
+        n = len(frames)
+        a = np.zeros(1, ITEMS)
+        a["frames"][0, :n] = [f.device.data.ptr for f in frames]
+        a["m"][0, :6 * n] = np.asarray(mats, np.float32).reshape(-1)
+        if box is not None:
+            a["box"][0, :box.size] = np.asarray(box, np.int32).reshape(-1)
+            a["has_box"] = 1
+        if sel is not None:
+            a["sel"][0, :n] = sel
+        return a
 
     def pin(self, buf) -> Callable[[], None]:
         """Page-lock a host buffer (a codec process's frame ring) so frames go up and down by DMA
@@ -231,14 +210,14 @@ class GpuOps:
         s = self._stream()
         with self.device, s:
             out = cp.empty((n, 3, oh, ow), cp.float32)
-            if n:
-                host = [self._ptrs(frames), np.asarray(mats, np.float32).reshape(n, 6)]
-                if valid is not None:
-                    host.append(np.asarray(valid, np.int32))
-                ptrs, m, *v = self._small(*host)
-                total = n * ow * oh
+            mats = np.asarray(mats, np.float32).reshape(n, 6)
+            for i in range(0, n, MAX_ITEMS):
+                g = min(MAX_ITEMS, n - i)
+                items = self._items(frames[i:i + g], mats[i:i + g],
+                                    None if valid is None else np.asarray(valid)[i:i + g])
+                total = g * ow * oh
                 self._warp_norm(((total + _BLOCK - 1) // _BLOCK,), (_BLOCK,), (
-                    ptrs, m, v[0] if v else np.uint64(0), out, np.int32(n),
+                    items, out[i:i + g], np.int32(g),
                     np.int32(ow), np.int32(oh), *self._dims, self._dec, np.float32(mean),
                     np.float32(1.0 / std), np.int32(1 if rgb else 0), np.float32(pad)))
         # not synchronised: the model input is consumed on this thread's stream, and the runner
@@ -266,11 +245,13 @@ class GpuOps:
         s = self._stream()
         with self.device, s:
             out = cp.empty((n, oh, ow, 3), cp.uint8)
-            ptrs, m = self._small(self._ptrs(frames), np.asarray(mats, np.float32).reshape(n, 6))
-            total = n * ow * oh
-            self._warp_u8(((total + _BLOCK - 1) // _BLOCK,), (_BLOCK,), (
-                ptrs, m, out, np.int32(n), np.int32(ow), np.int32(oh), *self._dims,
-                self._dec))
+            mats = np.asarray(mats, np.float32).reshape(n, 6)
+            for i in range(0, n, MAX_ITEMS):
+                g = min(MAX_ITEMS, n - i)
+                total = g * ow * oh
+                self._warp_u8(((total + _BLOCK - 1) // _BLOCK,), (_BLOCK,), (
+                    self._items(frames[i:i + g], mats[i:i + g]), out[i:i + g], np.int32(g),
+                    np.int32(ow), np.int32(oh), *self._dims, self._dec))
             host = cp.asnumpy(out, stream=s)
             s.synchronize()
         return list(host)
@@ -312,26 +293,35 @@ class GpuOps:
             crops = cp.ascontiguousarray(crops, cp.float32)
             mask = cp.ascontiguousarray(mask, cp.float32)
             per_face = mask.ndim == 3
-            for idx in layers:
-                boxes = []
-                for i in idx:
-                    x0, y0, x1, y1 = roi(mats[i], size, lay, pad=2)
-                    boxes.append([x0 // lay.sx, y0 // lay.sy, -(-x1 // lay.sx), -(-y1 // lay.sy)])
-                boxes = np.array(boxes, np.int32)
-                bw = int(max(1, (boxes[:, 2] - boxes[:, 0]).max()))
-                bh = int(max(1, (boxes[:, 3] - boxes[:, 1]).max()))
-                ptrs, m, rois, sel = self._small(
-                    self._ptrs([frames[i] for i in idx]),
-                    np.array([mats[i] for i in idx], np.float32).reshape(-1, 6), boxes,
-                    np.array(idx, np.int64))
-                self._paste(((bw + 15) // 16, (bh + 15) // 16, len(idx)), (16, 16, 1), (
-                    ptrs, m, rois, crops[sel], mask[sel] if per_face else mask,
-                    np.int32(size * size if per_face else 0), np.int32(size), *self._dims, self._enc,
-                    np.float32(scale), np.float32(offset), np.float32(strength)))
+            for layer in layers:
+                for j in range(0, len(layer), MAX_ITEMS):
+                    idx = layer[j:j + MAX_ITEMS]
+                    boxes = []
+                    for i in idx:
+                        x0, y0, x1, y1 = roi(mats[i], size, lay, pad=2)
+                        boxes.append([x0 // lay.sx, y0 // lay.sy, -(-x1 // lay.sx), -(-y1 // lay.sy)])
+                    boxes = np.array(boxes, np.int32)
+                    bw = int(max(1, (boxes[:, 2] - boxes[:, 0]).max()))
+                    bh = int(max(1, (boxes[:, 3] - boxes[:, 1]).max()))
+                    items = self._items([frames[i] for i in idx], [mats[i] for i in idx], boxes, idx)
+                    self._paste(((bw + 15) // 16, (bh + 15) // 16, len(idx)), (16, 16, 1), (
+                        items, crops, mask, np.int32(size * size if per_face else 0), np.int32(size),
+                        *self._dims, self._enc, np.float32(scale), np.float32(offset),
+                        np.float32(strength)))
             s.synchronize()
         for f in frames:
             f.dirty = True
             f.host_current = False
+
+
+def _check_layout(cp, kernel) -> None:
+    """The host's ``ITEMS`` must be the compiler's ``struct Items`` (size and field offsets)."""
+    out = cp.zeros(6, cp.uint64)
+    kernel((1,), (1,), (out,))
+    got = [int(x) for x in out.get()]
+    want = [ITEMS.itemsize] + [ITEMS.fields[k][1] for k in ("frames", "m", "box", "sel", "has_box")]
+    if got != want:
+        raise RuntimeError(f"kernel argument layout {got} differs from the host's {want}")
 
 
 def _invert(m: np.ndarray) -> np.ndarray:
