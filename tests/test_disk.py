@@ -93,13 +93,21 @@ def test_a_job_that_cannot_fit_is_refused_before_any_work(tmpfs, tmp_path, capsy
     assert list(small.iterdir()) == [] and not (tmp_path / "o.mp4").exists()
 
 
-def test_full_data_dir_mid_job_is_one_line_and_resumable(tmpfs, tmp_path):
+def _resume(data: Path, job_id: str):
+    """``ffray resume`` in this process, on the tests' cluster."""
+    from ffray.cluster.jobs import run_job
+    from ffray.cluster.ledger import JobLedger
+
+    return run_job(JobLedger.open(data, job_id))
+
+
+def test_full_data_dir_mid_job_is_one_line_and_resumable(tmpfs, tmp_path, cluster):
     # a tiny, low-quality input re-encoded losslessly: the estimate fits, the chunks do not
     src = sample.write_video(tmp_path / "tiny.mp4", sample.pattern_frames(30), fps=25, crf=45,
                              gop=10, audio=False)
     data, out = tmpfs(200), tmp_path / "o.mp4"
     r = ffray("swap", src, "--processor", "identity", "-o", out, "--data-dir", data, "--crf", "0",
-              "--chunk-seconds", "0.4")
+              "--chunk-seconds", "0.4")  # the real CLI, telemetry on: one line, no traceback
     line = one_error_line(r, "No space left on device")
     assert "cannot write" in line and "ffray resume" in line
     (job,) = (data / "jobs").iterdir()
@@ -108,28 +116,35 @@ def test_full_data_dir_mid_job_is_one_line_and_resumable(tmpfs, tmp_path):
     assert not [p for p in job.rglob("*") if ".tmp-" in p.name]  # no half-written temp files
     spec = json.loads((job / "job.json").read_text())  # the ledger is whole
     assert spec["status"] in ("failed", "running")
+    kept = len(list((job / "chunks").glob("*.json")))  # chunks written before the disk filled
+    assert kept < spec["chunks"]
     tmpfs.grow(data, 64 * 1024)
-    r = ffray("resume", job.name, "--data-dir", data)
-    assert r.returncode == 0, r.stderr[-3000:]
+    res = _resume(data, job.name)
     assert json.loads((job / "job.json").read_text())["status"] == "done"
+    assert res.chunks_run == spec["chunks"] - kept  # only what was missing ran again
     assert len(frames(out)) == 30
 
 
-def test_full_destination_leaves_nothing_there_and_resume_assembles(tmpfs, tmp_path):
+def test_full_destination_leaves_nothing_there_and_resume_assembles(tmpfs, tmp_path, cluster):
+    from ffray.errors import StorageError
+    from ffray.video.encode import EncodeSettings
+    from tests.media import swap
+
     src = sample.write_video(tmp_path / "tiny.mp4", sample.pattern_frames(30), fps=25, crf=45,
                              gop=10, audio=False)
-    dest = tmpfs(160)
-    data = tmp_path / "data"
-    r = ffray("swap", src, "--processor", "identity", "-o", dest / "o.mp4", "--data-dir", data,
-              "--crf", "0", "--chunk-seconds", "0.4", "--no-telemetry")
-    line = one_error_line(r, "cannot write the output")
+    dest, data = tmpfs(160), tmp_path / "data"
+    with pytest.raises(StorageError) as e:
+        swap(src, dest / "o.mp4", data, chunk_seconds=0.4, encode=EncodeSettings(crf=0),
+             actors=1, gpu_per_actor=1, telemetry=False)
+    line = str(e.value)
+    assert "\n" not in line and line.startswith(f"cannot write the output {dest / 'o.mp4'}")
     assert "No space left on device" in line and "nothing was left there" in line
     assert list(dest.iterdir()) == []  # no partial output, no temp name, no lock file
     (job,) = (data / "jobs").iterdir()
+    assert f"ffray resume {job.name}" in line
     spec = json.loads((job / "job.json").read_text())
     assert spec["status"] == "failed" and "No space left" in spec["error"]
     assert len(list((job / "chunks").glob("*.json"))) == spec["chunks"]  # the work is kept
     tmpfs.grow(dest, 64 * 1024)
-    r = ffray("resume", job.name, "--data-dir", data)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "(0 run now" in r.stderr and len(frames(dest / "o.mp4")) == 30
+    res = _resume(data, job.name)
+    assert res.chunks_run == 0 and len(frames(dest / "o.mp4")) == 30  # only the assembly ran
