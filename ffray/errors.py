@@ -15,3 +15,10 @@ class JobFailed(FFrayError):
     """A job could not finish (a chunk ran out of attempts); finished chunks are kept."""
 
     exit_code = 1
+
+
+class StorageError(FFrayError):
+    """A write to the data dir or the destination failed (no space, permissions, I/O error);
+    what was written before stays, so the job can be resumed once the cause is fixed."""
+
+    exit_code = 1

@@ -62,3 +62,16 @@ class BadInit(Stamp):
 
     def __init__(self, ctx, **params):
         raise RuntimeError("cannot load libnvinfer.so.10 (test)")
+
+
+class UndecodableWorker:
+    """A chunk worker (as the driver sees it) whose chunks cannot be decoded: the error a real
+    worker raises when the input is at fault (``MediaError``), which no retry can mend."""
+
+    def info(self) -> dict:
+        return {"slots": 1}
+
+    def process(self, payload, attempt: int) -> dict:
+        from ffray.errors import MediaError
+
+        raise MediaError(f"chunk {payload.spec.index}: cannot open the h264 decoder (test)")

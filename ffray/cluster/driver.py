@@ -7,7 +7,9 @@
   once; a retry reuses the same object;
 - a chunk whose actor dies goes back to the front of the queue and is given to another actor when
   one is free; a replacement actor is started in place of the dead one;
-- attempts are counted per chunk; a chunk that fails ``max_attempts`` times fails the job: no
+- a chunk whose input cannot be decoded (``MediaError`` from the worker: deterministic) fails
+  the job at its first attempt; others are counted per chunk;
+- a chunk that fails ``max_attempts`` times fails the job: no
   new chunk starts, the chunks already running finish (and stay in the ledger with the others
   for ``ffray resume``), then the job fails with the chunk's reason; the workers are stopped.
 """
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from ffray.errors import JobFailed
+from ffray.errors import JobFailed, MediaError
 from ffray.video.decode import ChunkPayload
 
 
@@ -140,11 +142,14 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
 
     fatal: list[JobFailed] = []  # the job is failing: no new chunks, the running ones finish
 
-    def fail(actor: _Actor, chunk: int, attempt: int, reason: str, since: float | None) -> None:
+    def fail(actor: _Actor, chunk: int, attempt: int, reason: str, since: float | None,
+             deterministic: bool = False) -> None:
         progress.retries += 1
         failed_on.setdefault(chunk, set()).add(actor.key)
         on_event(kind="attempt_failed", chunk=chunk, attempt=attempt, actor=actor.key,
                  reason=reason, submitted=since)
+        if deterministic and not fatal:  # the input itself: another attempt would fail the same way
+            fatal.append(JobFailed(f"{reason} (not retried: the input is at fault, not the worker)"))
         if attempt >= opts.max_attempts and not fatal:
             fatal.append(JobFailed(f"chunk {chunk} failed {attempt} times; last error: {reason}. "
                                    "Finished chunks are kept: fix the cause and run `ffray resume`"))
@@ -180,7 +185,8 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
                                         "`ffray resume`") from None
                     continue
                 except RayTaskError as e:
-                    fail(actor, chunk, attempt, _first_line(e.cause if e.cause else e), since)
+                    fail(actor, chunk, attempt, _first_line(e.cause if e.cause else e), since,
+                         deterministic=isinstance(e.cause, MediaError))
                     continue
                 on_done(result)
                 progress.frames_done += sizes.get(chunk, result["stats"]["frames"])

@@ -14,15 +14,16 @@ from ffray.cluster.driver import PoolOptions, Progress, run_pool
 from ffray.cluster.jobtelemetry import Telemetry
 from ffray.cluster.ledger import JobLedger
 from ffray.cluster.lock import OutputLock
-from ffray.cluster.prepare import prepare_swap  # noqa: F401 - callers plan and run from one module
+from ffray.cluster.prepare import prepare_swap, space_needed  # noqa: F401 - callers plan here too
 from ffray.cluster.runtime import ClusterInfo, connect, disconnect
+from ffray.cluster.space import check_space
 from ffray.cluster.spec import JobResult, JobSpec, SwapRequest  # noqa: F401
 from ffray.cluster.worker import MAX_CONCURRENCY, ChunkWorker, WorkerSpec
 from ffray.engine.build import StreamFormat, WorkerOptions
-from ffray.errors import FFrayError, MediaError
+from ffray.errors import FFrayError, MediaError, StorageError
 from ffray.telemetry.spans import publish
 from ffray.video.assemble import assemble
-from ffray.video.decode import iter_payloads
+from ffray.video.decode import decode_warnings, iter_payloads
 from ffray.video.probe import fingerprint, probe
 
 log = logging.getLogger("ffray")
@@ -52,7 +53,16 @@ def _pool_options(job: JobSpec, cluster: ClusterInfo) -> tuple[PoolOptions, list
 
 
 def _fail(ledger: JobLedger, e: BaseException) -> None:
-    """The job's end state: ``interrupted`` (Ctrl-C, SIGTERM: resumable) or ``failed`` (with why)."""
+    """The job's end state: ``interrupted`` (Ctrl-C, SIGTERM: resumable) or ``failed`` (with why).
+    Where even that cannot be written (a full disk), the ledger keeps its last state and the
+    error that stopped the job is the one reported."""
+    try:
+        _end_state(ledger, e)
+    except StorageError:
+        pass
+
+
+def _end_state(ledger: JobLedger, e: BaseException) -> None:
     if isinstance(e, KeyboardInterrupt):
         ledger.update(status="interrupted", ended=time.time(),
                       error=f"interrupted; finish it with `ffray resume {ledger.job_id}`")
@@ -91,6 +101,11 @@ def _run(ledger: JobLedger, on_progress, on_note, address: str | None, verbose: 
     chunks = ledger.load_plan()
     done = ledger.done_chunks()
     todo = [c for c in chunks if c.index not in done]
+    if ledger.probed is None:  # a resume: the space its chunks and output still need
+        check_space(space_needed(info, index, job.frames, sum(c.frames for c in todo)),
+                    ledger.root, out.parent)
+    for note in job.notes:
+        on_note(note)
     plan_s = time.perf_counter() - t_start + job.plan_s
     progress = Progress(total_frames=job.frames, total_chunks=len(chunks))
     progress.frames_done = sum(c.frames for c in chunks if c.index in done)
@@ -109,15 +124,25 @@ def _run(ledger: JobLedger, on_progress, on_note, address: str | None, verbose: 
         a, b = job.frame_range
         summary = assemble([ledger.chunk_path(c.index) for c in chunks], chunks, str(inp), info, out,
                            job.trimmed, index.frame_pts[a:b])
+    except StorageError as e:  # e.g. the destination is full: nothing was left there
+        e = StorageError(f"{e}; free space and run `ffray resume {ledger.job_id}`")
+        _fail(ledger, e)
+        publish(ledger)
+        raise e from None
     except BaseException as e:
         _fail(ledger, e)
         publish(ledger)
         raise
+    warnings = decode_warnings([s.get("decode_report") or {} for s in ledger.chunk_stats()],
+                               info.video.width, info.video.height)
+    for w in warnings:
+        on_note(w)
     assemble_s = time.perf_counter() - t_asm
     wall = time.perf_counter() - t_start
     worker_s = sum(s.get("wall_s", 0.0) for s in ledger.chunk_stats())
     ledger.update(status="done", ended=time.time(), wall_s=wall, assemble_s=assemble_s,
-                  pool_s=t_asm - t_pool, retries=progress.retries, assembled=summary)
+                  pool_s=t_asm - t_pool, retries=progress.retries, assembled=summary,
+                  warnings=warnings)
     publish(ledger)
     return JobResult(job_id=ledger.job_id, output=str(out), frames=job.frames,
                      chunks=len(chunks), chunks_run=len(todo), retries=progress.retries,

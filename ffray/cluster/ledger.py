@@ -14,11 +14,24 @@ import json
 import os
 import secrets
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from ffray.errors import FFrayError
+from ffray.errors import FFrayError, StorageError
 from ffray.settings import atomic_write_bytes, atomic_write_text
 from ffray.video.plan import ChunkSpec
+
+
+@contextmanager
+def writing(what: str, path: Path, job_id: str | None = None):
+    """An OS error while writing ``what`` (no space left, read-only, I/O error) becomes one
+    line naming the file and the way on; what was written before stays resumable."""
+    try:
+        yield
+    except OSError as e:
+        why = e.strerror or str(e)
+        then = f"; free space and run `ffray resume {job_id}`" if job_id else ""
+        raise StorageError(f"cannot write {what} ({path}): {why}{then}") from None
 
 
 def new_job_id() -> str:
@@ -37,9 +50,10 @@ class JobLedger:
         root = data_dir / "jobs" / jid
         if root.exists():
             raise FFrayError(f"job {jid} already exists in {root.parent}")
-        (root / "chunks").mkdir(parents=True)
-        led = cls(root)
-        led.write_spec({**spec, "job_id": jid, "created": time.time(), "status": "created"})
+        with writing("the job ledger", root):
+            (root / "chunks").mkdir(parents=True)
+            led = cls(root)
+            led.write_spec({**spec, "job_id": jid, "created": time.time(), "status": "created"})
         return led
 
     @classmethod
@@ -55,7 +69,8 @@ class JobLedger:
         return json.loads((self.root / "job.json").read_text())
 
     def write_spec(self, spec: dict) -> None:
-        atomic_write_text(self.root / "job.json", json.dumps(spec, indent=2, default=str))
+        with writing("the job's state", self.root / "job.json", self.job_id):
+            atomic_write_text(self.root / "job.json", json.dumps(spec, indent=2, default=str))
 
     def update(self, **fields) -> dict:
         spec = {**self.spec, **fields, "updated": time.time()}
@@ -64,7 +79,8 @@ class JobLedger:
 
     # plan
     def save_plan(self, chunks: list[ChunkSpec]) -> None:
-        atomic_write_text(self.root / "plan.json", json.dumps([c.to_json() for c in chunks]))
+        with writing("the job's plan", self.root / "plan.json"):
+            atomic_write_text(self.root / "plan.json", json.dumps([c.to_json() for c in chunks]))
 
     def load_plan(self) -> list[ChunkSpec]:
         return [ChunkSpec(**c) for c in json.loads((self.root / "plan.json").read_text())]
@@ -72,7 +88,8 @@ class JobLedger:
     # sources
     def save_sources(self, images: list[tuple[str, bytes]]) -> None:
         for i, (name, data) in enumerate(images):
-            atomic_write_bytes(self.root / "sources" / f"{i:02d}{Path(name).suffix.lower()}", data)
+            with writing("a source image", self.root / "sources"):
+                atomic_write_bytes(self.root / "sources" / f"{i:02d}{Path(name).suffix.lower()}", data)
 
     def load_sources(self) -> tuple[bytes, ...]:
         d = self.root / "sources"
@@ -80,7 +97,8 @@ class JobLedger:
 
     def save_named(self, images: dict[str, bytes]) -> None:
         for role, data in images.items():
-            atomic_write_bytes(self.root / "named" / role, data)
+            with writing("a reference image", self.root / "named"):
+                atomic_write_bytes(self.root / "named" / role, data)
 
     def load_named(self) -> dict[str, bytes]:
         d = self.root / "named"
@@ -91,8 +109,10 @@ class JobLedger:
         return self.root / "chunks" / f"{index:06d}.nut"
 
     def record_chunk(self, index: int, data: bytes, stats: dict) -> None:
-        atomic_write_bytes(self.chunk_path(index), data)
-        atomic_write_text(self.chunk_path(index).with_suffix(".json"), json.dumps(stats, default=str))
+        with writing(f"chunk {index}", self.chunk_path(index), self.job_id):
+            atomic_write_bytes(self.chunk_path(index), data)
+            atomic_write_text(self.chunk_path(index).with_suffix(".json"),
+                              json.dumps(stats, default=str))
 
     def done_chunks(self) -> set[int]:
         done = set()
@@ -106,11 +126,20 @@ class JobLedger:
                 for i in sorted(self.done_chunks())]
 
     def event(self, **fields) -> None:
-        with open(self.root / "events.jsonl", "a") as f:
+        with writing("the job's events", self.root / "events.jsonl", self.job_id), \
+                open(self.root / "events.jsonl", "a") as f:
             f.write(json.dumps({"time": time.time(), **fields}, default=str) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
     def events(self) -> list[dict]:
         p = self.root / "events.jsonl"
-        return [json.loads(line) for line in p.read_text().splitlines() if line] if p.exists() else []
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a line torn by a full disk or a crash mid-write
+                continue
+        return out

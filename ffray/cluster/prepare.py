@@ -4,6 +4,7 @@ allow (so bad input fails in a second with one line), the chunk plan, and the le
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -12,14 +13,16 @@ import numpy as np
 
 from ffray.cluster.ledger import JobLedger
 from ffray.cluster.lock import holder_of, refusal
+from ffray.cluster.space import SpaceNeed, check_space, estimate
 from ffray.cluster.spec import JobSpec, SwapRequest
 from ffray.errors import FFrayError
 from ffray.models.store import file_digest
 from ffray.processors import ProcessorSpec, check_params, resolve
 from ffray.video.assemble import output_format
-from ffray.video.encode import check_encoder
+from ffray.video.encode import check_encoder, size_note
 from ffray.video.plan import auto_chunk_seconds, plan_chunks, select_frames
-from ffray.video.probe import fingerprint, probe
+from ffray.video.probe import MediaInfo, PacketIndex, fingerprint, probe
+from ffray.video.streams import dropped_note, split_streams
 
 
 def check_output(output: Path, input_path: Path, overwrite: bool, codec: str) -> None:
@@ -80,10 +83,14 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
         raise FFrayError("--gpu-per-actor must be >= 0")
     if req.slots is not None and req.slots < 1:
         raise FFrayError("--slots must be >= 1")
-    if req.encode.nvenc and req.address in (None, "", "local"):
-        check_encoder(req.encode, 640, 360)  # no NVENC here: one line now, not a failed worker later
     info, index = probe(inp)
+    v = info.video
+    if not req.encode.nvenc or req.address in (None, "", "local"):
+        # the encoder opens here as the chunks will (size, pixel format; NVENC: is there one?)
+        check_encoder(req.encode, v.width, v.height, v.pix_fmt)
     check_output(out, inp, req.overwrite, req.encode.stream_codec)
+    notes = [n for n in (size_note(v.width, v.height, req.encode, v.pix_fmt),
+                         dropped_streams(inp, out)) if n]
     named = {role: data for role, (_, data) in zip(req.named, read_sources(list(req.named.values())))}
     if req.reference_frame is not None:
         named["reference"] = frame_png(inp, req.reference_frame, info.video.frame_count,
@@ -112,6 +119,8 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
 
         context = CONTEXT_FRAMES  # face tracks start warm at every chunk boundary
     chunks = plan_chunks(index, info.video.time_base, chunk_seconds, frames, context=context)
+    check_space(space_needed(info, index, frames[1] - frames[0], frames[1] - frames[0]),
+                data_dir / "jobs", out.parent)
     spec = JobSpec(
         input=str(inp), input_sha256=fingerprint(inp, index), output=str(out),
         frames=frames[1] - frames[0], chunks=len(chunks), chunk_seconds=chunk_seconds,
@@ -123,13 +132,30 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
         max_attempts=req.max_attempts, address=req.address, telemetry=req.telemetry,
         telemetry_interval=req.telemetry_interval, telemetry_local_dir=req.telemetry_local_dir,
         prometheus_port=req.prometheus_port, telemetry_target=req.telemetry_target,
-        sources=tuple(req.sources), plan_s=time.perf_counter() - t)
+        sources=tuple(req.sources), notes=tuple(notes), plan_s=time.perf_counter() - t)
     ledger = JobLedger.create(data_dir, spec.to_json())
-    ledger.save_plan(chunks)
-    ledger.save_sources(sources)
-    ledger.save_named(named)
+    try:
+        ledger.save_plan(chunks)
+        ledger.save_sources(sources)
+        ledger.save_named(named)
+    except BaseException:  # e.g. the disk filled up: no half-made job stays behind
+        shutil.rmtree(ledger.root, ignore_errors=True)
+        raise
     ledger.probed = (info, index)
     return ledger
+
+
+def dropped_streams(inp: Path, out: Path) -> str | None:
+    """The warning naming the input's subtitle/data/attachment streams the output cannot hold."""
+    from ffray.video.probe import open_input
+
+    with open_input(inp) as c:
+        return dropped_note(split_streams(c, output_format(out))[1], out.suffix)
+
+
+def space_needed(info: MediaInfo, index: PacketIndex, selected: int, to_run: int) -> SpaceNeed:
+    """The job's disk estimate from the probe (``ffray.cluster.space``)."""
+    return estimate(int(index.size.sum()), info.size_bytes, info.video.frame_count, selected, to_run)
 
 
 def frame_png(path: Path, number: int, frame_count: int, rotation: int = 0) -> bytes:

@@ -71,12 +71,13 @@ class JobSpec:
     prometheus_port: int | None = None
     telemetry_target: str | None = None
     sources: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what the input policies did, said before the job runs
     plan_s: float = 0.0
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["frame_range"], d["trim"] = list(self.frame_range), list(self.trim)
-        d["sources"] = list(self.sources)
+        d["sources"], d["notes"] = list(self.sources), list(self.notes)
         return d
 
     @classmethod
@@ -91,6 +92,7 @@ class JobSpec:
         kw["frame_range"] = tuple(kw["frame_range"])
         kw["trim"] = tuple(kw.get("trim") or (None, None))
         kw["sources"] = tuple(kw.get("sources") or ())
+        kw["notes"] = tuple(kw.get("notes") or ())
         return cls(**kw)
 
 

@@ -29,7 +29,7 @@ from ffray.engine.pipeline import ChunkRun
 from ffray.engine.share import ShareClock
 from ffray.models.devices import cuda_ordinal
 from ffray.processors import ProcessorSpec
-from ffray.video.decode import ChunkPayload, decode_payload
+from ffray.video.decode import ChunkPayload, DecodeReport, decode_payload
 from ffray.video.encode import ChunkEncoder, EncodeSettings
 
 MAX_CONCURRENCY = 64  # Ray threads per actor; ``slots`` of them process, the rest wait or answer info()
@@ -168,9 +168,9 @@ class ChunkWorker:
         times = ChunkTimes()
         try:
             if self._codecs is not None:
-                data, run, frames = self._run_codecs(payload, slot, note, times)
+                data, run, frames, mended = self._run_codecs(payload, slot, note, times)
             else:
-                data, run, frames = self._run_threads(payload, note, times)
+                data, run, frames, mended = self._run_threads(payload, note, times)
         finally:
             gpu_s = self._share.stop(key)
         if frames and not per_frame["faces_detected"]:  # passthrough: no frame came by
@@ -190,6 +190,7 @@ class ChunkWorker:
                  "convert_s": run.stage_s.get("upload", 0.0) + run.stage_s.get("download", 0.0),
                  "process_s": sum(run.stage_s.values()), "encode_s": times.sink_s,
                  "input_bytes": payload.nbytes, "output_bytes": len(data), "stages": stages,
+                 "decode_report": mended,
                  "gpu_seconds": gpu_s, "engine": self._engine.stats(), **self.info()}
         stats["gpus"] = gpu_s / wall if wall > 0 and self._gpus else self._gpus
         return {"data": data, "stats": stats}
@@ -209,14 +210,15 @@ class ChunkWorker:
             note(item)
 
         first = spec.first_frame - spec.context
+        report = DecodeReport()
         frames = ((first + i, f.pts, Frame(decoded=f)) for i, f in
-                  enumerate(decode_payload(payload, threads=self._budget.decoder_threads)))
+                  enumerate(decode_payload(payload, self._budget.decoder_threads, report)))
         run = run_chunk(self._engine, spec.index, spec.decoded_frames, self._budget.window, frames,
                         sink, times, context=spec.context)
         t = time.perf_counter()
         data = enc.finish()
         times.sink_s += time.perf_counter() - t
-        return data, run, enc.frames
+        return data, run, enc.frames, report.to_json()
 
     def _run_codecs(self, payload: ChunkPayload, slot: int, note, times: ChunkTimes):
         """Decode and encode in the slot's codec process; frames come and go through its ring."""
@@ -247,7 +249,8 @@ class ChunkWorker:
         data, st = self._codecs.run(slot, job, None if passthrough else body)
         times.source_s += st["decode_s"]
         times.sink_s += st["encode_s"]
-        return data, (runs[0] if runs else ChunkRun(spec.index, spec.frames, 1)), int(st["frames"])
+        return (data, (runs[0] if runs else ChunkRun(spec.index, spec.frames, 1)), int(st["frames"]),
+                st.get("decode_report", {}))
 
     def codec_pids(self) -> list[int]:
         """The worker's codec processes (in ``info()``: benchmarks count their memory)."""

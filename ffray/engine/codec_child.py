@@ -35,7 +35,7 @@ import numpy as np
 
 from ffray.engine.frames import Frame, Layout, unpack
 from ffray.errors import FFrayError
-from ffray.video.decode import ChunkPayload, decode_payload, sws_range, sws_space
+from ffray.video.decode import ChunkPayload, DecodeReport, decode_payload, sws_range, sws_space
 from ffray.video.encode import ChunkEncoder, EncodeSettings
 
 _PARENT_POLL_S = 0.5
@@ -73,6 +73,7 @@ class _Chunk:
         self.kept: dict[int, object] = {}  # seq -> decoded frame, until encoded
         self.lock = threading.Lock()
         self.decode_s = self.encode_s = 0.0
+        self.report = DecodeReport()
         self.failed = threading.Event()
         self.threads = [threading.Thread(target=self._decode, daemon=True, name="decode"),
                         threading.Thread(target=self._encode, daemon=True, name="encode")]
@@ -90,7 +91,7 @@ class _Chunk:
         space, rng = sws_space(p.color, p.height), sws_range(p.color)  # for non-native layouts
         n = 0
         try:
-            it = iter(decode_payload(job.payload, threads=job.decoder_threads))
+            it = iter(decode_payload(job.payload, threads=job.decoder_threads, report=self.report))
             while True:
                 t = time.perf_counter()
                 f = next(it, None)
@@ -142,7 +143,8 @@ class _Chunk:
             data = enc.finish()
             self.encode_s += time.perf_counter() - t
             self.send(("done", data, {"frames": enc.frames, "decode_s": self.decode_s,
-                                      "encode_s": self.encode_s, "pid": os.getpid()}))
+                                      "encode_s": self.encode_s, "pid": os.getpid(),
+                                      "decode_report": self.report.to_json()}))
         except BaseException as e:  # noqa: BLE001
             self._fail(e)
 

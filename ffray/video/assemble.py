@@ -5,8 +5,9 @@ keyframe, codec/profile/pix_fmt/size/time base/extradata equal to chunk 0). Vide
 their source presentation timestamps; decode timestamps are recomputed for the whole file as the
 presentation timeline shifted by the largest reorder delay of any chunk, so they are continuous and
 strictly increasing across chunk joins. Audio is stream-copied (AAC re-encode only when the output
-container cannot carry the codec). The result goes to a temp name beside the destination and is
-renamed into place at the end.
+container cannot carry the codec), and so are the subtitle, data and attachment streams the
+output container can hold (``ffray.video.streams``). The result goes to a temp name beside the
+destination and is renamed into place at the end; a failed write (no space) leaves nothing there.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ffray.errors import MediaError
+from ffray.errors import FFrayError, MediaError, StorageError
 from ffray.video.plan import ChunkSpec
 from ffray.video.probe import MediaInfo, open_input
+from ffray.video.streams import add_copy, source_timecode, split_streams
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 # libavformat's codec query accepts more than its mp4 muxer writes (PCM, for one): mp4 audio that
@@ -115,7 +117,7 @@ def _video_packets(paths: list[Path], frame_pts: np.ndarray, delay: int, offset:
                 yield float(dts * stream.time_base), p
 
 
-def _audio_packets(src: av.container.InputContainer, pairs, window: tuple[float, float] | None,
+def _source_packets(src: av.container.InputContainer, pairs, window: tuple[float, float] | None,
                    shift_s: float) -> Iterator[tuple[float, av.Packet]]:
     by_index = {i.index: (o, transcode, int(round(shift_s / i.time_base))) for i, o, transcode in pairs}
     for p in src.demux([i for i, _, _ in pairs]):
@@ -171,6 +173,11 @@ def assemble(chunk_paths: list[Path], specs: list[ChunkSpec], source: str, info:
                 vs.codec_tag = "hvc1"
             if info.video.rotation:
                 vs.set_display_rotation(info.video.rotation)
+            timecode = source_timecode(src)
+            if timecode:  # muxers write it as a tmcd track (MP4/MOV, needs the rate) or a tag
+                vs.metadata["timecode"] = timecode
+                if info.video.avg_rate:
+                    vs.codec_context.framerate = info.video.avg_rate
             pairs = []
             for a in src.streams.audio:
                 if can_copy_audio(fmt, a.codec_context.name, out.supported_codecs):
@@ -184,6 +191,10 @@ def assemble(chunk_paths: list[Path], specs: list[ChunkSpec], source: str, info:
                     o = out.add_stream("aac", rate=a.codec_context.sample_rate, layout=layout)
                     pairs.append((a, o, av.AudioResampler(format="fltp", layout=layout,
                                                           rate=a.codec_context.sample_rate)))
+            for i in split_streams(src, fmt)[0]:  # subtitles, data, attachments it can hold
+                o = add_copy(out, src.streams[i])
+                if o is not None:
+                    pairs.append((src.streams[i], o, None))
             window = None
             shift_s = 0.0
             if trimmed:
@@ -194,17 +205,21 @@ def assemble(chunk_paths: list[Path], specs: list[ChunkSpec], source: str, info:
                 window, shift_s = (t0, t0 + dur + step), t0
             streams = [_video_packets(chunk_paths, frame_pts, delay, offset, vs)]
             if pairs:
-                streams.append(_audio_packets(src, pairs, window, shift_s))
-            counts = {"video": 0, "audio": 0}
+                streams.append(_source_packets(src, pairs, window, shift_s))
+            counts = {"video": 0, "audio": 0, "subtitle": 0, "data": 0}
             for _, p in heapq.merge(*streams, key=lambda tp: tp[0]):
                 out.mux(p)
-                counts["video" if p.stream is vs else "audio"] += 1
+                counts[p.stream.type] += 1
             for _, o, transcode in pairs:
                 if transcode is not None:
                     out.mux(o.encode(None))
-    except BaseException:
+        os.replace(tmp, output)
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, FFrayError):  # no space, read-only, ...
+            raise StorageError(f"cannot write the output {output}: "
+                               f"{e.strerror or e} (nothing was left there)") from None
         raise
-    os.replace(tmp, output)
     return {"video_packets": counts["video"], "audio_packets": counts["audio"],
+            "subtitle_packets": counts["subtitle"], "data_packets": counts["data"],
             "reorder_delay": delay, "time_base": str(ctb)}

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 import av
 import numpy as np
 
 from ffray.errors import MediaError
+from ffray.video.pictures import Conform, black_frame, copy_frame
 from ffray.video.plan import ChunkSpec
 from ffray.video.probe import Color, PacketIndex, open_input
 
@@ -57,6 +58,7 @@ class ChunkPayload:
     pts: list[int]
     dts: list[int | None]
     frame_pts: list[int]  # the chunk's frames, presentation order
+    pix_fmt: str | None = None  # the stream's (black frames are made in it)
 
     @property
     def nbytes(self) -> int:
@@ -79,6 +81,7 @@ def iter_payloads(path: str, index: PacketIndex, chunks: list[ChunkSpec]) -> Ite
         cc = vs.codec_context
         color = Color(int(cc.color_range), int(cc.colorspace), int(cc.color_primaries),
                       int(cc.color_trc))
+        pix_fmt = cc.format.name if cc.format else None
         buf: list[tuple[int, bytes, int, int | None]] = []
         ci = 0
         i = -1
@@ -98,7 +101,7 @@ def iter_payloads(path: str, index: PacketIndex, chunks: list[ChunkSpec]) -> Ite
                         spec=spec, codec=cc.name, extradata=cc.extradata, width=cc.width,
                         height=cc.height, time_base=vs.time_base, color=color,
                         packets=[b[1] for b in sel], pts=[b[2] for b in sel],
-                        dts=[b[3] for b in sel],
+                        dts=[b[3] for b in sel], pix_fmt=pix_fmt,
                         frame_pts=[int(x) for x in
                                    frame_pts_all[spec.first_frame - spec.context:spec.end_frame]])
                     ci += 1
@@ -110,43 +113,111 @@ def iter_payloads(path: str, index: PacketIndex, chunks: list[ChunkSpec]) -> Ite
     raise MediaError(f"{path}: ended before chunk {chunks[ci].index} (file changed or truncated?)")
 
 
-def decode_payload(payload: ChunkPayload, threads: int = 0) -> Iterator[av.VideoFrame]:
-    """Decode a payload and yield exactly its frames, in presentation order."""
-    ctx = av.CodecContext.create(payload.codec, "r")
-    if payload.extradata:
-        ctx.extradata = payload.extradata
-    ctx.width, ctx.height = payload.width, payload.height
-    ctx.thread_type = "AUTO"
-    ctx.thread_count = threads
+@dataclass
+class DecodeReport:
+    """What decoding a chunk had to mend (it goes into the chunk's stats): ``concealed`` frames
+    the decoder gave nothing for (damaged packets), each replaced by the frame before it (or the
+    next one at the chunk's start; ``black`` of them black, where no frame of the chunk decoded);
+    ``bad_packets`` the decoder refused; ``resized`` frames of another size or pixel format than
+    the stream's (a resolution change mid-stream), scaled into the stream's size."""
+
+    concealed: int = 0
+    black: int = 0
+    bad_packets: int = 0
+    resized: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def decode_warnings(reports: list[dict], width: int, height: int) -> list[str]:
+    """One line per kind of mending the chunks' decodes did (``DecodeReport.to_json()`` each),
+    for the user at the job's end."""
+    total = {k: sum(int(r.get(k, 0)) for r in reports) for k in DecodeReport.__dataclass_fields__}
+    out = []
+    if total["concealed"]:
+        black = f", {total['black']} of them black (nothing of their chunk decoded)" \
+            if total["black"] else ""
+        out.append(f"warning: damaged input: {total['concealed']} frame(s) could not be decoded "
+                   f"({total['bad_packets']} packet(s) refused by the decoder) and were concealed "
+                   f"with the frame before them{black}")
+    if total["resized"]:
+        out.append(f"warning: the video changes size mid-stream: {total['resized']} frame(s) were "
+                   f"scaled to {width}x{height}, aspect ratio kept (black bars)")
+    return out
+
+
+def decode_payload(payload: ChunkPayload, threads: int = 0,
+                   report: DecodeReport | None = None) -> Iterator[av.VideoFrame]:
+    """Decode a payload and yield exactly its frames, in presentation order, each in the stream's
+    size and format. Damage is concealed and counted in ``report``, never retried: decoding is
+    deterministic. A frame whose packet is missing from the payload is an error (the demux lost
+    it: a bug, not damage)."""
+    report = report if report is not None else DecodeReport()
     wanted = payload.frame_pts
+    lost = len(set(wanted) - set(payload.pts))
+    if lost:
+        raise MediaError(f"chunk {payload.spec.index}: {lost} of its {len(wanted)} frames have no "
+                         "packet in its payload")
+    try:
+        ctx = av.CodecContext.create(payload.codec, "r")
+        if payload.extradata:
+            ctx.extradata = payload.extradata
+        ctx.width, ctx.height = payload.width, payload.height
+        ctx.thread_type = "AUTO"
+        ctx.thread_count = threads
+    except (av.error.FFmpegError, ValueError) as e:
+        raise MediaError(f"chunk {payload.spec.index}: cannot open the {payload.codec} decoder "
+                         f"({e})") from None
+    conform = Conform(payload.width, payload.height)
     lo, hi = wanted[0], wanted[-1]
     seen = 0
+    prev: av.VideoFrame | None = None
 
     def keep(frames: Iterable[av.VideoFrame]) -> Iterator[av.VideoFrame]:
-        nonlocal seen
+        nonlocal seen, prev
         for f in frames:
             if f.pts is None or f.pts < lo or f.pts > hi:
                 continue
             j = bisect.bisect_left(wanted, f.pts)
-            if j != seen or wanted[j] != f.pts:
-                raise MediaError(f"chunk {payload.spec.index}: decoded frame pts {f.pts} where "
-                                 f"{wanted[seen] if seen < len(wanted) else 'none'} was expected")
+            if j < seen or wanted[j] != f.pts:  # not a frame of this chunk (damaged timestamps)
+                continue
+            f = conform(f)
+            while seen < j:  # frames the decoder lost: their neighbour in their place
+                yield copy_frame(prev if prev is not None else f, wanted[seen])
+                report.concealed += 1
+                seen += 1
             seen += 1
+            prev = f
             yield f
 
+    for data, pts, dts in zip(payload.packets, payload.pts, payload.dts):
+        pkt = av.Packet(data)
+        pkt.pts, pkt.time_base = pts, payload.time_base
+        if dts is not None:
+            pkt.dts = dts
+        try:
+            out = ctx.decode(pkt)
+        except av.error.FFmpegError:  # a damaged packet: the decoder goes on with the next one
+            report.bad_packets += 1
+            continue
+        yield from keep(out)
     try:
-        for data, pts, dts in zip(payload.packets, payload.pts, payload.dts):
-            pkt = av.Packet(data)
-            pkt.pts, pkt.time_base = pts, payload.time_base
-            if dts is not None:
-                pkt.dts = dts
-            yield from keep(ctx.decode(pkt))
-        yield from keep(ctx.decode(None))
-    except av.error.FFmpegError as e:
-        raise MediaError(f"chunk {payload.spec.index}: decode error ({e})") from None
-    if seen != len(wanted):
-        raise MediaError(f"chunk {payload.spec.index}: decoded {seen} of {len(wanted)} frames "
-                         "(corrupt source?)")
+        out = ctx.decode(None)
+    except av.error.FFmpegError:
+        report.bad_packets += 1
+        out = []
+    yield from keep(out)
+    report.resized = conform.changed
+    while seen < len(wanted):
+        if prev is not None:
+            yield copy_frame(prev, wanted[seen])
+        else:
+            yield black_frame(payload.width, payload.height, payload.pix_fmt or "yuv420p",
+                              payload.color.range, wanted[seen], payload.time_base)
+            report.black += 1
+        report.concealed += 1
+        seen += 1
 
 
 class BgrConverter:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ffray.errors import FFrayError
 from ffray.video.decode import SWS_FROM_BGR, sws_range, sws_space
+from ffray.video.pictures import pad_frame
 from ffray.video.probe import Color
 
 PictureType = av.video.frame.PictureType
@@ -85,20 +86,57 @@ class EncodeSettings:
         return opts
 
 
-def check_encoder(settings: EncodeSettings, width: int, height: int) -> None:
-    """Open the encoder once on a small frame: an NVENC codec on a GPU without NVENC (H100, H200,
-    no NVIDIA driver) fails here, in one line, before any chunk is processed."""
+def coded_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
+    """The size a chunk encoder codes at: ``width`` x ``height`` rounded up to the chroma
+    subsampling of ``pix_fmt`` (4:2:0: both even; 4:2:2: even width). x264 and x265 refuse odd
+    sizes there, and H.264/HEVC crop windows count in chroma samples, so an odd 4:2:0 size cannot
+    even be signalled: such video is padded (``pictures.pad_frame``), never refused."""
+    f = av.VideoFormat(pix_fmt, 64, 64)
+    comps = f.components
+    sx = sy = 1
+    if len(comps) >= 3 and not f.is_rgb:
+        sx, sy = 64 // comps[1].width, 64 // comps[1].height
+    return width + (-width) % sx, height + (-height) % sy
+
+
+def size_note(width: int, height: int, settings: EncodeSettings, source_pix_fmt: str) -> str | None:
+    """What the odd-size policy does to this video, for the user (None: nothing)."""
+    pix_fmt = settings.choose_pix_fmt(source_pix_fmt)
+    w, h = coded_size(width, height, pix_fmt)
+    if (w, h) == (width, height):
+        return None
+    return (f"note: {width}x{height} cannot be coded in {pix_fmt} (subsampled chroma needs even "
+            f"sizes): the output is {w}x{h}, the last column/row repeated, nothing scaled"
+            + ("" if settings.nvenc else f"; --pix-fmt yuv444p keeps {width}x{height}"))
+
+
+def check_encoder(settings: EncodeSettings, width: int, height: int,
+                  source_pix_fmt: str = "yuv420p") -> None:
+    """Open the encoder once as the chunks will (CPU encoders: the coded size and pixel format;
+    NVENC at least 256x256): a pixel format or size the encoder refuses, or an NVENC codec on a
+    GPU without NVENC (H100, H200, no NVIDIA driver), fails here in one line, before any chunk."""
     from fractions import Fraction
 
+    pix_fmt = settings.choose_pix_fmt(source_pix_fmt)
+    try:
+        w, h = coded_size(width, height, pix_fmt)
+    except ValueError:
+        raise FFrayError(f"unknown --pix-fmt {pix_fmt!r} (e.g. yuv420p, yuv422p, yuv444p, "
+                         "yuv420p10le)") from None
+    if settings.nvenc:
+        w, h = max(256, w), max(256, h)
     try:
         cc = av.CodecContext.create(settings.codec, "w")
-        cc.width, cc.height = max(256, width - width % 2), max(256, height - height % 2)
-        cc.pix_fmt = settings.choose_pix_fmt("yuv420p")
+        cc.width, cc.height = w, h
+        cc.pix_fmt = pix_fmt
         cc.time_base = Fraction(1, 25)
         cc.options = settings.codec_options()
         cc.open()
     except (av.error.FFmpegError, ValueError, OSError) as e:
         why = getattr(e, "strerror", None) or str(e).splitlines()[0][:80]
+        if not settings.nvenc:
+            raise FFrayError(f"--codec {settings.codec} cannot encode {w}x{h} {pix_fmt} video "
+                             f"({why}); try another --pix-fmt") from None
         raise FFrayError(f"--codec {settings.codec}: the encoder cannot open here ({why}); "
                          "this GPU may have no NVENC (H100/H200 have none): use --codec h264 or "
                          "hevc (libx264/libx265 on the CPU)") from None
@@ -114,8 +152,8 @@ class ChunkEncoder:
         self._out = av.open(self._buf, "w", format="nut", options={"avoid_negative_ts": "disabled"})
         s = self._out.add_stream(settings.codec, rate=rate or Fraction(25),
                                  options=settings.codec_options())
-        s.width, s.height = width, height
         s.pix_fmt = settings.choose_pix_fmt(source_pix_fmt)
+        s.width, s.height = self.coded = coded_size(width, height, s.pix_fmt)
         s.time_base = time_base
         cc = s.codec_context
         cc.time_base = time_base
@@ -140,6 +178,11 @@ class ChunkEncoder:
         frame = self._sws.reformat(frame, format=self._stream.pix_fmt, src_colorspace=self._space,
                                    dst_colorspace=self._space, src_color_range=2,
                                    dst_color_range=self._range, interpolation=SWS_FROM_BGR)
+        self._encode(frame, pts)
+
+    def _encode(self, frame: av.VideoFrame, pts: int) -> None:
+        if (frame.width, frame.height) != self.coded:  # odd size, subsampled chroma
+            frame = pad_frame(frame, *self.coded)
         frame.pts, frame.time_base = pts, self._tb
         self._out.mux(self._stream.encode(frame))
         self.frames += 1
@@ -164,9 +207,7 @@ class ChunkEncoder:
         if (vf.width, vf.height) != (self._size[1], self._size[0]):
             raise ValueError(f"frame of {vf.width}x{vf.height} where {self._size[1]}x{self._size[0]} "
                              "was expected")
-        vf.pts, vf.time_base = pts, self._tb
-        self._out.mux(self._stream.encode(vf))
-        self.frames += 1
+        self._encode(vf, pts)
 
     def finish(self) -> bytes:
         self._out.mux(self._stream.encode(None))

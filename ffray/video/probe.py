@@ -18,6 +18,7 @@ import numpy as np
 
 from ffray.errors import MediaError
 from ffray.settings import sha256_file
+from ffray.video.streams import OtherStream, other_streams
 
 # AVColorSpace / AVColorRange / AVColorPrimaries / AVColorTransferCharacteristic names.
 _SPACES = {0: "rgb", 1: "bt709", 2: "unspecified", 4: "fcc", 5: "bt470bg", 6: "smpte170m",
@@ -109,6 +110,7 @@ class MediaInfo:
     video: VideoInfo
     audio: tuple[AudioInfo, ...] = field(default_factory=tuple)
     metadata: dict = field(default_factory=dict)
+    others: tuple[OtherStream, ...] = field(default_factory=tuple)  # subtitles, data, attachments
 
     def to_json(self) -> dict:
         v = asdict(self.video)
@@ -119,7 +121,8 @@ class MediaInfo:
         v["color"] = self.video.color.describe()
         return {"path": self.path, "format": self.format, "size_bytes": self.size_bytes,
                 "duration_s": self.duration_s, "bit_rate": self.bit_rate, "video": v,
-                "audio": [asdict(a) for a in self.audio], "metadata": self.metadata}
+                "audio": [asdict(a) for a in self.audio], "metadata": self.metadata,
+                "others": [o.to_json() for o in self.others]}
 
 
 def _frac(x: Fraction | None) -> str | None:
@@ -201,7 +204,7 @@ def probe(path: str | os.PathLike) -> tuple[MediaInfo, PacketIndex]:
             index=vs.index, codec=cc.name, profile=cc.profile, width=cc.width, height=cc.height,
             pix_fmt=cc.format.name if cc.format else "unknown", time_base=tb,
             avg_rate=vs.average_rate, real_rate=vs.base_rate, frame_count=frame_count, vfr=vfr,
-            rotation=_rotation(c, vs), color=Color(int(cc.color_range), int(cc.colorspace),
+            rotation=_rotation(c, vs, p), color=Color(int(cc.color_range), int(cc.colorspace),
                                                      int(cc.color_primaries), int(cc.color_trc)),
             keyframes=int(index.key.sum()), start_pts=int(fpts[0]), duration_s=duration_s)
         audio = tuple(
@@ -213,19 +216,40 @@ def probe(path: str | os.PathLike) -> tuple[MediaInfo, PacketIndex]:
         info = MediaInfo(path=str(p), format=c.format.name, size_bytes=p.stat().st_size,
                          duration_s=(c.duration / 1e6) if c.duration else None,
                          bit_rate=c.bit_rate or None, video=video, audio=audio,
-                         metadata=dict(c.metadata))
+                         metadata=dict(c.metadata), others=tuple(other_streams(c)))
     return info, index
 
 
-def _rotation(c: av.container.InputContainer, vs) -> int:
-    """Display rotation (counter-clockwise degrees) from the first decoded frame's side data."""
+FIRST_FRAME_PACKETS = 1000  # packets tried for a first decodable frame before refusing the input
+
+
+def _rotation(c: av.container.InputContainer, vs, path: Path) -> int:
+    """Display rotation (counter-clockwise degrees) from the first decoded frame's side data. A
+    stream of which no frame decodes (damaged from its start over ``FIRST_FRAME_PACKETS`` packets,
+    or a codec this FFmpeg cannot decode) is refused here, before any work; damage later on is
+    concealed while chunks decode (``ffray.video.decode``)."""
     try:
         c.seek(0, stream=vs)
-        for frame in c.decode(vs):
-            return int(round(frame.rotation)) % 360
     except av.error.FFmpegError:
-        return 0
-    return 0
+        pass
+    tried = 0
+    try:
+        for pkt in c.demux(vs):
+            if not pkt.size:
+                continue
+            tried += 1
+            try:
+                frames = pkt.decode()
+            except av.error.FFmpegError:  # a damaged packet: try the next one
+                frames = []
+            if frames:
+                return int(round(frames[0].rotation)) % 360
+            if tried >= FIRST_FRAME_PACKETS:
+                break
+    except av.error.FFmpegError:
+        pass
+    raise MediaError(f"no frame of the {vs.codec_context.name} video stream of {path} could be "
+                     f"decoded (first {tried} packets tried): damaged or unsupported")
 
 
 def fingerprint(path: str | os.PathLike, index: PacketIndex) -> str:
