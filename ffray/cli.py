@@ -38,16 +38,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray and worker logs")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="ffray", description="Distributed video face swap on Ray, with GPU telemetry.")
-    ap.add_argument("--version", action="version", version=f"ffray {__version__}")
-    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-
-    s = sub.add_parser("swap", help="process a video on the cluster")
-    s.add_argument("input", help="input video")
+def _add_swap_options(s: argparse.ArgumentParser) -> None:
+    """What a swap is asked to do (shared by `swap` and `submit`; every long option is
+    `--` + its dest with dashes, which `submit` relies on to pass them to its jobs)."""
     s.add_argument("-s", "--source", action="append", default=[], metavar="FACE",
                    help="source face image (repeatable)")
-    s.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
     s.add_argument("--chunk-seconds", type=float,
                    help="chunk length (default: about 1/30 of the video, 2 to 10 s)")
@@ -129,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prometheus-port", type=int,
                    help="each node's telemetry actor serves Prometheus metrics on this port "
                         "(127.0.0.1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="ffray", description="Distributed video face swap on Ray, with GPU telemetry.")
+    ap.add_argument("--version", action="version", version=f"ffray {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("swap", help="process a video on the cluster")
+    s.add_argument("input", help="input video")
+    s.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv)")
+    _add_swap_options(s)
     _add_run_options(s)
 
     r = sub.add_parser("resume", help="finish an interrupted job (redoes only unfinished chunks)")
@@ -165,8 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra alert rule (repeatable), e.g. hot:temp_c>85@30")
     t.add_argument("-n", "--rows", type=int, default=10, help="rows to show (tail)")
 
-    j = sub.add_parser("jobs", help="list jobs in the data dir")
+    j = sub.add_parser("jobs", help="list jobs in the data dir, or a cluster's submitted jobs (--address)")
     j.add_argument("--data-dir")
+    j.add_argument("--address", help="list the jobs `ffray submit` sent to this dashboard, http://HOST:8265")
+
+    from ffray.cluster.submit_cli import add_parsers as add_submit
+
+    add_submit(sub, swap_options=_add_swap_options, check_options=_request)
 
     from dashboard.cli import add_parser as add_dashboard
     from ffray.analytics.cli import add_parser as add_analyze
@@ -186,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"swap": cmd_swap, "resume": cmd_resume, "probe": cmd_probe, "demo": cmd_demo,
                 "jobs": cmd_jobs, "models": cmd_models, "telemetry": _lazy("ffray.telemetry.cli"),
-                "analyze": _lazy("ffray.analytics.cli"), "dashboard": _lazy("dashboard.cli")}[args.cmd](args)
+                "analyze": _lazy("ffray.analytics.cli"), "dashboard": _lazy("dashboard.cli"),
+                **dict.fromkeys(("submit", "wait", "cancel", "logs"), _lazy("ffray.cluster.submit_cli")),
+                }[args.cmd](args)
     except FFrayError as e:
         print(f"ffray: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -385,6 +398,9 @@ def _print_pipelines(dirs: list[Path]) -> None:
 
 def cmd_jobs(args) -> int:
     from ffray.settings import data_dir
+
+    if args.address:
+        return _lazy("ffray.cluster.submit_cli")(args)
 
     root = data_dir(args.data_dir) / "jobs"
     if not root.is_dir():

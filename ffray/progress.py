@@ -14,6 +14,7 @@ def run_with_progress(ledger, address: str | None = None, verbose: bool = False)
 
     from ffray.cluster.jobs import run_job
 
+    lines = _progress_lines()
     console = Console(stderr=True)
     console.print(f"job [bold]{ledger.job_id}[/] (ledger {ledger.root})")
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
@@ -39,6 +40,7 @@ def run_with_progress(ledger, address: str | None = None, verbose: bool = False)
                    retries=p.retries, chunks=f"{p.chunks_done}/{p.total_chunks}",
                    fps=(p.frames_done - state["f0"]) / dt,
                    model_eta="" if left is None else f"model ETA {left:.0f} s")
+        lines(p, (p.frames_done - state["f0"]) / dt)
 
     with bar:
         task = bar.add_task("swap", total=ledger.spec["frames"], fps=0.0, inflight=0, retries=0,
@@ -53,3 +55,26 @@ def run_with_progress(ledger, address: str | None = None, verbose: bool = False)
         console.print(f"report: {res.report} (trend.png, summary.md, summary.json)")
     print(res.output)
     return 0
+
+
+def _progress_lines():
+    """Plain ``progress`` lines on stderr every $FFRAY_PROGRESS_EVERY seconds (a Ray Job's log,
+    read back by ``ffray jobs``); a no-op without it."""
+    import os
+    import sys
+
+    from ffray.cluster.jobprogress import JobProgress, every_seconds
+
+    every, last = every_seconds(os.environ), [0.0, -1]  # time, frames of the last line
+
+    def emit(p, fps: float) -> None:
+        now = time.time()
+        finished = p.frames_done >= p.total_frames and last[1] != p.frames_done
+        if every is None or (now - last[0] < every and not finished):
+            return
+        last[:] = [now, p.frames_done]
+        left = (p.total_frames - p.frames_done) / fps if fps > 0 else None
+        print(JobProgress(p.frames_done, p.total_frames, p.chunks_done, p.total_chunks, fps,
+                          None if left is None else round(left)).line(), file=sys.stderr, flush=True)
+
+    return emit

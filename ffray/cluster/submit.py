@@ -1,0 +1,153 @@
+"""Detached cluster jobs through Ray Jobs: what ``ffray submit`` sends and how ``ffray jobs`` reads
+Ray's answers back. Pure planning and mapping here; the HTTP calls are in ``jobclient.py``.
+
+One Ray Job per input video. Its entrypoint is ``python -m ffray swap INPUT -o OUTDIR/NAME
+--address auto [swap options]`` (an argument list joined with ``shlex.join``), run by the cluster's
+own Python with the cluster's environment (``FFRAY_HOME``, ``PYTHONPATH``); inputs and outputs are
+paths every node and the client share.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ffray.cluster.jobprogress import ENV as PROGRESS_ENV
+from ffray.cluster.jobprogress import JobProgress, last_progress
+
+STATES = ("pending", "queued", "running", "succeeded", "failed", "stopped", "cancelled")
+OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv")
+META = "ffray"  # metadata key marking the Ray Jobs ffray submitted
+PROGRESS_EVERY_S = 5
+# Ray's job supervisor SIGTERMs the driver on stop_job and SIGKILLs it after this many seconds
+# (Ray's default is 3): give `ffray swap` time to end its job `interrupted`, chunks kept.
+STOP_GRACE_S = 30
+INTERRUPTED = "ffray: interrupted"  # what `ffray swap` prints when SIGTERM/Ctrl-C ended its job
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One input of ``ffray submit``: a job to submit, or why it was refused (``refused``)."""
+
+    input: Path
+    output: Path | None = None
+    job_id: str | None = None
+    entrypoint: str = ""
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One line of ``ffray jobs``."""
+
+    job_id: str
+    state: str
+    input: str = ""
+    output: str = ""
+    progress: JobProgress | None = None
+    reason: str = ""
+
+    def line(self) -> str:
+        parts = [self.job_id, f"{self.state:9s}"]
+        if self.progress is not None:
+            parts.append(self.progress.summary())
+        if self.input:
+            parts.append(f"{self.input} -> {self.output}")
+        if self.reason:
+            parts.append(f"({self.reason})")
+        return "  ".join(parts)
+
+
+def output_for(input_path: Path, outdir: Path) -> Path:
+    """``clip.mp4`` -> ``OUTDIR/clip.mp4``; an input whose container ffray does not write
+    (``.avi``, ``.webm``, ...) keeps its stem and gets ``.mp4``."""
+    suffix = input_path.suffix.lower()
+    return outdir / (input_path.stem + (input_path.suffix if suffix in OUTPUT_SUFFIXES else ".mp4"))
+
+
+def submission_id(stem: str, token: str) -> str:
+    """A readable Ray submission id: ``ffray-<stem>-<token>`` (stem reduced to [A-Za-z0-9_-])."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-")[:40] or "video"
+    return f"ffray-{slug}-{token}"
+
+
+def swap_entrypoint(input_path: Path, output: Path, options: Sequence[str],
+                    python: str = "python") -> str:
+    """The job's command line: every word quoted (user text never reaches a shell unquoted)."""
+    return shlex.join([python, "-m", "ffray", "swap", str(input_path), "-o", str(output),
+                       "--address", "auto", *options])
+
+
+def runtime_env() -> dict:
+    """Only environment variables: no working_dir upload (inputs travel by shared path)."""
+    return {"env_vars": {PROGRESS_ENV: str(PROGRESS_EVERY_S), "PYTHONUNBUFFERED": "1",
+                         "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S)}}
+
+
+def metadata(p: Planned) -> dict[str, str]:
+    return {META: "swap", "input": str(p.input), "output": str(p.output)}
+
+
+def plan_submissions(inputs: Sequence[Path], outdir: Path, options: Sequence[str],
+                     check: Callable[[Path, Path], str | None],
+                     tokens: Callable[[], str]) -> list[Planned]:
+    """One ``Planned`` per input, in input order. ``check(input, output)`` says why an input
+    cannot be submitted (None: it can); two inputs with one output name: the later is refused."""
+    out, taken = [], set()
+    for inp in inputs:
+        dest = output_for(inp, outdir)
+        why = "another input has the same output name" if dest in taken else check(inp, dest)
+        if why:
+            out.append(Planned(input=inp, output=dest, refused=why))
+            continue
+        taken.add(dest)
+        out.append(Planned(input=inp, output=dest, job_id=submission_id(inp.stem, tokens()),
+                           entrypoint=swap_entrypoint(inp, dest, options)))
+    return out
+
+
+def state_of(ray_status: str, log_tail: str = "") -> str:
+    """Ray's job status as one of ``STATES``. A STOPPED job whose driver ended itself as
+    interrupted (its ledger says so, finished chunks kept for resume) is ``cancelled``; one Ray
+    stopped before or without that (pending, or killed after the grace time) is ``stopped``.
+    ``queued`` is for ffray's own queue (a later ``--max-running``): Ray has no such state."""
+    s = str(ray_status).rsplit(".", 1)[-1].upper()
+    if s == "STOPPED":
+        return "cancelled" if INTERRUPTED in log_tail else "stopped"
+    return {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded",
+            "FAILED": "failed"}.get(s, s.lower())
+
+
+def needs_log(ray_status: str) -> bool:
+    """Which jobs' logs ``ffray jobs`` reads: running ones (progress) and stopped ones
+    (cancelled or stopped)."""
+    return str(ray_status).rsplit(".", 1)[-1].upper() in ("RUNNING", "STOPPED")
+
+
+def error_line(text: str | None) -> str:
+    """The last ``ffray: error:`` line in a log or Ray's failure message, without the prefix."""
+    found = ""
+    for line in (text or "").splitlines():
+        if line.startswith("ffray: error: "):
+            found = line[len("ffray: error: "):].strip()
+    return found
+
+
+def row(job_id: str, ray_status: str, meta: dict | None, message: str | None,
+        log: str = "") -> JobRow:
+    """A ``JobRow`` from what Ray says about a job (and its log where read)."""
+    meta = meta or {}
+    state = state_of(ray_status, log[-4000:])
+    reason = ""
+    if state == "failed":
+        reason = error_line(log) or error_line(message) or (message or "").strip().split("\n")[0]
+    return JobRow(job_id=job_id, state=state, input=meta.get("input", ""),
+                  output=meta.get("output", ""),
+                  progress=last_progress(log) if state == "running" else None, reason=reason)
+
+
+def ours(meta: dict | None) -> bool:
+    return bool(meta) and META in meta

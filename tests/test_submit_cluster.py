@@ -1,0 +1,94 @@
+"""Detached jobs end to end on a loopback `ray start --head` cluster with its Jobs API and token
+auth (tests/rayhead.py: own network and PID namespaces where the kernel allows): two videos
+submitted and the client gone, both finish with every frame; `jobs` shows states; a bad input in
+a submission is refused in one line while the other is submitted; `cancel` ends a slow job;
+`wait` returns."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from ffray.cluster.submit import STATES
+from ffray.processors import read_stamp
+from ffray.video import sample
+from tests.media import frames
+from tests.rayhead import start_head, wait_ready
+
+pytestmark = pytest.mark.slow
+COMMON = ("--chunk-seconds", "0.5", "--no-telemetry", "--actors", "1")
+
+
+def _states(r) -> dict[str, str]:
+    return {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()}
+
+
+def test_submit_jobs_cancel_wait_on_a_ray_start_head(tmp_path):
+    head = start_head(tmp_path)
+    clips = tmp_path / "in"
+    clips.mkdir()
+    a = sample.write_video(clips / "a.mp4", sample.pattern_frames(30, 160, 120), fps=25, gop=12,
+                           audio=False)
+    b = sample.write_video(clips / "b clip.mp4", sample.pattern_frames(40, 160, 120, seed=1),
+                           fps=25, gop=12)
+    c = sample.write_video(clips / "c.mp4", sample.pattern_frames(50, 160, 120, seed=2), fps=25,
+                           gop=12, audio=False)
+    out = tmp_path / "out"
+    try:
+        wait_ready(head)
+        t0 = time.time()
+        r = head.ffray("submit", a, b, "-o", out, "--processor", "stamp", *COMMON,
+                       "--address", head.url, timeout=60)
+        submit_s = time.time() - t0
+        assert r.returncode == 0, r.stderr[-2000:]
+        lines = r.stdout.splitlines()
+        assert len(lines) == 2 and str(a) in lines[0] and str(b) in lines[1], r.stdout
+        ids = [line.split()[0] for line in lines]
+
+        r = head.ffray("submit", clips / "nope.mp4", c, "-o", out, "--processor", "tests.procs:Slow",
+                       "--processor-opt", "delay=1.0", *COMMON, "--address", head.url, timeout=60)
+        assert r.returncode == 2, r.stderr[-2000:]
+        lines = r.stdout.splitlines()
+        assert len(lines) == 2 and lines[0].split()[0] == "-" and "nope.mp4" in lines[0]
+        slow = lines[1].split()[0]
+        assert slow.startswith("ffray-c-") and str(c) in lines[1]
+        errors = [x for x in r.stderr.splitlines() if x.startswith("ffray: error:")]
+        assert len(errors) == 1 and "nope.mp4: no such file" in errors[0], r.stderr
+        assert "Traceback" not in r.stderr
+
+        seen = _states(head.ffray("jobs", "--address", head.url))
+        assert set(ids + [slow]) <= set(seen) and all(s in STATES for s in seen.values()), seen
+
+        deadline = time.time() + 90  # cancel the slow one once its driver is processing frames
+        while time.time() < deadline:
+            r = head.ffray("jobs", "--address", head.url)
+            line = next(x for x in r.stdout.splitlines() if x.startswith(slow))
+            if " frames " in line:
+                break
+            time.sleep(1)
+        assert " running " in line and " frames " in line, line
+        r = head.ffray("cancel", slow, "--address", head.url, timeout=90)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.split() == [slow, "cancelled"], r.stdout + r.stderr[-2000:]
+
+        r = head.ffray("wait", *ids, "--address", head.url, timeout=240)
+        assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+        assert [x.split() for x in r.stdout.splitlines()] == [[j, "succeeded"] for j in ids]
+        r = head.ffray("wait", slow, "--address", head.url)
+        assert r.returncode == 1 and r.stdout.split() == [slow, "cancelled"]
+
+        seen = _states(head.ffray("jobs", "--address", head.url))
+        assert [seen[j] for j in ids + [slow]] == ["succeeded", "succeeded", "cancelled"], seen
+        log = head.ffray("logs", ids[0], "--address", head.url).stdout
+        assert log.splitlines()[-1] == str(out / "a.mp4"), log[-2000:]  # swap's stdout: the output
+    finally:
+        head.stop()
+    print(f"\nsubmit of 2 videos: {submit_s:.1f} s; {'; '.join(head.notes)}")
+    assert [read_stamp(img) for _, img in frames(out / "a.mp4")] == list(range(30))
+    assert [read_stamp(img) for _, img in frames(out / "b clip.mp4")] == list(range(40))
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b clip.mp4"]  # nothing of c's
+    ledgers = [json.loads(p.read_text()) for p in head.home.glob("jobs/*/job.json")]
+    by_input = {j["input"]: j["status"] for j in ledgers}
+    assert by_input == {str(a): "done", str(b): "done", str(c): "interrupted"}, by_input
