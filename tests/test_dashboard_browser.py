@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -226,9 +227,32 @@ def _record(root: Path, t0: float, seconds: int) -> None:
     store.close()
 
 
+HOVER_JS = """() => { const t = document.querySelector('#c-util .js-plotly-plot').data[0];
+    return {x: t.x, y: t.y, cd: t.customdata}; }"""
+
+
+def _check_hover(root: Path, trace: dict) -> int:
+    """Every point's hover min/max equal the bucket's samples of GPU 0 in the Parquet, and bracket
+    its mean; returns the number of points checked."""
+    import duckdb
+
+    x = [datetime.fromisoformat(v.replace(" ", "T")).replace(tzinfo=timezone.utc) for v in trace["x"]]
+    b = (x[1] - x[0]).total_seconds()
+    assert len(trace["cd"]) == len(x) == len(trace["y"])
+    rows = duckdb.sql(f"""SELECT floor(epoch(ts) / {b}) * {b} AS b, min(util_gpu), max(util_gpu)
+        FROM read_parquet('{root}/telemetry/gpu/**/*.parquet') WHERE gpu_index = 0 GROUP BY ALL""").fetchall()
+    truth = {float(k): (lo, hi) for k, lo, hi in rows}
+    for t, y, (lo, hi) in zip(x, trace["y"], trace["cd"]):
+        assert (lo, hi) == tuple(round(v, 2) for v in truth[t.timestamp()]), t
+        assert lo <= y <= hi
+    return len(x)
+
+
 def test_live_refresh_appends_new_points_without_redrawing(browser, tmp_path):
+    """More than the window's hour is recorded, so appending slides the window: the hover's
+    min/max must slide with their means (they used to stay behind)."""
     now = time.time()
-    _record(tmp_path, now - 300, 200)  # samples up to 100 s ago
+    _record(tmp_path, now - 3800, 3700)  # samples up to 100 s ago, more than the 1 h window
     s = Served(Data(str(tmp_path), tmp_path))
     ctx = browser.new_context()
     page = ctx.new_page()
@@ -247,16 +271,21 @@ def test_live_refresh_appends_new_points_without_redrawing(browser, tmp_path):
         page.locator("#c-util g.trace.scatter").nth(1).wait_for(state="attached", timeout=20000)
         js = "() => document.querySelector('#c-util .js-plotly-plot').data.map(t => t.x.length)"
         before = page.evaluate(js)
+        first = page.evaluate(HOVER_JS)
+        _check_hover(tmp_path, first)
         _record(tmp_path, now - 99, 80)  # 80 more seconds arrive (a roll of the real store)
         page.wait_for_function(
-            f"() => document.querySelector('#c-util .js-plotly-plot').data[0].x.length > {before[0]}",
+            f"() => document.querySelector('#c-util .js-plotly-plot').data[0].x[0] > '{first['x'][0]}'",
             timeout=30000)
         after = page.evaluate(js)
-        assert all(a > b for a, b in zip(after, before)) and len(after) == len(before) == 2
+        assert len(after) == len(before) == 2
+        trace = page.evaluate(HOVER_JS)
+        assert trace["x"][-1] > first["x"][-1]  # new points at the end, old ones left at the front
+        assert _check_hover(tmp_path, trace) == len(trace["x"]) >= len(first["x"]) - 1
         # appended, not redrawn: the new points came as extendData, and no figure was sent again
         figures = [u for u in updates if '"figure"' in u]
         extends = [u for u in updates if '"extendData"' in u]
-        assert len(figures) == 1 and extends
+        assert len(figures) == 1 and extends and all('"customdata"' in u for u in extends)
         shot(page, "live")
     finally:
         ctx.close()
