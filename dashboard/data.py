@@ -114,9 +114,9 @@ class Data:
             job_table,
             load_model,
             model_path,
-            right_size,
         )
         from ffray.analytics.cli import fit_rows
+        from ffray.analytics.rightsize import right_size
 
         classes = self.gpu_classes()
         cached = None if refit or self.ledgers is None else load_model(model_path(self.ledgers))
