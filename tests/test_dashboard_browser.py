@@ -294,7 +294,8 @@ def test_live_refresh_appends_new_points_without_redrawing(browser, tmp_path):
 
 @pytest.fixture(scope="module")
 def capacity_served(tmp_path_factory):
-    """Jobs following a known cost law on an H100 and an L4 (10 each), 3 on an A10G (no fit)."""
+    """Jobs following a known cost law on an H100 and an L4 (10 each), 3 on an A10G (no fit), and
+    one long L4 job at 4x its law's time (the outlier that used to wreck the L4's fit)."""
     import numpy as np
 
     from tests.analytics_data import Gpu, law_job, write_store
@@ -310,6 +311,7 @@ def capacity_served(tmp_path_factory):
             w, h = [(1280, 720), (1920, 1080), (3840, 2160)][k % 3]
             jobs.append(law_job(f"{gpu.uuid}-{k:02d}", gpu, law, rel, w, h, float(rng.choice([0.5, 1, 2])),
                                 [int(x) for x in rng.integers(60, 300, 3)]))
+    jobs.append(law_job("long-l4", gpus[1][0], law, 0.3, 1920, 1080, 1.0, [300] * 8, noise=4.0))
     root = tmp_path_factory.mktemp("capacity")
     write_store(root, jobs)
     data = Data(str(root), root)
@@ -327,8 +329,13 @@ def test_capacity_page_shows_fits_right_sizing_and_predicts(capacity_served, pag
     text = page.locator("#cap-fits").inner_text()
     assert "H100" in text and "L4" in text and "A10G" not in text
     assert "A10G (3 jobs)" in page.locator("#cap-nofit").inner_text()  # seen, but not fitted
-    assert "23 finished jobs" in page.locator("#cap-msg").inner_text()
-    assert page.locator("#cap-jobs tbody tr:has(td.dash-cell)").count() == 23  # a row per job
+    assert "24 finished jobs" in page.locator("#cap-msg").inner_text()
+    assert page.locator("#cap-jobs tbody tr:has(td.dash-cell)").count() == 24  # a row per job
+    outliers = page.locator("#cap-outliers").inner_text()  # listed, with why
+    assert "long-l4" in outliers and "x the fit's GPU-seconds" in outliers and "left out" in outliers
+    assert page.locator("#cap-poor").count() == 0
+    cards = page.locator(".cards").inner_text()
+    assert "projected saving" in cards and "95 %:" in cards
     page.locator("#p-res").fill("3840x2160")
     page.locator("#p-frames").fill("3000")
     page.locator("#p-go").click()
@@ -338,6 +345,8 @@ def test_capacity_page_shows_fits_right_sizing_and_predicts(capacity_served, pag
     shown = page.locator("#p-table").inner_text()
     for r in want:  # every class with a fit, its predicted GPU-seconds as the model gives them
         assert r["gpu_class"] in shown and f"{r['gpu_seconds']:,.0f} (" in shown
+        assert r["cost_low"] > 0
+    assert "$0.000 " not in shown
     shot(page, "capacity")
     page.locator("#p-res").fill("19x")
     page.locator("#p-go").click()

@@ -176,8 +176,8 @@ def time_fit(X: np.ndarray, y: np.ndarray, job_ids: list[str]) -> dict:
                       "fitted_gpu_seconds": float(fitted[o["index"]]), "ratio": o["ratio"],
                       "sigmas": o["sigmas"],
                       "why": (f"{o['ratio']:.2f}x the fit's GPU-seconds for its size" if o["ratio"] else
-                              "far off the fit") + (f" ({o['sigmas']:+.0f} σ per frame)" if o["sigmas"]
-                                                    else "") + ": left out of the fit and of right-sizing"}
+                              "far off the fit") + _sigmas(o["sigmas"])
+                      + ": left out of the fit and of right-sizing"}
                      for o in f["outliers"]]
     poor = []
     if f["r2"] is not None and f["r2"] < POOR_R2:
@@ -188,6 +188,10 @@ def time_fit(X: np.ndarray, y: np.ndarray, job_ids: list[str]) -> dict:
         poor.append(f"{len(f['outliers'])} of {len(y)} jobs off the law (> {MAX_OUTLIER_SHARE:.0%})")
     f["poor"] = poor
     return f
+
+
+def _sigmas(x: float | None) -> str:
+    return "" if not x else f" ({x:+.0f} σ per frame)" if abs(x) < 1e3 else " (> 1000 σ per frame)"
 
 
 def memory_fit(mp: np.ndarray, peak: np.ndarray) -> dict | None:

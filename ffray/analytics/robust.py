@@ -3,7 +3,12 @@ scale estimated jointly), observations far off the fit listed and left out, and 
 reports: coefficients, their standard errors, R², the robust residual scale and 95 % prediction
 intervals. Every result is a plain dict of floats and lists, so it survives JSON.
 
-A row is an outlier when its residual exceeds both ``OUTLIER_SIGMA`` Huber scales and
+Huber's loss bounds the pull of a large residual but not of a row far out in the design (a long
+job is far out in ``1/frames``: least squares and Huber alike bend the law to it, down to a negative
+set-up time), so the fit starts from the consensus set of scikit-learn's ``RANSACRegressor``
+(rows within ``OUTLIER_REL`` of a law fitted on random minimal subsets; fixed seed, so the result is
+reproducible). Rows off the final fit are then dropped and rows on it readmitted. A row is an
+outlier when its residual exceeds both ``OUTLIER_SIGMA`` Huber scales and
 ``OUTLIER_REL`` of its fitted value (with a handful of rows per parameter Huber's scale comes out
 small, so the relative bound keeps ordinary run-to-run noise of a few per cent in the fit).
 Inference is the usual approximation around the final fit on the kept rows: ``s`` = their
@@ -52,6 +57,25 @@ def _huber(Z: np.ndarray, y: np.ndarray, const: int) -> tuple[np.ndarray, float]
     return coef, float(h.scale_) * ys
 
 
+def _consensus(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """RANSAC's inlier mask (relative residual <= ``OUTLIER_REL``); every row when there are too
+    few rows for a consensus or none is found."""
+    from sklearn.linear_model import LinearRegression, RANSACRegressor
+
+    n, p = Z.shape
+    if n <= p + 1:
+        return np.ones(n, dtype=bool)
+    r = RANSACRegressor(LinearRegression(fit_intercept=False), min_samples=p + 1,
+                        residual_threshold=OUTLIER_REL, random_state=0, max_trials=200,
+                        loss=lambda yt, yp: np.abs(yt - yp) / np.maximum(np.abs(yt), 1e-300))
+    try:
+        r.fit(Z, y)
+    except ValueError:  # no consensus set: start from every row
+        return np.ones(n, dtype=bool)
+    keep = np.asarray(r.inlier_mask_, dtype=bool)
+    return keep if keep.sum() > p else np.ones(n, dtype=bool)
+
+
 def robust_fit(Z: np.ndarray, y: np.ndarray, names: list[str], const: int) -> dict:
     """Fit ``y ~ Z @ coef`` robustly; outlier rows (see the module's notes) are left out
     (``outliers``: their indices, ``ratio`` = observed / fitted, ``sigmas`` = residual in ``s``)
@@ -59,14 +83,14 @@ def robust_fit(Z: np.ndarray, y: np.ndarray, names: list[str], const: int) -> di
     Z = np.asarray(Z, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n, p = Z.shape
-    keep = np.ones(n, dtype=bool)
+    keep = _consensus(Z, y)
     for _ in range(MAX_ROUNDS):
         coef, scale = _huber(Z[keep], y[keep], const)
         resid = y - Z @ coef
-        out = np.abs(resid) > np.maximum(OUTLIER_SIGMA * scale, OUTLIER_REL * np.abs(Z @ coef))
-        if not (out & keep).any() or (keep & ~out).sum() <= p:
+        new = np.abs(resid) <= np.maximum(OUTLIER_SIGMA * scale, OUTLIER_REL * np.abs(Z @ coef))
+        if (new == keep).all() or new.sum() <= p:
             break
-        keep &= ~out
+        keep = new
     fitted = Z @ coef
     r = resid[keep]
     rank = int(np.linalg.matrix_rank(Z[keep]))
