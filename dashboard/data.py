@@ -13,8 +13,7 @@ from pathlib import Path
 from dashboard.figures import gpu_label
 from ffray.analytics import queries
 from ffray.analytics.costs import chunk_costs, job_costs
-from ffray.analytics.source import VIEWS, Store
-from ffray.telemetry.sink import is_uri
+from ffray.analytics.source import VIEWS, Store, target_missing
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 REPORT_FILES = {"trend.png": "image/png", "summary.md": "text/markdown; charset=utf-8",
@@ -30,7 +29,7 @@ class Data:
 
     def missing(self) -> bool:
         """True when there is no data dir at all (a URI is taken as present)."""
-        return not is_uri(self.target) and not Path(self.target).is_dir()
+        return target_missing(self.target)
 
     @contextmanager
     def store(self):
@@ -115,9 +114,9 @@ class Data:
             job_table,
             load_model,
             model_path,
-            right_size,
         )
         from ffray.analytics.cli import fit_rows
+        from ffray.analytics.rightsize import right_size
 
         classes = self.gpu_classes()
         cached = None if refit or self.ledgers is None else load_model(model_path(self.ledgers))

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     restore = _term_as_interrupt()
     try:
         return {"swap": cmd_swap, "resume": cmd_resume, "probe": cmd_probe, "demo": cmd_demo,
-                "jobs": cmd_jobs, "models": cmd_models, "telemetry": _lazy("ffray.telemetry.cli"),
+                "jobs": cmd_jobs, "models": cmd_models, "telemetry": _telemetry,
                 "analyze": _lazy("ffray.analytics.cli"), "dashboard": _lazy("dashboard.cli"),
                 **dict.fromkeys(("submit", "wait", "cancel", "logs"), _lazy("ffray.cluster.submit_cli")),
                 }[args.cmd](args)
@@ -225,6 +225,11 @@ def _term_as_interrupt():
 
     prev = signal.signal(signal.SIGTERM, handler)
     return lambda: signal.signal(signal.SIGTERM, prev)
+
+
+def _telemetry(args) -> int:
+    """``telemetry record`` writes (ffray.telemetry); ``telemetry tail`` reads (ffray.analytics)."""
+    return _lazy("ffray.analytics.tail" if args.action == "tail" else "ffray.telemetry.cli")(args)
 
 
 def _lazy(module: str):

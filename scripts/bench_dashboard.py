@@ -1,5 +1,6 @@
-"""Server time to render the dashboard's cluster page (24 h x 64 GPUs at 1 Hz, ~5.5 M rows) and the
-job page of a 1-hour job with 360 chunks: real HTTP requests to the app's callback endpoint
+"""Server time to render the dashboard's cluster page (24 h x 64 GPUs at 1 Hz, ~5.5 M rows), the
+job page of a 1-hour job with 360 chunks and the capacity page (fitted from the store): real HTTP
+requests to the app's callback endpoint
 (Flask test client: routing, DuckDB queries, figure building and JSON encoding; no browser).
 
     python scripts/bench_dashboard.py --store /tmp/store24h [--repeat 5]
@@ -89,6 +90,21 @@ def main() -> None:
     results[f"job page {a.job}"] = {"median_s": round(statistics.median(times), 3),
                                     "max_s": round(max(times), 3), "response_kb": size // 1024,
                                     "bars": sum(len(t["x"]) for t in _traces(js) if t.get("type") == "bar")}
+    times = []  # the capacity page: a fit from the store (no cached model in a generated store)
+    for _ in range(a.repeat):
+        outs = [("cap-body", "children"), ("cap-model", "data"), ("cap-msg", "children"),
+                ("p-gpu", "options")]
+        dt, size, js = _post(client, outs,
+                             [("cap-refit", "n_clicks", 1), ("cap-deadline", "value", None),
+                              ("cap-extra", "value", [])], ["cap-refit.n_clicks"])
+        times.append(dt)
+    model = js["response"]["cap-model"]["data"]
+    results["capacity page (refit)"] = {
+        "median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
+        "response_kb": size // 1024,
+        "jobs": model["meta"]["jobs"], "fits": [f["gpu_class"] for f in model["fits"]],
+        "outliers": sum(len(f["outliers"]) for f in model["fits"]),
+        "poor": [f["gpu_class"] for f in model["fits"] if f["poor"]]}
     print(json.dumps(results, indent=2))
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -226,9 +227,32 @@ def _record(root: Path, t0: float, seconds: int) -> None:
     store.close()
 
 
+HOVER_JS = """() => { const t = document.querySelector('#c-util .js-plotly-plot').data[0];
+    return {x: t.x, y: t.y, cd: t.customdata}; }"""
+
+
+def _check_hover(root: Path, trace: dict) -> int:
+    """Every point's hover min/max equal the bucket's samples of GPU 0 in the Parquet, and bracket
+    its mean; returns the number of points checked."""
+    import duckdb
+
+    x = [datetime.fromisoformat(v.replace(" ", "T")).replace(tzinfo=timezone.utc) for v in trace["x"]]
+    b = (x[1] - x[0]).total_seconds()
+    assert len(trace["cd"]) == len(x) == len(trace["y"])
+    rows = duckdb.sql(f"""SELECT floor(epoch(ts) / {b}) * {b} AS b, min(util_gpu), max(util_gpu)
+        FROM read_parquet('{root}/telemetry/gpu/**/*.parquet') WHERE gpu_index = 0 GROUP BY ALL""").fetchall()
+    truth = {float(k): (lo, hi) for k, lo, hi in rows}
+    for t, y, (lo, hi) in zip(x, trace["y"], trace["cd"]):
+        assert (lo, hi) == tuple(round(v, 2) for v in truth[t.timestamp()]), t
+        assert lo <= y <= hi
+    return len(x)
+
+
 def test_live_refresh_appends_new_points_without_redrawing(browser, tmp_path):
+    """More than the window's hour is recorded, so appending slides the window: the hover's
+    min/max must slide with their means (they used to stay behind)."""
     now = time.time()
-    _record(tmp_path, now - 300, 200)  # samples up to 100 s ago
+    _record(tmp_path, now - 3800, 3700)  # samples up to 100 s ago, more than the 1 h window
     s = Served(Data(str(tmp_path), tmp_path))
     ctx = browser.new_context()
     page = ctx.new_page()
@@ -247,16 +271,21 @@ def test_live_refresh_appends_new_points_without_redrawing(browser, tmp_path):
         page.locator("#c-util g.trace.scatter").nth(1).wait_for(state="attached", timeout=20000)
         js = "() => document.querySelector('#c-util .js-plotly-plot').data.map(t => t.x.length)"
         before = page.evaluate(js)
+        first = page.evaluate(HOVER_JS)
+        _check_hover(tmp_path, first)
         _record(tmp_path, now - 99, 80)  # 80 more seconds arrive (a roll of the real store)
         page.wait_for_function(
-            f"() => document.querySelector('#c-util .js-plotly-plot').data[0].x.length > {before[0]}",
+            f"() => document.querySelector('#c-util .js-plotly-plot').data[0].x[0] > '{first['x'][0]}'",
             timeout=30000)
         after = page.evaluate(js)
-        assert all(a > b for a, b in zip(after, before)) and len(after) == len(before) == 2
+        assert len(after) == len(before) == 2
+        trace = page.evaluate(HOVER_JS)
+        assert trace["x"][-1] > first["x"][-1]  # new points at the end, old ones left at the front
+        assert _check_hover(tmp_path, trace) == len(trace["x"]) >= len(first["x"]) - 1
         # appended, not redrawn: the new points came as extendData, and no figure was sent again
         figures = [u for u in updates if '"figure"' in u]
         extends = [u for u in updates if '"extendData"' in u]
-        assert len(figures) == 1 and extends
+        assert len(figures) == 1 and extends and all('"customdata"' in u for u in extends)
         shot(page, "live")
     finally:
         ctx.close()
@@ -265,7 +294,8 @@ def test_live_refresh_appends_new_points_without_redrawing(browser, tmp_path):
 
 @pytest.fixture(scope="module")
 def capacity_served(tmp_path_factory):
-    """Jobs following a known cost law on an H100 and an L4 (10 each), 3 on an A10G (no fit)."""
+    """Jobs following a known cost law on an H100 and an L4 (10 each), 3 on an A10G (no fit), and
+    one long L4 job at 4x its law's time (the outlier that used to wreck the L4's fit)."""
     import numpy as np
 
     from tests.analytics_data import Gpu, law_job, write_store
@@ -281,6 +311,7 @@ def capacity_served(tmp_path_factory):
             w, h = [(1280, 720), (1920, 1080), (3840, 2160)][k % 3]
             jobs.append(law_job(f"{gpu.uuid}-{k:02d}", gpu, law, rel, w, h, float(rng.choice([0.5, 1, 2])),
                                 [int(x) for x in rng.integers(60, 300, 3)]))
+    jobs.append(law_job("long-l4", gpus[1][0], law, 0.3, 1920, 1080, 1.0, [300] * 8, noise=4.0))
     root = tmp_path_factory.mktemp("capacity")
     write_store(root, jobs)
     data = Data(str(root), root)
@@ -298,8 +329,13 @@ def test_capacity_page_shows_fits_right_sizing_and_predicts(capacity_served, pag
     text = page.locator("#cap-fits").inner_text()
     assert "H100" in text and "L4" in text and "A10G" not in text
     assert "A10G (3 jobs)" in page.locator("#cap-nofit").inner_text()  # seen, but not fitted
-    assert "23 finished jobs" in page.locator("#cap-msg").inner_text()
-    assert page.locator("#cap-jobs tbody tr:has(td.dash-cell)").count() == 23  # a row per job
+    assert "24 finished jobs" in page.locator("#cap-msg").inner_text()
+    assert page.locator("#cap-jobs tbody tr:has(td.dash-cell)").count() == 24  # a row per job
+    outliers = page.locator("#cap-outliers").inner_text()  # listed, with why
+    assert "long-l4" in outliers and "x the fit's GPU-seconds" in outliers and "left out" in outliers
+    assert page.locator("#cap-poor").count() == 0
+    cards = page.locator(".cards").inner_text()
+    assert "projected saving" in cards and "95 %:" in cards
     page.locator("#p-res").fill("3840x2160")
     page.locator("#p-frames").fill("3000")
     page.locator("#p-go").click()
@@ -309,6 +345,8 @@ def test_capacity_page_shows_fits_right_sizing_and_predicts(capacity_served, pag
     shown = page.locator("#p-table").inner_text()
     for r in want:  # every class with a fit, its predicted GPU-seconds as the model gives them
         assert r["gpu_class"] in shown and f"{r['gpu_seconds']:,.0f} (" in shown
+        assert r["cost_low"] > 0
+    assert "$0.000 " not in shown
     shot(page, "capacity")
     page.locator("#p-res").fill("19x")
     page.locator("#p-go").click()

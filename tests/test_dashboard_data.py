@@ -91,6 +91,19 @@ def test_live_refresh_appends_only_the_buckets_after_the_last_draw(data):
     assert all(len(x) == 6 for x in upd["x"])  # buckets 60, 70, ..., 110
     assert upd["x"][0][0] == _t(60).replace(tzinfo=None).isoformat()
     assert datetime.fromisoformat(new_state["end"]) > _t(110)
+    # every appended mean comes with its bucket's min and max, in the same order
+    truth = data.trends(_t(60), datetime.fromisoformat(new_state["end"]), 10, by=state["by"])
+    cols = [truth[c].to_pylist() for c in ("series", "bucket", "util_min", "util_max")]
+    want = {(k, b): (lo, hi) for k, b, lo, hi in zip(*cols)}
+    spread = 0
+    for k, xs, ys, cds in zip(idx, upd["x"], upd["y"], upd["customdata"]):
+        assert len(cds) == len(xs) == len(ys)
+        for x, y, (lo, hi) in zip(xs, ys, cds):
+            b = datetime.fromisoformat(x).replace(tzinfo=timezone.utc)
+            assert (lo, hi) == tuple(round(v, 2) for v in want[(state["order"][k], b)])
+            assert lo <= y <= hi
+            spread += hi > lo
+    assert spread  # buckets where the GPU went busy or idle: min and max differ from the mean
     again, _ = cluster.extend(data, new_state)
     assert again is None  # nothing new since
 

@@ -100,3 +100,34 @@ def test_the_worker_engine_does_not_import_the_cluster_layer():
 def test_modules_stay_readable():
     big = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > 450}
     assert not big
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports across the analytics layers: the telemetry package writes the Parquet layout and
+    imports nothing from ``ffray.analytics`` (which reads and attributes it); the dashboard reads
+    only through ``ffray.analytics`` (besides ``ffray.errors`` and ``ffray.settings``)."""
+    allowed = ("ffray.analytics", "ffray.errors", "ffray.settings")
+    bad = []
+    for m, deps in graph.items():
+        for d in sorted(deps):
+            if m.startswith("ffray.telemetry") and d.startswith("ffray.analytics"):
+                bad.append((m, d))
+            if m.startswith("dashboard") and d.startswith("ffray") and not d.startswith(allowed):
+                bad.append((m, d))
+    return bad
+
+
+def test_the_layer_checker_finds_the_imports_it_forbids():
+    graph = {"ffray.telemetry.spans": {"ffray.analytics.costs", "ffray.telemetry.schema"},
+             "ffray.telemetry.cli": {"ffray.analytics.source"},
+             "dashboard.data": {"ffray.telemetry.sink", "ffray.analytics.source", "dashboard.figures"},
+             "ffray.analytics.source": {"ffray.telemetry.sink"}}
+    assert layer_violations(graph) == [("ffray.telemetry.spans", "ffray.analytics.costs"),
+                                       ("ffray.telemetry.cli", "ffray.analytics.source"),
+                                       ("dashboard.data", "ffray.telemetry.sink")]
+
+
+def test_telemetry_does_not_import_analytics_and_the_dashboard_reads_through_analytics():
+    graph = import_graph()
+    assert "ffray.telemetry.sink" in graph["ffray.analytics.source"]  # analytics reads telemetry's layout
+    assert layer_violations(graph) == []

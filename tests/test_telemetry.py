@@ -11,8 +11,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from ffray.analytics.costs import attribute
 from ffray.telemetry.sampler import Sampler, open_backend
-from ffray.telemetry.spans import attribute, span_rows, write_spans
+from ffray.telemetry.spans import span_rows, write_spans
 from ffray.telemetry.store import TableWriter, TelemetryStore, read_journal, recover
 from tests.fake_nvml import FakeGpus
 

@@ -13,8 +13,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
 
+from ffray.analytics.costs import attribute
 from ffray.telemetry.recorder import Recorder
-from ffray.telemetry.spans import attribute, span_rows, write_spans
+from ffray.telemetry.spans import span_rows, write_spans
 from tests.fake_nvml import FakeGpus
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

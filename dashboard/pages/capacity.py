@@ -110,8 +110,9 @@ def _fits_section(fits: list[dict], model: dict, summary: dict) -> list:
             "gpu_models": ", ".join(f["gpu_models"] or []),
             **{
                 k: (round(f[k], 6) if isinstance(f.get(k), float) else f.get(k))
-                for k in ("a", "b", "c", "d", "r2", "residual_std")
+                for k in ("a", "b", "c", "d", "r2")
             },
+            "spread": None if f.get("spread") is None else f"{f['spread']:.1%}",
             "mem_m0": round(f["mem_m0"] / GIB, 2) if f.get("mem_m0") is not None else None,
             "mem_m1": round(f["mem_m1"] / GIB, 3) if f.get("mem_m1") is not None else None,
         }
@@ -129,14 +130,27 @@ def _fits_section(fits: list[dict], model: dict, summary: dict) -> list:
                 ("b", "s per face"),
                 ("c", "s per frame"),
                 ("d", "s per job"),
+                ("outliers", "outlier jobs"),
                 ("r2", "R²"),
-                ("residual_std", "residual std (s)"),
+                ("spread", "residual spread"),
                 ("mem_m0", "mem GiB at 0 MP"),
                 ("mem_m1", "mem GiB per MP"),
                 ("note", "note"),
             ],
         )
     )
+    outliers = [{"gpu_class": f["gpu_class"], "job": f"[{o['job_id']}](/job/{o['job_id']})",
+                 "gpu_seconds": round(o["gpu_seconds"], 1), "fitted": round(o["fitted_gpu_seconds"], 1),
+                 "why": o["why"]} for f in model["fits"] for o in f.get("outliers", [])]
+    if outliers:
+        out += [html.H4("Outlier jobs (off their class's law: left out of the fit and of right-sizing)"),
+                _table("cap-outliers", outliers, [("gpu_class", "class"), ("job", "job"),
+                                                  ("gpu_seconds", "GPU-s"), ("fitted", "fit's GPU-s"),
+                                                  ("why", "why")])]
+    poor = [f"{f['gpu_class']}: {'; '.join(f['poor'])}" for f in model["fits"] if f.get("poor")]
+    if poor:
+        out.append(html.P(["Poor fits (reported, never used for right-sizing): ", "; ".join(poor)],
+                          id="cap-poor", className="error"))
     too_few = [f"{n['gpu_class']} ({n['n_jobs']} jobs): {n['reason']}" for n in model.get("no_fit", [])]
     if too_few:
         out.append(html.P(["Seen but not fitted (so never predicted): ", "; ".join(too_few)], id="cap-nofit",
@@ -158,7 +172,9 @@ def _right_size_section(rows: list[dict], s: dict) -> list:
         ("over-provisioned", f"{s['over_provisioned']} ({pct(s['over_provisioned_share'])})"),
         ("actual cost", f"${s['actual_cost']:,.2f}"),
         ("right-sized cost", f"${s['right_sized_cost']:,.2f}"),
-        ("projected saving", pct(s["saving_share"])),
+        ("projected saving", pct(s["saving_share"]) + (
+            "" if s.get("saving_share_low") is None or s["saving_share_low"] != s["saving_share_low"]
+            else f" (95 %: {pct(s['saving_share_low'])} – {pct(s['saving_share_high'])})")),
     ]
     moves = ", ".join(f"{m['from']} → {m['to']}: {m['jobs']}" for m in s.get("moves", [])) or "none"
     table = [
@@ -170,10 +186,13 @@ def _right_size_section(rows: list[dict], s: dict) -> list:
             "cost": _money(r["cost"]),
             "best_class": r["best_class"],
             "best_cost": _money(r["best_cost"]),
+            "best_range": None if r.get("best_cost_low") is None
+            else f"{r['best_cost_low']:.4f}–{r['best_cost_high']:.4f}",
             "best_wall_s": None if r["best_wall_s"] is None else round(r["best_wall_s"], 1),
             "saving": _money(r["saving"]),
             "over": "yes" if r["over_provisioned"] else "",
             "note": r.get("note") or ("extrapolated" if r.get("extrapolated") else ""),
+            "outlier": "yes" if r.get("outlier") else "",
         }
         for r in rows
     ]
@@ -198,9 +217,11 @@ def _right_size_section(rows: list[dict], s: dict) -> list:
                 ("cost", "cost $"),
                 ("best_class", "cheapest fit"),
                 ("best_cost", "its cost $"),
+                ("best_range", "95 % range $"),
                 ("best_wall_s", "its time (s)"),
                 ("saving", "saving $"),
                 ("over", "over-provisioned"),
+                ("outlier", "outlier"),
                 ("note", "note"),
             ],
             page_size=25,
@@ -270,7 +291,9 @@ def register(app, data: Data) -> None:
             return html.P(str(e), className="error")
         out = [
             {
-                "gpu_class": r["gpu_class"] + (" (extrapolated)" if r["extrapolated"] else ""),
+                "gpu_class": r["gpu_class"] + (" (extrapolated)" if r["extrapolated"] else "")
+                + (f" (poor fit: {r['poor_fit']})" if r.get("poor_fit") else "")
+                + (" (at the floor: frames x fastest per-frame time seen)" if r.get("floored") else ""),
                 "jobs": r["n_jobs"],
                 "gpu_seconds": f"{r['gpu_seconds']:,.0f} "
                 f"({r['gpu_seconds_low']:,.0f}–{r['gpu_seconds_high']:,.0f})",

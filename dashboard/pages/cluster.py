@@ -130,15 +130,21 @@ def extend(data: Data, state: dict):
     payloads = []
     for metric in GRAPHS:
         col, _, _, scale = METRICS[metric]
-        xs, ys, idx = [], [], []
+        xs, ys, cds, idx = [], [], [], []
         for key, sl in series_groups(table):
             if key in index:
                 idx.append(index[key])
                 xs.append([t.replace(tzinfo=None).isoformat() for t in table["bucket"][sl].to_pylist()])
-                ys.append([round(v * scale, 2) if v is not None else None
-                           for v in table[f"{col}_mean"][sl].to_pylist()])
-        payloads.append(({"x": xs, "y": ys}, idx, state["points"]) if idx else no_update)
+                ys.append(_scaled(table[f"{col}_mean"][sl], scale))
+                # the hover's min/max travel with their means, so maxPoints trims all three alike
+                cds.append([list(p) for p in zip(_scaled(table[f"{col}_min"][sl], scale),
+                                                 _scaled(table[f"{col}_max"][sl], scale))])
+        payloads.append(({"x": xs, "y": ys, "customdata": cds}, idx, state["points"]) if idx else no_update)
     return payloads, {**state, "end": end.isoformat()}
+
+
+def _scaled(values, scale: float) -> list:
+    return [round(v * scale, 2) if v is not None else None for v in values.to_pylist()]
 
 
 def _labels(chosen: list[dict], by: str) -> dict:

@@ -4,15 +4,22 @@ class each past job should have run on, and what a new job will cost.
 Public API (JSON-friendly: plain dicts and lists)::
 
     fit_model(store, classes, since=None, processor="faceswap", min_jobs=8) -> CapacityModel
-    right_size(store_or_jobs, model, classes, deadline_s=None, extrapolate=False)
-        -> (rows: list[dict], summary: dict)
+    (right-sizing of past jobs: ``ffray.analytics.rightsize.right_size``)
     predict(model, classes, frames, width, height, faces, gpu=None, gpus=1, extrapolate=False)
         -> list[dict]
     save_model(model, path) / load_model(path) / model_path(data_dir)
 
-The time law, fitted per GPU class on finished jobs (least squares, ``ffray.analytics.linfit``)::
+The time law, fitted per GPU class on finished jobs::
 
     gpu_seconds = a * frames * megapixels + b * faces + c * frames + d
+
+fitted per frame (``gpu_seconds / frames = a*MP + b*faces per frame + c + d/frames``: the noise is
+proportional to the work, and a long job gets no more say than a short one) by a robust regressor
+(``ffray.analytics.robust``: Huber, jobs off the fit by more than 4 scales listed with why and left
+out). Predictions are never below ``frames x`` the smallest per-frame time seen on the class.
+A fit is *poor* (reported, ranked last by ``predict``, never a right-sizing candidate) when R² of
+GPU-seconds < ``POOR_R2``, the residual scale exceeds ``POOR_SPREAD`` of the median per-frame time,
+or more than ``MAX_OUTLIER_SHARE`` of its jobs are outliers.
 
 (``faces`` = faces detected over the job = frames x faces per frame; ``c`` is per-frame work that
 does not grow with resolution: decode, encode, per-chunk set-up spread over its frames; ``d`` is
@@ -36,13 +43,17 @@ import pyarrow.compute as pc
 
 from ffray.analytics.costs import job_costs
 from ffray.analytics.gpus import by_name, classify
-from ffray.analytics.linfit import least_squares, predict_with_interval
+from ffray.analytics.robust import interval, r2, robust_fit
 from ffray.errors import FFrayError
 
 FEATURES = ["frames_mp", "faces", "frames", "intercept"]
 LAW = "gpu_seconds = a*frames*megapixels + b*faces + c*frames + d"
 MEM_FEATURES = ["megapixels", "intercept"]
 MIN_JOBS = 8
+POOR_R2 = 0.9  # R² of GPU-seconds (kept jobs) below this: poor fit
+POOR_SPREAD = 0.25  # robust residual scale / median per-frame time above this: poor fit
+MAX_OUTLIER_SHARE = 0.2  # more of a class's jobs than this off the law: poor fit
+FRAMES = FEATURES.index("frames")  # the per-frame design's constant column
 HEADROOM = 1.2  # peak memory x this must fit in the class's memory
 GIB = float(1 << 30)
 
@@ -121,6 +132,7 @@ def fit_jobs(t: pa.Table, classes: list[dict], min_jobs: int = MIN_JOBS,
     y = _np(t, "gpu_seconds")
     mp, peak = _np(t, "megapixels"), _np(t, "peak_mem")
     fpf = _np(t, "faces_per_frame", 0.0)
+    ids = t["job_id"].to_pylist()
     table = by_name(classes)
     fits, no_fit = [], []
     for name in sorted(set(gclass)):
@@ -131,17 +143,55 @@ def fit_jobs(t: pa.Table, classes: list[dict], min_jobs: int = MIN_JOBS,
             no_fit.append({"gpu_class": name, "n_jobs": n, "known_class": known,
                            "reason": f"{n} finished job(s) on it, {min_jobs} needed for a fit"})
             continue
-        f = least_squares(X[sel], y[sel], FEATURES)
+        f = time_fit(X[sel], y[sel], [i for i, s in zip(ids, sel) if s])
+        kept = np.array(f.pop("kept"))
         f.update({"gpu_class": name, "known_class": known, "n_jobs": n,
                   "gpu_models": sorted({m for m, s in zip(models, sel) if s}),
                   "identified": f["rank"] == len(FEATURES),
-                  "faces_per_frame_median": float(np.median(fpf[sel])),
-                  "memory": memory_fit(mp[sel], peak[sel])})
+                  "faces_per_frame_median": float(np.median(fpf[sel][kept])),
+                  "memory": memory_fit(mp[sel][kept], peak[sel][kept])})
         fits.append(f)
     meta = {**(meta or {}), "law": LAW, "features": FEATURES, "memory_law": "peak_mem = m0 + m1*megapixels",
             "min_jobs": min_jobs, "jobs": int(t.num_rows), "headroom": HEADROOM,
+            "limits": {"poor_r2": POOR_R2, "poor_spread": POOR_SPREAD,
+                       "max_outlier_share": MAX_OUTLIER_SHARE},
             "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return CapacityModel(fits=fits, no_fit=no_fit, memory_all=memory_fit(mp, peak), meta=meta)
+
+
+def time_fit(X: np.ndarray, y: np.ndarray, job_ids: list[str]) -> dict:
+    """The time law on one class's jobs (``design`` rows, GPU-seconds), fitted per frame; adds
+    ``r2`` (GPU-seconds, kept jobs), ``spread``, ``min_s_per_frame``, ``outliers`` (job ids with
+    why) and ``poor`` (the reasons the fit is poor; empty when it is not)."""
+    frames = X[:, FRAMES]
+    f = robust_fit(X / frames[:, None], y / frames, FEATURES, FRAMES)
+    kept = np.array(f["kept"])
+    per_frame = y / frames
+    fitted = interval(f, X / frames[:, None])[0] * frames
+    f["r2"] = r2(y[kept], fitted[kept])
+    f["residual_std"] = f["scale"]  # seconds per frame
+    f["spread"] = None if f["scale"] is None else f["scale"] / float(np.median(per_frame[kept]))
+    f["min_s_per_frame"] = float(per_frame[kept].min())
+    f["outliers"] = [{"job_id": job_ids[o["index"]], "gpu_seconds": float(y[o["index"]]),
+                      "fitted_gpu_seconds": float(fitted[o["index"]]), "ratio": o["ratio"],
+                      "sigmas": o["sigmas"],
+                      "why": (f"{o['ratio']:.2f}x the fit's GPU-seconds for its size" if o["ratio"] else
+                              "far off the fit") + _sigmas(o["sigmas"])
+                      + ": left out of the fit and of right-sizing"}
+                     for o in f["outliers"]]
+    poor = []
+    if f["r2"] is not None and f["r2"] < POOR_R2:
+        poor.append(f"R² {f['r2']:.2f} < {POOR_R2}")
+    if f["spread"] is not None and f["spread"] > POOR_SPREAD:
+        poor.append(f"residual spread {f['spread']:.0%} of the per-frame time > {POOR_SPREAD:.0%}")
+    if len(f["outliers"]) > MAX_OUTLIER_SHARE * len(y):
+        poor.append(f"{len(f['outliers'])} of {len(y)} jobs off the law (> {MAX_OUTLIER_SHARE:.0%})")
+    f["poor"] = poor
+    return f
+
+
+def _sigmas(x: float | None) -> str:
+    return "" if not x else f" ({x:+.0f} σ per frame)" if abs(x) < 1e3 else " (> 1000 σ per frame)"
 
 
 def memory_fit(mp: np.ndarray, peak: np.ndarray) -> dict | None:
@@ -149,22 +199,35 @@ def memory_fit(mp: np.ndarray, peak: np.ndarray) -> dict | None:
     ok = ~np.isnan(peak)
     if ok.sum() < 3 or len(np.unique(mp[ok])) < 2:
         return None
-    return least_squares(np.column_stack([mp[ok], np.ones(int(ok.sum()))]), peak[ok], MEM_FEATURES)
+    Z = np.column_stack([mp[ok], np.ones(int(ok.sum()))])
+    f = robust_fit(Z, peak[ok], MEM_FEATURES, 1)
+    f["r2"] = r2(peak[ok], interval(f, Z)[0])
+    f.pop("kept")
+    return f
+
+
+def time_interval(f: dict, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GPU-seconds for ``design`` rows: (fitted, half-width of the 95 % interval, physical floor
+    = frames x the smallest per-frame time seen on the class)."""
+    frames = np.asarray(X, dtype=np.float64)[:, FRAMES]
+    yhat, half = interval(f, X / frames[:, None])
+    return yhat * frames, half * frames, frames * f.get("min_s_per_frame", 0.0)
 
 
 def _reference(model: CapacityModel, table: dict) -> dict | None:
     """The fitted class extrapolations scale from: the one with most jobs and a known throughput."""
-    cands = [f for f in model.fits if (table.get(f["gpu_class"]) or {}).get("relative_throughput")]
+    cands = [f for f in model.fits if (table.get(f["gpu_class"]) or {}).get("relative_throughput")
+             and not f.get("poor")]
     return max(cands, key=lambda f: f["n_jobs"]) if cands else None
 
 
 def class_predictor(model: CapacityModel, classes: list[dict], name: str, extrapolate: bool = False):
-    """``X -> (gpu_seconds, half-width of the 95 % interval)`` for class ``name`` and whether it
-    is extrapolated (scaled by relative throughput from the reference class); None when the
-    class has no fit and may not (or cannot) be extrapolated."""
+    """``X -> (gpu_seconds, half-width of the 95 % interval, floor)`` (``time_interval``) for
+    class ``name`` and whether it is extrapolated (scaled by relative throughput from the
+    reference class); None when the class has no fit and may not (or cannot) be extrapolated."""
     f = model.fit_for(name)
     if f is not None:
-        return (lambda X: predict_with_interval(f, X)), None
+        return (lambda X: time_interval(f, X)), None
     table = by_name(classes)
     rel = (table.get(name) or {}).get("relative_throughput")
     ref = _reference(model, table) if extrapolate and rel else None
@@ -173,8 +236,8 @@ def class_predictor(model: CapacityModel, classes: list[dict], name: str, extrap
     k = table[ref["gpu_class"]]["relative_throughput"] / rel
 
     def scaled(X):
-        yhat, half = predict_with_interval(ref, X)
-        return yhat * k, half * k
+        yhat, half, floor = time_interval(ref, X)
+        return yhat * k, half * k, floor * k
     return scaled, ref["gpu_class"]
 
 
@@ -182,7 +245,7 @@ def _memory_predict(model: CapacityModel, name: str, mp: float) -> tuple:
     f = model.fit_for(name)
     for mem, source in (((f or {}).get("memory"), name), (model.memory_all, "all classes")):
         if mem:
-            y, half = predict_with_interval(mem, np.array([[mp, 1.0]]))
+            y, half = interval(mem, np.array([[mp, 1.0]]))
             return float(y[0]), float(half[0]), source
     return None, None, None
 
@@ -214,110 +277,27 @@ def predict(model: CapacityModel, classes: list[dict], frames: int, width: int, 
         if pr is None:
             continue
         fn, src = pr
-        y, half = fn(X)
-        y, half = max(0.0, float(y[0])), float(half[0])
+        raw, half, floor = (float(v[0]) for v in fn(X))
+        y, low, high = max(raw, floor), max(raw - half, floor), max(raw + half, floor)
         c = table.get(name) or {}
         price, mem_gib = c.get("price_per_hour"), c.get("memory_gib")
         peak, peak_half, mem_src = _memory_predict(model, src or name, mp)
         f = model.fit_for(src or name)
         rows.append({
             "gpu_class": name, "extrapolated": src is not None, "extrapolated_from": src,
-            "n_jobs": f["n_jobs"], "r2": f["r2"], "gpus": int(gpus),
-            "gpu_seconds": y, "gpu_seconds_low": max(0.0, y - half), "gpu_seconds_high": y + half,
-            "wall_s": y / gpus, "wall_s_low": max(0.0, y - half) / gpus, "wall_s_high": (y + half) / gpus,
+            "n_jobs": f["n_jobs"], "r2": f["r2"], "gpus": int(gpus), "floored": raw < floor,
+            "poor_fit": "; ".join(f.get("poor") or []) or None,
+            "gpu_seconds": y, "gpu_seconds_low": low, "gpu_seconds_high": high,
+            "wall_s": y / gpus, "wall_s_low": low / gpus, "wall_s_high": high / gpus,
             "peak_mem_bytes": peak, "peak_mem_high_bytes": None if peak is None else peak + peak_half,
             "peak_mem_from": mem_src, "memory_gib": mem_gib,
             "fits_memory": None if peak is None or not mem_gib else peak * HEADROOM <= mem_gib * GIB,
             "price_per_hour": price,
             "cost": None if price is None else y / 3600 * price,
-            "cost_low": None if price is None else max(0.0, y - half) / 3600 * price,
-            "cost_high": None if price is None else (y + half) / 3600 * price})
-    return sorted(rows, key=lambda r: (r["cost"] is None, r["cost"] or 0.0, r["gpu_seconds"]))
-
-
-def right_size(store_or_jobs, model: CapacityModel, classes: list[dict], deadline_s: float | None = None,
-               extrapolate: bool = False) -> tuple[list[dict], dict]:
-    """For every finished job: the cheapest GPU class where its peak memory x1.2 fits and its
-    predicted wall time (GPU-seconds / GPUs it used) meets ``deadline_s``. The class it ran on
-    counts with its measured GPU-seconds and cost. Other candidates are classes with a fit, a
-    price and a memory size (with ``extrapolate``, also classes scaled from a measured one by
-    relative throughput; rows say so). Returns per-job rows and a summary (jobs,
-    over_provisioned_share, actual_cost, right_sized_cost, saving_share, classes_without_data,
-    moves, ...). ``store_or_jobs``: a Store, or a ``job_table``."""
-    t = store_or_jobs if isinstance(store_or_jobs, pa.Table) else job_table(
-        store_or_jobs, classes, since=model.meta.get("since"), processor=model.meta.get("processor"))
-    if "gpu_class" not in t.column_names:
-        t = add_job_columns(t, classes)
-    table = by_name(classes)
-    n = t.num_rows
-    ran = t["gpu_class"].to_pylist()
-    X = design(_np(t, "frames"), _np(t, "megapixels"), _np(t, "faces"))
-    actual_s = _np(t, "gpu_seconds")
-    gpus = np.maximum(_np(t, "gpus_used", 1.0), 1.0)
-    peak = _np(t, "peak_mem")
-    ran_price = np.array([(table.get(g) or {}).get("price_per_hour") for g in ran], dtype=np.float64)
-    actual_cost = actual_s / 3600 * ran_price  # NaN where the price is unknown
-    priced = ~np.isnan(actual_cost)
-    deadline = np.inf if deadline_s is None else float(deadline_s)
-    cands, without = [], []
-    for c in sorted({*table, *(f["gpu_class"] for f in model.fits)}):
-        info = table.get(c) or {}
-        pr = class_predictor(model, classes, c, extrapolate)
-        if pr is None:
-            nf = next((x for x in model.no_fit if x["gpu_class"] == c), None)
-            without.append({"gpu_class": c, "reason": f"{nf['reason']}: not considered" if nf
-                            else "no data: not considered"})
-            continue
-        if info.get("price_per_hour") is None or not info.get("memory_gib"):
-            what = "price" if info.get("price_per_hour") is None else "memory size"
-            without.append({"gpu_class": c, "reason": f"no {what}: not considered"})
-            continue
-        mine = np.array([g == c for g in ran], dtype=bool)
-        secs = np.where(mine, actual_s, np.maximum(pr[0](X)[0], 0.0))
-        fits_mem = mine | (np.nan_to_num(peak, nan=0.0) * HEADROOM <= info["memory_gib"] * GIB)
-        cands.append((c, pr[1], secs, secs / gpus, secs / 3600 * info["price_per_hour"],
-                      fits_mem & (secs / gpus <= deadline)))
-    # the class a job ran on, as measured, is always a candidate when it has a price
-    own = (ran, [None] * n, actual_s, actual_s / gpus, actual_cost, priced & (actual_s / gpus <= deadline))
-    best_cost, best = np.full(n, np.inf), np.full(n, -1)
-    for i, (_, _, _, _, cost, ok) in enumerate([own, *cands]):
-        better = ok & (cost < best_cost)
-        best_cost, best = np.where(better, cost, best_cost), np.where(better, i, best)
-    rows, moves = [], {}
-    info_cols = ["job_id", "frames", "width", "height", "faces_per_frame", "gpu_model"]
-    for j, r in enumerate(t.select(info_cols).to_pylist()):
-        b = int(best[j])
-        cb = None if b < 0 else own if b == 0 else cands[b - 1]
-        name = None if cb is None else cb[0][j] if b == 0 else cb[0]
-        over = bool(priced[j] and cb is not None and name != ran[j] and cb[4][j] < actual_cost[j] - 1e-12)
-        if over:
-            moves[(ran[j], name)] = moves.get((ran[j], name), 0) + 1
-        rows.append({**r, "gpu_class": ran[j], "gpus_used": int(gpus[j]),
-                     "peak_mem_bytes": None if np.isnan(peak[j]) else float(peak[j]),
-                     "gpu_seconds": float(actual_s[j]), "cost": float(actual_cost[j]) if priced[j] else None,
-                     "best_class": name, "best_gpu_seconds": float(cb[2][j]) if cb else None,
-                     "best_wall_s": float(cb[3][j]) if cb else None,
-                     "best_cost": float(cb[4][j]) if cb else None,
-                     "extrapolated": bool(b > 0 and cb[1] is not None and name != ran[j]),
-                     "over_provisioned": over if priced[j] else None,
-                     "saving": float(actual_cost[j] - cb[4][j]) if priced[j] and cb else None,
-                     "note": (f"no price for {ran[j]}" if not priced[j] else
-                              "no class meets the deadline and memory" if cb is None else None)})
-    right = np.where(best >= 0, best_cost, actual_cost)
-    act_sum, right_sum = float(actual_cost[priced].sum()), float(right[priced].sum())
-    n_priced, n_over = int(priced.sum()), sum(1 for r in rows if r["over_provisioned"])
-    summary = {
-        "jobs": n, "jobs_priced": n_priced, "jobs_unpriced": n - n_priced,
-        "over_provisioned": n_over, "over_provisioned_share": n_over / n_priced if n_priced else None,
-        "actual_cost": act_sum, "right_sized_cost": right_sum, "saving": act_sum - right_sum,
-        "saving_share": 1 - right_sum / act_sum if act_sum > 0 else None,
-        "no_feasible_class": int((best < 0).sum()), "deadline_s": deadline_s, "headroom": HEADROOM,
-        "extrapolate": extrapolate,
-        "classes_considered": [{"gpu_class": c[0], "extrapolated_from": c[1]} for c in cands],
-        "classes_without_data": without,
-        "moves": [{"from": a, "to": b, "jobs": k}
-                  for (a, b), k in sorted(moves.items(), key=lambda x: -x[1])]}
-    return rows, summary
+            "cost_low": None if price is None else low / 3600 * price,
+            "cost_high": None if price is None else high / 3600 * price})
+    return sorted(rows, key=lambda r: (r["poor_fit"] is not None, r["cost"] is None, r["cost"] or 0.0,
+                                       r["gpu_seconds"]))
 
 
 def model_path(data_dir) -> Path:

@@ -23,14 +23,15 @@ CHUNK_COLUMNS = ["chunk", "attempt", "status", "node", "gpu_name", "gpu_uuid", "
 CHUNK_TABLE = ["chunk", "attempt", "status", "gpu_name", "start", "seconds", "gpu_seconds", "frames",
                "faces_per_frame", "mean_util", "peak_mem_process", "peak_mem_device", "energy_j",
                "throttled_share"]
-FIT_TABLE = ["gpu_class", "gpu_models", "n_jobs", "a", "b", "c", "d", "r2", "residual_std", "mem_m0",
+FIT_TABLE = ["gpu_class", "gpu_models", "n_jobs", "outliers", "a", "b", "c", "d", "r2", "spread", "mem_m0",
              "mem_m1", "mem_r2", "note"]
 RIGHT_COLUMNS = ["job_id", "gpu_class", "gpus_used", "frames", "width", "height", "faces_per_frame",
                  "peak_mem_bytes", "gpu_seconds", "cost", "best_class", "best_gpu_seconds", "best_wall_s",
-                 "best_cost", "saving", "over_provisioned", "extrapolated", "note"]
+                 "best_cost", "best_cost_low", "best_cost_high", "saving", "saving_low", "saving_high",
+                 "over_provisioned", "outlier", "extrapolated", "note"]
 PREDICT_TABLE = ["gpu_class", "gpu_seconds", "gpu_seconds_low", "gpu_seconds_high", "wall_s",
                  "peak_mem_bytes", "memory_gib", "fits_memory", "price_per_hour", "cost", "cost_low",
-                 "cost_high", "n_jobs", "r2", "extrapolated_from"]
+                 "cost_high", "n_jobs", "r2", "extrapolated_from", "floored", "poor_fit"]
 
 
 def add_parser(sub) -> None:
@@ -61,6 +62,9 @@ def add_parser(sub) -> None:
     cap.add_argument("--deadline", type=float, metavar="SECONDS",
                      help="a job's wall time (GPU-seconds / GPUs it used) must not exceed this")
     cap.add_argument("--jobs", action="store_true", help="list every job's right-sizing (table format)")
+    cap.add_argument("--save", action="store_true",
+                     help="with --since: replace the cached model (swap, predict and the dashboard read it) "
+                          "with this fit anyway")
     p = what.add_parser("predict", parents=[common, priced, fit], help="cost and time of a new job")
     p.add_argument("--frames", type=int, required=True)
     p.add_argument("--resolution", required=True, metavar="WxH")
@@ -182,8 +186,10 @@ def _model(args, store, classes, since):
         which = "" if args.processor in ("", "all") else f" of processor {args.processor!r}"
         raise FFrayError(f"no finished jobs{which} with GPU telemetry in {store.target}: run jobs on GPUs "
                          "with telemetry on (`ffray swap`), or use --processor all")
-    path = save_model(model, model_path(data_dir(args.data_dir)))
-    return model, path, jobs
+    path = model_path(data_dir(args.data_dir))
+    if since is not None and not getattr(args, "save", False):
+        return model, None, jobs  # a fit of a window never silently replaces the all-history model
+    return model, save_model(model, path), jobs
 
 
 def fit_rows(model) -> list[dict]:
@@ -192,24 +198,28 @@ def fit_rows(model) -> list[dict]:
         k, mem = f["coefficients"], f.get("memory") or {}
         mk = mem.get("coefficients", {})
         rows.append({"gpu_class": f["gpu_class"], "gpu_models": f["gpu_models"], "n_jobs": f["n_jobs"],
+                     "outliers": len(f.get("outliers", [])), "spread": f.get("spread"),
                      "a": k["frames_mp"], "b": k["faces"], "c": k["frames"], "d": k["intercept"],
                      "r2": f["r2"], "residual_std": f["residual_std"],
                      "mem_m0": mk.get("intercept"), "mem_m1": mk.get("megapixels"), "mem_r2": mem.get("r2"),
-                     "note": None if f["identified"] else "features collinear (e.g. one resolution): "
-                     "coefficients not separately identified"})
+                     "note": "; ".join(
+                         (["poor fit: " + "; ".join(f["poor"]) + ": not used for right-sizing"]
+                          if f.get("poor") else [])
+                         + ([] if f["identified"] else ["features collinear (e.g. one resolution): "
+                                                        "coefficients not separately identified"])) or None})
     return rows
 
 
 def cmd_capacity(args, store, classes, since) -> int:
-    from ffray.analytics.capacity import right_size
     from ffray.analytics.output import emit, json_dump, print_table
+    from ffray.analytics.rightsize import right_size
 
     if args.deadline is not None and args.deadline <= 0:
         raise FFrayError("--deadline must be > 0 seconds")
     model, path, jobs = _model(args, store, classes, since)
     rows, summary = right_size(jobs, model, classes, deadline_s=args.deadline, extrapolate=args.extrapolate)
     if args.format == "json":
-        print(json_dump({"model": model.to_dict(), "model_path": str(path), "summary": summary,
+        print(json_dump({"model": model.to_dict(), "model_path": path and str(path), "summary": summary,
                          "jobs": rows}))
         return 0
     if args.format in ("csv", "parquet"):
@@ -219,7 +229,13 @@ def cmd_capacity(args, store, classes, since) -> int:
     print_table(fit_rows(model), FIT_TABLE, title=f"GPU-seconds per job, per GPU class: {m['law']}",
                 caption=f"memory: {m['memory_law']} (GiB); {m['jobs']} finished jobs"
                 f"{'' if m['processor'] in (None, '', 'all') else ' of processor ' + m['processor']}; "
-                f"model saved to {path}")
+                + (f"model saved to {path}" if path else
+                   f"fitted on jobs since {m['since']}: not saved (the cached model stays; "
+                   "--save replaces it)"))
+    outliers = [{"gpu_class": f["gpu_class"], **o} for f in model.fits for o in f.get("outliers", [])]
+    if outliers:
+        print_table(outliers, ["gpu_class", "job_id", "gpu_seconds", "fitted_gpu_seconds", "why"],
+                    title="outlier jobs (off their class's law)")
     if model.no_fit:
         print_table(model.no_fit, ["gpu_class", "n_jobs", "reason"],
                     title="GPU classes in the data without a fit")
@@ -232,7 +248,9 @@ def cmd_capacity(args, store, classes, since) -> int:
                     title="over-provisioned jobs: cheapest class that fits")
     dl = f"deadline {s['deadline_s']:g} s" if s["deadline_s"] else "no deadline"
     share = "–" if s["over_provisioned_share"] is None else f"{s['over_provisioned_share']:.1%}"
-    saving = "–" if s["saving_share"] is None else f"{s['saving_share']:.1%}"
+    saving = "–" if s["saving_share"] is None else f"{s['saving_share']:.1%}" + (
+        "" if s["saving_share_low"] != s["saving_share_low"] else  # NaN: no interval
+        f" (95 %: {s['saving_share_low']:.1%} to {s['saving_share_high']:.1%})")
     print(f"right-sizing ({dl}, peak memory x{s['headroom']} must fit"
           f"{', extrapolated classes included' if s['extrapolate'] else ''}): "
           f"{s['over_provisioned']} of {s['jobs_priced']} priced jobs over-provisioned ({share}); "

@@ -68,6 +68,20 @@ ORDER BY s.job_id, s.chunk, s.attempt
 """
 
 
+def attribute(target, job_id: str | None = None) -> pa.Table:
+    """Per finished chunk attempt of ``job_id`` (or of every job): GPU-seconds, mean/peak
+    utilization, peak device and process memory, energy (J, counter difference inside the span)
+    and throttled share. ``target`` is the data dir or a pyarrow filesystem URI."""
+    import pyarrow.compute as pc
+
+    store = Store(target)
+    try:
+        t = chunk_costs(store, job_id)
+        return t.filter(pc.equal(t["status"], "done"))
+    finally:
+        store.close()
+
+
 def chunk_costs(store: Store, job_id: str | None = None, since=None) -> pa.Table:
     """Every attempt of ``job_id`` (or of all jobs, optionally only spans starting at/after
     ``since``), with its attributed cost; ordered by job, chunk, attempt."""

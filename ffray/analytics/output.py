@@ -56,7 +56,8 @@ LABELS = {"job_id": "job", "gpu_seconds": "GPU-s", "faces_per_frame": "faces/fra
           "throttled_share": "throttled", "faces_detected": "faces", "best_gpu_seconds": "best GPU-s",
           "best_wall_s": "best wall s", "gpu_seconds_low": "GPU-s low", "gpu_seconds_high": "GPU-s high",
           "over_provisioned": "over-prov.", "extrapolated_from": "extrapolated from", "r2": "R²",
-          "mem_r2": "mem R²"}
+          "mem_r2": "mem R²", "spread": "spread", "poor_fit": "poor fit",
+          "fitted_gpu_seconds": "fitted GPU-s"}
 BYTES = {"peak_mem_process", "peak_mem_device", "peak_mem_bytes", "peak_mem_high_bytes", "mem_m0", "mem_m1",
          "mem_used_bytes"}
 
@@ -76,6 +77,8 @@ def fmt_value(col: str, v) -> str:
     if isinstance(v, float):
         if "cost" in col or "saving" in col or "price" in col:
             return f"${v:.4f}" if abs(v) < 10 else f"${v:,.2f}"
+        if col == "spread":
+            return f"{v:.1%}"
         if col.endswith("_share") or col.endswith("r2"):
             return f"{v:.3f}"
         return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) < 0.1 else f"{v:.2f}"

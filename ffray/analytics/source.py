@@ -13,12 +13,19 @@ import pyarrow as pa
 
 from ffray.errors import FFrayError
 from ffray.telemetry.schema import ALERT, GPU, GPU_PROC, GPU_UTIL, HOST, JOB, SPAN
-from ffray.telemetry.sink import Sink
+from ffray.telemetry.sink import Sink, is_uri
 
 VIEWS = {"gpu": ("telemetry/gpu", GPU), "gpu_util": ("telemetry/gpu_util", GPU_UTIL),
          "gpu_proc": ("telemetry/gpu_proc", GPU_PROC), "host": ("telemetry/host", HOST),
          "alerts": ("telemetry/alerts", ALERT), "spans": ("spans", SPAN),
          "jobs": ("job_records", JOB)}
+
+
+def target_missing(target) -> bool:
+    """True when ``target`` is a local folder that does not exist (a URI is taken as present)."""
+    from pathlib import Path
+
+    return not is_uri(target) and not Path(target).is_dir()
 
 
 class Store:

@@ -1,4 +1,4 @@
-"""``ffray telemetry record|tail``."""
+"""``ffray telemetry record`` (``tail`` reads the store: ``ffray.analytics.tail``)."""
 
 from __future__ import annotations
 
@@ -14,24 +14,6 @@ def run(args) -> int:
 
     root = data_dir(args.data_dir)
     target = telemetry_target(args.data_dir)
-    if args.action == "tail":
-        from ffray.analytics.source import Store
-
-        store = Store(target)
-        try:
-            for table, cols in (("gpu", "ts, node, gpu_index, util_gpu, mem_used_bytes // 1048576 AS "
-                                        "mem_mib, temp_c, power_w, throttled"),
-                                ("host", "ts, node, gpu_available, cpu_percent, mem_used_bytes // "
-                                         "1048576 AS mem_mib")):
-                if store.present[table]:
-                    print(f"-- {table}")
-                    store.con.sql(f"SELECT {cols} FROM {table} ORDER BY ts DESC LIMIT $n",
-                                  params={"n": int(args.rows)}).show(max_width=200)
-            if not (store.present["gpu"] or store.present["host"]):
-                print(f"no telemetry in {target}/telemetry yet (run `ffray telemetry record`)")
-        finally:
-            store.close()
-        return 0
     if args.interval < 0.2:
         raise FFrayError("--interval must be >= 0.2 s")
     from ffray.telemetry.alerts import DEFAULT_RULES, parse_rules

@@ -1,12 +1,11 @@
-"""Chunk spans: one row per chunk attempt, written to ``<data-dir>/spans`` as Parquet, and their
-attribution to the GPU samples recorded while they ran (DuckDB, pure SQL over the Parquet files)."""
+"""Chunk spans: one row per chunk attempt, written to ``<data-dir>/spans`` as Parquet (their
+attribution to GPU samples is ``ffray.analytics.costs.attribute``), and job records."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ffray.telemetry.schema import SCHEMA_VERSION, SPAN
 
@@ -123,17 +122,3 @@ def publish(ledger) -> None:
     except Exception as e:  # noqa: BLE001
         logging.getLogger("ffray").warning("could not write spans/job record of %s: %s", ledger.job_id, e)
 
-
-def attribute(target, job_id: str | None = None):
-    """Per finished chunk attempt: GPU-seconds, mean/peak utilization, peak device and process
-    memory, energy (J, counter difference inside the span) and throttled share. ``target`` is the
-    data dir or a pyarrow filesystem URI. See ``ffray.analytics.costs``."""
-    from ffray.analytics.costs import chunk_costs
-    from ffray.analytics.source import Store
-
-    store = Store(target)
-    try:
-        t = chunk_costs(store, job_id)
-        return t.filter(pc.equal(t["status"], "done"))
-    finally:
-        store.close()
