@@ -50,7 +50,7 @@ def connect(address: str | None = None, verbose: bool = False) -> ClusterInfo:
             else:
                 _token_auth_for_clients()
                 ray.init(address=address, log_to_driver=verbose, **common)
-        except (ConnectionError, RuntimeError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - Ray raises bare Exception, e.g. on a startup timeout
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FFrayError(f"cannot connect to Ray at {address or 'local'}: {first}") from None
         _restore_sigterm(before)
