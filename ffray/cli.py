@@ -44,6 +44,8 @@ def _add_swap_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("-s", "--source", action="append", default=[], metavar="FACE",
                    help="source face image (repeatable)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    s.add_argument("--keep-chunks", action="store_true",
+                   help="keep the encoded chunks in the job's ledger after the output is assembled")
     s.add_argument("--chunk-seconds", type=float,
                    help="chunk length (default: about 1/30 of the video, 2 to 10 s)")
     s.add_argument("--trim-start", type=_seconds, help="start time (seconds or HH:MM:SS.ms)")
@@ -140,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="finish an interrupted job (redoes only unfinished chunks)")
     r.add_argument("job_id")
     r.add_argument("--overwrite", action="store_true", help="replace an output that now exists")
+    r.add_argument("--keep-chunks", action="store_true", help="keep the encoded chunks (see swap)")
     _add_run_options(r)
 
     p = sub.add_parser("probe", help="print a video's stream facts as JSON")
@@ -171,17 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra alert rule (repeatable), e.g. hot:temp_c>85@30")
     t.add_argument("-n", "--rows", type=int, default=10, help="rows to show (tail)")
 
-    j = sub.add_parser("jobs", help="list jobs in the data dir, or a cluster's submitted jobs (--address)")
-    j.add_argument("--data-dir")
-    j.add_argument("--address", help="list the jobs `ffray submit` sent to this dashboard, http://HOST:8265")
-
     from ffray.cluster.submit_cli import add_parsers as add_submit
 
     add_submit(sub, swap_options=_add_swap_options, check_options=_request)
 
     from dashboard.cli import add_parser as add_dashboard
     from ffray.analytics.cli import add_parser as add_analyze
+    from ffray.cluster.catalog import add_parser as add_jobs
 
+    add_jobs(sub)
     add_analyze(sub)
     add_dashboard(sub)
     return ap
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     restore = _term_as_interrupt()
     try:
         return {"swap": cmd_swap, "resume": cmd_resume, "probe": cmd_probe, "demo": cmd_demo,
-                "jobs": cmd_jobs, "models": cmd_models, "telemetry": _telemetry,
+                "jobs": _lazy("ffray.cluster.catalog"), "models": cmd_models, "telemetry": _telemetry,
                 "analyze": _lazy("ffray.analytics.cli"), "dashboard": _lazy("dashboard.cli"),
                 **dict.fromkeys(("submit", "wait", "cancel", "logs"), _lazy("ffray.cluster.submit_cli")),
                 }[args.cmd](args)
@@ -300,6 +301,7 @@ def _request(args):
             params[key] = value
     return SwapRequest(
         input=args.input, output=args.output, sources=args.source, overwrite=args.overwrite,
+        keep_chunks=args.keep_chunks,
         chunk_seconds=args.chunk_seconds, trim_start=args.trim_start, trim_end=args.trim_end,
         encode=EncodeSettings(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
                               **({"threads": args.encoder_threads} if args.encoder_threads else {})),
@@ -330,8 +332,8 @@ def cmd_resume(args) -> int:
     if ledger.spec.get("status") == "done" and Path(ledger.spec["output"]).exists():
         print(f"job {args.job_id} is already done: {ledger.spec['output']}")
         return 0
-    if args.overwrite:
-        ledger.update(overwrite=True)
+    if args.overwrite or args.keep_chunks:
+        ledger.update(**{k: True for k in ("overwrite", "keep_chunks") if getattr(args, k)})
     return _run(ledger, args)
 
 
@@ -399,27 +401,6 @@ def _print_pipelines(dirs: list[Path]) -> None:
     _, _, desc = resolve({}, dirs)
     print(f"auto picks: {desc}" + ("" if "scrfd" in desc else
                                    "; fetch det_10g, w600k_r50 and inswapper_128 for scrfd + inswapper"))
-
-
-def cmd_jobs(args) -> int:
-    from ffray.settings import data_dir
-
-    if args.address:
-        return _lazy("ffray.cluster.submit_cli")(args)
-
-    root = data_dir(args.data_dir) / "jobs"
-    if not root.is_dir():
-        print(f"no jobs in {root}")
-        return 0
-    for d in sorted(root.iterdir()):
-        try:
-            spec = json.loads((d / "job.json").read_text())
-        except (OSError, ValueError):
-            continue
-        done = len(list((d / "chunks").glob("*.json")))
-        print(f"{d.name}  {spec.get('status', '?'):8s} {done}/{spec.get('chunks', '?')} chunks  "
-              f"{spec.get('input')} -> {spec.get('output')}")
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

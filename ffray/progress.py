@@ -7,6 +7,16 @@ from __future__ import annotations
 import time
 
 
+def summary_line(res) -> str:
+    """The closing line; frames/s counts only the frames this run processed (after a resume, the
+    chunks finished before are not counted again)."""
+    fps = res.frames_run / res.wall_s if res.wall_s else 0.0
+    redo = "" if res.chunks_run == res.chunks else f", {res.frames_run} of them now"
+    return (f"wrote [bold]{res.output}[/]: {res.frames} frames in {res.chunks} chunks "
+            f"({res.chunks_run} run now{redo}, {res.retries} retries), {res.wall_s:.1f} s, "
+            f"{fps:.1f} frames/s")
+
+
 def run_with_progress(ledger, address: str | None = None, verbose: bool = False) -> int:
     """Run a ledgered job with a live progress line on stderr; prints the output path on stdout."""
     from rich.console import Console
@@ -47,10 +57,7 @@ def run_with_progress(ledger, address: str | None = None, verbose: bool = False)
                             chunks="0", model_eta="")
         res = run_job(ledger, on_progress=on_progress, on_note=lambda s: console.print(s),
                       address=address, verbose=verbose)
-    fps = res.frames / res.wall_s if res.wall_s else 0.0
-    console.print(f"wrote [bold]{res.output}[/]: {res.frames} frames in {res.chunks} chunks "
-                  f"({res.chunks_run} run now, {res.retries} retries), {res.wall_s:.1f} s, "
-                  f"{fps:.1f} frames/s")
+    console.print(summary_line(res))
     if res.report:
         console.print(f"report: {res.report} (trend.png, summary.md, summary.json)")
     print(res.output)

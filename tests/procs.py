@@ -75,3 +75,19 @@ class UndecodableWorker:
         from ffray.errors import MediaError
 
         raise MediaError(f"chunk {payload.spec.index}: cannot open the h264 decoder (test)")
+
+
+class Gate(Stamp):
+    """Stamps frames, but waits while the file ``hold`` exists: a test keeps a job running for
+    exactly as long as it needs to."""
+
+    name = "gate"
+
+    def __init__(self, ctx, hold: str = ""):
+        super().__init__(ctx)
+        self._hold = Path(hold)
+
+    def process(self, frames, info):
+        while self._hold.exists():
+            time.sleep(0.05)
+        return super().process(frames, info)

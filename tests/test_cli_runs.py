@@ -109,7 +109,15 @@ def _slow_swap(media, out, data, env, *extra) -> subprocess.Popen:
          "--data-dir", str(data), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
-def test_resume_after_driver_killed_redoes_only_unfinished_chunks(media, tmp_path):
+def _instance(driver: subprocess.Popen) -> list[psutil.Process]:
+    """The driver's descendants: its Ray instance (GCS, raylet, agents, workers) and watchdog."""
+    return psutil.Process(driver.pid).children(recursive=True)
+
+
+def test_a_killed_driver_leaves_nothing_running_and_its_job_resumes(media, tmp_path):
+    """SIGKILL of the driver: every process of its Ray instance is gone within a bound (the
+    watchdog; Ray's agents alone linger ~60 s), `ffray jobs` shows the job interrupted (not
+    running), and `ffray resume` redoes only unfinished chunks, counting only them."""
     data, out = tmp_path / "data", tmp_path / "out.mp4"
     temp = tempfile.mkdtemp(prefix="ffr-", dir="/tmp")
     env = {**ENV, "RAY_TMPDIR": temp}
@@ -123,18 +131,30 @@ def test_resume_after_driver_killed_redoes_only_unfinished_chunks(media, tmp_pat
                 break
             time.sleep(0.1)
         assert len(done) >= 2, driver.stderr.read().decode()[-2000:] if driver.poll() else "slow"
+        procs = _instance(driver)
+        names = {p.name() for p in procs}
+        assert {"raylet", "gcs_server", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names, names
         driver.kill()  # SIGKILL: no cleanup at all
         driver.wait(timeout=30)
+        t = time.time()
+        _, alive = psutil.wait_procs(procs, timeout=20)
+        assert not alive, f"left behind after 20 s: {[(p.pid, p.name()) for p in alive]}"
+        gone_s = time.time() - t
     finally:
-        kill_tree_by_marker(temp)  # the killed driver's local Ray instance
+        kill_tree_by_marker(temp)  # only if the assertion above failed
     assert not out.exists()
     job = done[0].parent.parent
+    listed = ffray("jobs", "--data-dir", data, env=env)
+    assert f"{job.name}  interrupted" in listed.stdout, listed.stdout
+    assert f"ffray resume {job.name}" in listed.stdout
+    assert json.loads((job / "job.json").read_text())["status"] == "interrupted"
     finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in job.glob("chunks/*.nut")
                 if p.with_suffix(".json").exists()}
+    before = {p.stem: json.loads(p.read_text())["frames"] for p in job.glob("chunks/*.json")}
     total = json.loads((job / "job.json").read_text())["chunks"]
     assert 2 <= len(finished) < total
     try:
-        r = ffray("resume", job.name, "--data-dir", data, env=env)
+        r = ffray("resume", job.name, "--keep-chunks", "--data-dir", data, env=env)
     finally:
         kill_tree_by_marker(temp)
         shutil.rmtree(temp, ignore_errors=True)
@@ -143,10 +163,67 @@ def test_resume_after_driver_killed_redoes_only_unfinished_chunks(media, tmp_pat
         p = job / "chunks" / name
         assert (p.stat().st_ino, p.stat().st_mtime_ns) == ident
     runs = [json.loads(x) for x in (job / "events.jsonl").read_text().splitlines()]
+    assert "driver_lost" in [e["kind"] for e in runs]
     runs = [e for e in runs if e["kind"] == "run"]
     assert runs[-1]["done"] >= len(finished) and runs[-1]["todo"] == total - runs[-1]["done"]
+    spec = json.loads((job / "job.json").read_text())
+    assert spec["status"] == "done"
+    # this run's statistics count this run's frames only
+    ran = 96 - sum(f for stem, f in before.items() if f"{stem}.nut" in finished)
+    assert spec["frames_run"] == ran < 96 and spec["chunks_run"] == total - len(finished)
+    assert f"{ran} of them now" in r.stderr and f"{ran / spec['wall_s']:.1f} frames/s" in r.stderr
     assert [read_stamp(img) for _, img in frames(out)] == list(range(96))
     assert audio_packets(out) == audio_packets(media.cfr_audio)
+    print(f"instance gone {gone_s:.1f} s after the driver's SIGKILL")
+
+
+def test_two_jobs_on_one_data_dir(media, tmp_path):
+    """Two drivers (two private Ray instances) at once on one data dir: both finish, their
+    ledgers and job records stay apart, and one machine's telemetry is one node with both
+    instances' samples (neither instance's journal recovery took the other's)."""
+    import duckdb
+
+    data = tmp_path / "data"
+    temp = tempfile.mkdtemp(prefix="ffr-", dir="/tmp")
+    env = {**ENV, "RAY_TMPDIR": temp}
+    a_out, b_out = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    hold = tmp_path / "hold"
+    hold.write_text("A waits while this exists")
+    a = subprocess.Popen(
+        [sys.executable, "-m", "ffray", "swap", str(media.cfr_audio), "-o", str(a_out), "--processor",
+         "tests.procs:Gate", "--processor-opt", f"hold={hold}", "--chunk-seconds", "0.8",
+         "--actors", "1", "--telemetry-interval", "0.2", "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.time() + 120
+        journals = "telemetry/host/.journal/*/*.arrow"  # open while A's telemetry records
+        while time.time() < deadline and a.poll() is None and not list(data.glob(journals)):
+            time.sleep(0.1)
+        b = ffray("swap", media.cfr_silent, "-o", b_out, "--processor", "stamp", "--actors", "1",
+                  "--telemetry-interval", "0.2", "--data-dir", data, env=env)
+        assert b.returncode == 0, b.stderr[-2000:]
+        assert a.poll() is None  # A ran all along B
+        hold.unlink()
+        assert a.wait(timeout=180) == 0, a.stderr.read().decode()[-2000:]
+    finally:
+        if a.poll() is None:
+            a.kill()
+        kill_tree_by_marker(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert [read_stamp(img) for _, img in frames(a_out)] == list(range(96))
+    assert [read_stamp(img) for _, img in frames(b_out)] == list(range(60))
+    specs = [json.loads(p.read_text()) for p in data.glob("jobs/*/job.json")]
+    assert sorted(s["status"] for s in specs) == ["done", "done"]
+    listed = ffray("jobs", "--data-dir", data)
+    assert listed.stdout.count(" done ") == 2, listed.stdout
+    recs = duckdb.sql(f"SELECT job_id, status FROM read_parquet('{data}/job_records/**/*.parquet')")
+    assert sorted(r[1] for r in recs.fetchall()) == ["done", "done"]
+    host = duckdb.sql(f"SELECT node, ray_node, min(ts), max(ts) FROM read_parquet("
+                      f"'{data}/telemetry/host/**/*.parquet', hive_partitioning=false) "
+                      "GROUP BY node, ray_node ORDER BY min(ts)").fetchall()
+    assert len(host) == 2 and host[0][0] == host[1][0], host  # one machine, one node; 2 instances
+    assert host[0][3] > host[1][3], host  # A's samples go on after B's: B took none of A's journal
+    assert not list(data.glob("telemetry/*/.journal/**/*.arrow"))
 
 
 def test_a_terminated_job_is_interrupted_and_resumable(media, tmp_path):

@@ -68,3 +68,45 @@ def test_faceswap_output_is_byte_identical_across_layouts(cluster, scene, data_d
         outs.append(out)
     assert ledger.load_plan()[1].context > 0
     assert len({_md5(o) for o in outs}) == 1
+
+
+def test_a_worker_killed_mid_chunk_changes_nothing_in_the_output(cluster, scene, data_dir, tmp_path):
+    """SIGKILL a busy worker while its chunks run: they are redone elsewhere and the output is
+    byte for byte the undisturbed run's."""
+    import os
+    import signal
+    import threading
+
+    import psutil
+
+    from ffray.cluster.jobs import SwapRequest, prepare_swap, run_job
+    from ffray.processors import ProcessorSpec
+
+    video, source, models = scene
+    opts = dict(gpu_per_actor=1, chunk_seconds=0.3, sources=[str(source)], model_dirs=[str(models)],
+                actors=2, telemetry=False)
+    params = {"detector": "auto", "swapper": "auto"}
+    calm = tmp_path / "calm.mp4"
+    swap(video, calm, data_dir / "calm", processor="faceswap", params=params, **opts)
+    out = tmp_path / "hit.mp4"
+    ledger = prepare_swap(SwapRequest(input=str(video), output=str(out), processor=ProcessorSpec(
+        kind="faceswap", params=params, batch_size=4), **opts), data_dir / "hit")
+    got: dict = {}
+    t = threading.Thread(target=lambda: got.update(res=run_job(ledger)))
+    t.start()
+    victim = None
+    while t.is_alive() and victim is None:
+        if ledger.chunk_stats():  # the workers are up and busy: kill one that is in a chunk
+            busy = [p for p in psutil.process_iter(["name"])
+                    if p.info["name"] == "ray::ChunkWorker.process"]
+            if busy:
+                victim = busy[0].pid
+                os.kill(victim, signal.SIGKILL)
+        t.join(0.02)
+    t.join(240)
+    assert victim is not None and "res" in got, got
+    events = ledger.events()
+    assert any(e["kind"] == "actor_died" for e in events)
+    assert any(e["kind"] == "attempt_failed" and "worker died" in e["reason"] for e in events)
+    assert victim not in {s["pid"] for s in ledger.chunk_stats() if s["attempt"] > 1}
+    assert _md5(out) == _md5(calm)

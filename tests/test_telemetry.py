@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -109,9 +110,33 @@ def test_a_killed_writer_loses_at_most_the_open_window(tmp_path):
     j = w.journal
     j.write_bytes(j.read_bytes()[:-20])
     assert read_journal(j).num_rows == 2  # whole batches before the tear
+    assert recover(root) == []  # its writer still holds the journal's lock: not touched
+    os.close(w._lock)  # ...which the kernel drops when the writer dies
     recover(root)
     t = ds.dataset(root / "gpu", format="parquet", partitioning="hive").to_table()
     assert t.num_rows == 7 and not j.exists()
+
+
+def test_writers_sharing_a_node_name_keep_their_own_journals(tmp_path):
+    """Two private Ray instances on one machine: one node name, two writers (their Ray node
+    ids); a new store's recovery leaves the other live writer's journal alone."""
+    root = tmp_path / "telemetry"
+    a = TelemetryStore(root, "host1", roll_seconds=1e9, writer="aaaa")
+    sa = Sampler("host1", FakeGpus(1), ray_node="aaaa")
+    a.append(sa.sample(T0), T0)
+    b = TelemetryStore(root, "host1", roll_seconds=1e9, writer="bbbb")  # recovers at start
+    sb = Sampler("host1", FakeGpus(1), ray_node="bbbb")
+    for i in range(1, 4):
+        a.append(sa.sample(T0 + i), T0 + i)
+        b.append(sb.sample(T0 + i), T0 + i)
+    assert a.writers["gpu"].journal != b.writers["gpu"].journal
+    a.close()
+    b.close()
+    t = ds.dataset(root / "gpu", format="parquet", partitioning="hive").to_table().to_pylist()
+    assert {r["node"] for r in t} == {"host1"}
+    assert sorted(r["ray_node"] for r in t) == ["aaaa"] * 4 + ["bbbb"] * 3
+    assert not list((root / "gpu" / ".journal").rglob("*.arrow"))
+    assert not list((root / "gpu" / ".journal").rglob("*.lock"))
 
 
 def test_no_nvml_here_records_host_metrics_and_warns_once(caplog):
@@ -235,7 +260,6 @@ def test_telemetry_record_cli_without_a_gpu(tmp_path, capsys):
 def test_a_sigkilled_recorder_process_keeps_its_journal_rows(tmp_path):
     """A real writer process killed with SIGKILL: the rolled windows are intact, and the journal
     of the open window is recovered up to its last whole batch."""
-    import os
     import signal
     import subprocess
     import sys

@@ -6,7 +6,8 @@
 - payloads are cut lazily from one sequential demux of the input and put into the object store
   once; a retry reuses the same object;
 - a chunk whose actor dies goes back to the front of the queue and is given to another actor when
-  one is free; a replacement actor is started in place of the dead one;
+  one is free; a replacement actor is started in place of the dead one, without waiting for it
+  (it joins the pool once built; one whose node left may never fit, and the others go on);
 - a chunk whose input cannot be decoded (``MediaError`` from the worker: deterministic) fails
   the job at its first attempt; others are counted per chunk;
 - a chunk that fails ``max_attempts`` times fails the job: no
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -36,6 +38,7 @@ class PoolOptions:
     max_attempts: int = 3
     inflight: int | None = None  # chunks in flight per actor (default: its slots + 1)
     max_replacements: int | None = None  # default: 2 x actors
+    replacement_wait_s: float = 300.0  # with no worker left, how long to wait for a replacement
 
 
 @dataclass
@@ -68,10 +71,12 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
              on_event: Callable[..., None] = lambda **kw: None) -> None:
     """Run every payload through the pool; ``on_done`` gets each result (data + stats)."""
     actors: list[_Actor] = []
+    starting: dict = {}  # info ref -> replacement actor still building its engine
+    keys = itertools.count()
     replacements = opts.max_replacements if opts.max_replacements is not None else 2 * opts.actors
 
     def spawn(n: int = 1) -> None:
-        new = [_Actor(handle=make_actor(), key=len(actors) + i) for i in range(n)]
+        new = [_Actor(handle=make_actor(), key=next(keys)) for i in range(n)]
         # every worker builds its engine (models, sessions) first: a setup error fails the job here,
         # before any chunk is sent, and the driver learns how many chunks each takes at once
         try:
@@ -81,9 +86,16 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
         except RayTaskError as e:
             raise JobFailed(f"worker setup failed: {_first_line(e.cause if e.cause else e)}") from None
         for a, info in zip(new, infos):
-            a.capacity = opts.inflight or int(info.get("slots", 1)) + 1
-            progress.worker_info.append(info)
-        actors.extend(new)
+            join(a, info)
+
+    def join(a: _Actor, info: dict) -> None:
+        a.capacity = opts.inflight or int(info.get("slots", 1)) + 1
+        progress.worker_info.append(info)
+        actors.append(a)
+
+    def respawn() -> None:
+        a = _Actor(handle=make_actor(), key=next(keys))
+        starting[a.handle.info.remote()] = a
 
     spawn(opts.actors)
     progress.workers_ready = time.time()
@@ -156,13 +168,29 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
         if not fatal:
             retry.appendleft(chunk)
 
+    alone_since: float | None = None  # when the last worker died with replacements starting
+
     try:
         fill()
         while pending or (retry and not fatal):
             progress.inflight = len(pending)
             on_progress(progress)
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            if not _alive():
+                alone_since = alone_since or time.time()
+                if time.time() - alone_since > opts.replacement_wait_s:
+                    raise JobFailed("every worker actor died and no replacement could start in "
+                                    f"{opts.replacement_wait_s:.0f} s; finished chunks are kept for "
+                                    "`ffray resume`")
+            ready, _ = ray.wait(list(pending) + list(starting), num_returns=1, timeout=0.5)
             for ref in ready:
+                if ref in starting:
+                    new = starting.pop(ref)
+                    try:
+                        join(new, ray.get(ref))
+                        alone_since = None
+                    except (RayActorError, RayTaskError) as e:
+                        on_event(kind="replacement_failed", actor=new.key, reason=_first_line(e))
+                    continue
                 actor, chunk, attempt = pending.pop(ref)
                 since = submitted.pop(ref, None)
                 actor.inflight -= 1
@@ -178,9 +206,9 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
                         on_event(kind="actor_died", actor=actor.key, reason=_first_line(e))
                         if replacements > 0 and not fatal:
                             replacements -= 1
-                            spawn()
+                            respawn()
                     fail(actor, chunk, attempt, f"worker died ({_first_line(e)})", since)
-                    if not _alive():
+                    if not _alive() and not starting:
                         raise JobFailed("every worker actor died; finished chunks are kept for "
                                         "`ffray resume`") from None
                     continue
@@ -197,7 +225,7 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
     finally:
         progress.inflight = 0
         on_progress(progress)
-        for a in actors:
+        for a in actors + list(starting.values()):
             if a.alive:
                 try:
                     ray.kill(a.handle)

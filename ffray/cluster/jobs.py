@@ -13,6 +13,7 @@ import ray
 from ffray.cluster.driver import PoolOptions, Progress, run_pool
 from ffray.cluster.jobtelemetry import Telemetry
 from ffray.cluster.ledger import JobLedger
+from ffray.cluster.liveness import driver_identity
 from ffray.cluster.lock import OutputLock
 from ffray.cluster.prepare import prepare_swap, space_needed  # noqa: F401 - callers plan here too
 from ffray.cluster.runtime import ClusterInfo, connect, disconnect
@@ -110,7 +111,8 @@ def _run(ledger: JobLedger, on_progress, on_note, address: str | None, verbose: 
     progress = Progress(total_frames=job.frames, total_chunks=len(chunks))
     progress.frames_done = sum(c.frames for c in chunks if c.index in done)
     progress.chunks_done = len(done)
-    ledger.update(status="running", started=time.time(), ended=None, error=None)
+    ledger.update(status="running", started=time.time(), ended=None, error=None,
+                  driver=driver_identity())
     ledger.event(kind="run", todo=len(todo), done=len(done))
     publish(ledger)
     t_pool = time.perf_counter()
@@ -140,12 +142,16 @@ def _run(ledger: JobLedger, on_progress, on_note, address: str | None, verbose: 
     assemble_s = time.perf_counter() - t_asm
     wall = time.perf_counter() - t_start
     worker_s = sum(s.get("wall_s", 0.0) for s in ledger.chunk_stats())
+    frames_run = sum(c.frames for c in todo)  # this run's: a resume does not count finished chunks
     ledger.update(status="done", ended=time.time(), wall_s=wall, assemble_s=assemble_s,
                   pool_s=t_asm - t_pool, retries=progress.retries, assembled=summary,
-                  warnings=warnings)
+                  warnings=warnings, frames_run=frames_run, chunks_run=len(todo))
     publish(ledger)
+    if not job.keep_chunks:  # the output holds them now (assembly verified every chunk)
+        ledger.update(chunks_removed_bytes=ledger.remove_chunk_files())
     return JobResult(job_id=ledger.job_id, output=str(out), frames=job.frames,
-                     chunks=len(chunks), chunks_run=len(todo), retries=progress.retries,
+                     chunks=len(chunks), chunks_run=len(todo), frames_run=frames_run,
+                     retries=progress.retries,
                      wall_s=wall, worker_s=worker_s, assemble_s=assemble_s, plan_s=plan_s,
                      ledger=str(ledger.root), summary=summary, report=job_report(ledger))
 

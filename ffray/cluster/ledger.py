@@ -4,7 +4,9 @@
 - ``plan.json``: the chunk plan;
 - ``sources/``: copies of the source face images, so a resume needs nothing else;
 - ``chunks/NNNNNN.nut`` + ``NNNNNN.json``: each finished chunk and its stats. The .nut is written
-  first, both atomically; a chunk counts as finished only when its .json exists;
+  first, both atomically; a chunk counts as finished only when both exist. Once the output is
+  assembled (every chunk verified) the .nut files are deleted unless the job keeps its chunks
+  (``--keep-chunks``); the .json stats stay with the ledger;
 - ``events.jsonl``: one line per attempt outcome (retries, failures), append-only.
 """
 
@@ -122,8 +124,21 @@ class JobLedger:
         return done
 
     def chunk_stats(self) -> list[dict]:
-        return [json.loads(self.chunk_path(i).with_suffix(".json").read_text())
-                for i in sorted(self.done_chunks())]
+        """Stats of every finished chunk, also after its .nut was deleted (job done)."""
+        paths = [p for p in (self.root / "chunks").glob("*.json") if p.stem.isdigit()]
+        return [json.loads(p.read_text()) for p in sorted(paths)]
+
+    def remove_chunk_files(self) -> int:
+        """Delete the encoded chunks (the output holds them now); their stats stay. Bytes freed."""
+        freed = 0
+        for p in (self.root / "chunks").glob("*.nut"):
+            try:
+                size = p.stat().st_size
+                p.unlink()
+                freed += size
+            except OSError:
+                pass
+        return freed
 
     def event(self, **fields) -> None:
         with writing("the job's events", self.root / "events.jsonl", self.job_id), \

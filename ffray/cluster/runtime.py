@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 
+from ffray.cluster.watchdog import start as start_watchdog
+from ffray.cluster.watchdog import stop as stop_watchdog
 from ffray.errors import FFrayError
 from ffray.settings import token_auth_for_clients as _token_auth_for_clients
 
@@ -27,25 +29,28 @@ class ClusterInfo:
     gpus: float
     nodes: int
     cpu_nodes: int = 1  # alive nodes with at least one CPU
+    watchdog: object = field(default=None, compare=False, repr=False)  # private instance only
 
 
 def connect(address: str | None = None, verbose: bool = False) -> ClusterInfo:
     """Connect (or start) Ray; reuses an already initialised connection in this process."""
-    started = False
+    started, watchdog = False, None
     if not ray.is_initialized():
         before = _sigterm()
         common = {"namespace": NAMESPACE, "logging_level": logging.INFO if verbose else logging.ERROR}
         try:
             if address in (None, "", "local"):
+                kids = _children()
                 ray.init(address="local", include_dashboard=False, log_to_driver=verbose, **common)
                 started = True
+                watchdog = start_watchdog(kids)  # tears the instance down if this process dies
             elif address.startswith("ray://"):
                 _token_auth_for_clients()
                 ray.init(address=address, **common)
             else:
                 _token_auth_for_clients()
                 ray.init(address=address, log_to_driver=verbose, **common)
-        except (ConnectionError, RuntimeError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - Ray raises bare Exception, e.g. on a startup timeout
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FFrayError(f"cannot connect to Ray at {address or 'local'}: {first}") from None
         _restore_sigterm(before)
@@ -54,7 +59,13 @@ def connect(address: str | None = None, verbose: bool = False) -> ClusterInfo:
     cpu_nodes = sum(1 for n in alive if float(n.get("Resources", {}).get("CPU", 0)) >= 1)
     return ClusterInfo(address=address or "local", started_here=started,
                        cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)), nodes=len(alive),
-                       cpu_nodes=max(1, cpu_nodes))
+                       cpu_nodes=max(1, cpu_nodes), watchdog=watchdog)
+
+
+def _children() -> set[int]:
+    import psutil
+
+    return {c.pid for c in psutil.Process().children()}
 
 
 def _sigterm():
@@ -77,3 +88,4 @@ def _restore_sigterm(handler) -> None:
 def disconnect(info: ClusterInfo) -> None:
     if ray.is_initialized() and info.started_here:
         ray.shutdown()
+    stop_watchdog(info.watchdog)

@@ -20,6 +20,7 @@ class SwapRequest:
     output: str
     sources: list[str] = field(default_factory=list)
     overwrite: bool = False
+    keep_chunks: bool = False  # keep the encoded chunks after a verified assembly
     chunk_seconds: float | None = None  # None: auto (ffray.video.plan.auto_chunk_seconds)
     trim_start: float | None = None
     trim_end: float | None = None
@@ -56,6 +57,7 @@ class JobSpec:
     processor: ProcessorSpec = field(default_factory=ProcessorSpec)
     pipeline: str | None = None
     overwrite: bool = False
+    keep_chunks: bool = False
     trim: tuple[float | None, float | None] = (None, None)
     trimmed: bool = False
     actors: int | None = None
@@ -102,7 +104,8 @@ class JobResult:
     output: str
     frames: int
     chunks: int
-    chunks_run: int
+    chunks_run: int  # chunks this run processed (a resume skips the finished ones)
+    frames_run: int  # their frames: what this run's frames/s counts
     retries: int
     wall_s: float
     worker_s: float

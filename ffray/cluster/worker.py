@@ -29,6 +29,7 @@ from ffray.engine.pipeline import ChunkRun
 from ffray.engine.share import ShareClock
 from ffray.models.devices import cuda_ordinal
 from ffray.processors import ProcessorSpec
+from ffray.telemetry.nodes import node_name
 from ffray.video.decode import ChunkPayload, DecodeReport, decode_payload
 from ffray.video.encode import ChunkEncoder, EncodeSettings
 
@@ -62,6 +63,7 @@ class ChunkWorker:
         ctx = ray.get_runtime_context()
         self._gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())
         self._node_id = ctx.get_node_id()
+        self._node = node_name(ray.nodes(), self._node_id)  # telemetry's name: the host
         self._actor_id = ctx.get_actor_id()
         self._gpus = float(ctx.get_assigned_resources().get("GPU", 0.0))
         # CUDA numbers devices fastest-first unless told otherwise; Ray's ids are NVML (PCI) order
@@ -126,7 +128,7 @@ class ChunkWorker:
         return max(1.0, cpus)
 
     def info(self) -> dict:
-        return {"node_id": self._node_id, "actor_id": self._actor_id, "pid": os.getpid(),
+        return {"node_id": self._node_id, "node": self._node, "actor_id": self._actor_id, "pid": os.getpid(),
                 "host": socket.gethostname(), "gpu_ids": list(self._gpu_ids),
                 "gpu_uuids": self._gpu_uuids, "gpu_uuids_seen": self._seen_uuids(), "gpus": self._gpus,
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

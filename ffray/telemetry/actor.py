@@ -24,12 +24,14 @@ NAMESPACE = "ffray"
 class TelemetryActor:
     def __init__(self, sink: str, interval: float = 1.0, roll_seconds: float = 60.0,
                  prometheus_port: int | None = None):
-        self.node = ray.get_runtime_context().get_node_id()
+        from ffray.telemetry.nodes import this_node
+
+        self.node, self.ray_node = this_node()  # the host's name; the Ray node id beside it
         self.target = str(sink)
         self.sink = Path(sink) if not is_uri(sink) else None
         self.interval = max(0.2, float(interval))
         self.rec = Recorder(self.target, self.node, open_backend(), roll_seconds,
-                            prometheus_port=prometheus_port)
+                            prometheus_port=prometheus_port, ray_node=self.ray_node)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.rec.run, args=(self.interval,),
                                         kwargs={"stop": self._stop}, daemon=True)
@@ -37,7 +39,7 @@ class TelemetryActor:
 
     def info(self) -> dict:
         r = self.rec
-        return {"node": self.node, "gpus": [d.uuid for d in r.sampler.devices],
+        return {"node": self.node, "ray_node": self.ray_node, "gpus": [d.uuid for d in r.sampler.devices],
                 "gpu_available": r.sampler.gpu_available, "samples": r.samples,
                 "busy_s": r.busy_s, "alerts": r.alert_count, "interval": self.interval,
                 "sink": self.target}

@@ -17,16 +17,19 @@ from ffray.telemetry.store import TelemetryStore
 class Recorder:
     def __init__(self, data_dir: Path | str, node: str, backend, roll_seconds: float = 60.0,
                  rules=DEFAULT_RULES, prometheus_port: int | None = None,
-                 prometheus_host: str = "127.0.0.1"):
-        self.sampler = Sampler(node, backend)
+                 prometheus_host: str = "127.0.0.1", ray_node: str | None = None):
+        """``node``: the telemetry name (a host); ``ray_node``: the Ray node id, also the
+        journals' writer id (several writers may share a host name)."""
+        self.sampler = Sampler(node, backend, ray_node=ray_node)
+        writer = ray_node or ""
         if is_uri(data_dir):  # journals stay on the node; closed files go to the filesystem URI
             from ffray.settings import data_dir as local_data_dir
 
             local = local_data_dir() / "telemetry-journal" / node
             sink = Sink(join(data_dir, "telemetry"))
-            self.store = TelemetryStore(local, node, roll_seconds, sink=sink)
+            self.store = TelemetryStore(local, node, roll_seconds, sink=sink, writer=writer)
         else:
-            self.store = TelemetryStore(Path(data_dir) / "telemetry", node, roll_seconds)
+            self.store = TelemetryStore(Path(data_dir) / "telemetry", node, roll_seconds, writer=writer)
         self.alerts = AlertEngine(rules)
         self.exporter = None
         if prometheus_port is not None:

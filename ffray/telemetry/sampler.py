@@ -142,8 +142,8 @@ def open_backend():
 class Sampler:
     """Turns one sampling instant into rows for every table."""
 
-    def __init__(self, node: str, backend=None, proc_util_every_s: float = 5.0):
-        self.node = node
+    def __init__(self, node: str, backend=None, proc_util_every_s: float = 5.0, ray_node: str | None = None):
+        self.node, self.ray_node = node, ray_node
         self.backend = backend
         self.proc_util_every_s = proc_util_every_s
         self._last_proc_util = 0.0
@@ -158,7 +158,7 @@ class Sampler:
     def sample(self, now: float | None = None) -> dict[str, list[dict]]:
         now = time.time() if now is None else now
         ts = datetime.fromtimestamp(now, tz=timezone.utc)
-        base = {"schema_version": SCHEMA_VERSION, "ts": ts, "node": self.node}
+        base = {"schema_version": SCHEMA_VERSION, "ts": ts, "node": self.node, "ray_node": self.ray_node}
         rows: dict[str, list[dict]] = {"gpu": [], "gpu_util": [], "gpu_proc": [], "host": []}
         for d in self.devices:
             key = {**base, "gpu_uuid": d.uuid, "gpu_index": d.index}

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ``node`` names the host (ffray.telemetry.nodes); ``ray_node`` added
 TS = pa.timestamp("us", tz="UTC")
 
-_COMMON = [("schema_version", pa.int16()), ("ts", TS), ("node", pa.string())]
+_COMMON = [("schema_version", pa.int16()), ("ts", TS), ("node", pa.string()), ("ray_node", pa.string())]
 _GPU_KEY = [("gpu_uuid", pa.string()), ("gpu_index", pa.int16())]
 
 GPU = pa.schema(_COMMON + _GPU_KEY + [
@@ -42,7 +42,7 @@ SPAN = pa.schema([
     ("gpu_uuid", pa.string()), ("pid", pa.int64()), ("actor_id", pa.string()),
     ("start", TS), ("end", TS), ("frames", pa.int32()), ("faces_detected", pa.int32()),
     ("faces_swapped", pa.int32()), ("decode_s", pa.float32()), ("infer_s", pa.float32()),
-    ("encode_s", pa.float32()), ("gpus", pa.float32())])
+    ("encode_s", pa.float32()), ("gpus", pa.float32()), ("ray_node", pa.string())])
 
 ALERT = pa.schema(_COMMON + [
     ("gpu_uuid", pa.string()), ("gpu_index", pa.int16()), ("rule", pa.string()),

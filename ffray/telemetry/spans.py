@@ -22,7 +22,8 @@ def span_rows(job_id: str, stats: list[dict], events: list[dict]) -> list[dict]:
         uuids = s.get("gpu_uuids") or [None]
         rows.append({
             "schema_version": SCHEMA_VERSION, "job_id": job_id, "chunk": s["chunk"],
-            "attempt": s["attempt"], "status": "done", "node": s.get("node_id"),
+            "attempt": s["attempt"], "status": "done",
+            "node": s.get("node") or s.get("node_id"), "ray_node": s.get("node_id"),
             "gpu_uuid": uuids[0], "pid": s.get("pid"), "actor_id": s.get("actor_id"),
             "start": _ts(s["start"]), "end": _ts(s["end"]), "frames": s.get("frames"),
             "faces_detected": int(st.get("faces_detected", 0)),
@@ -117,8 +118,9 @@ def publish(ledger) -> None:
     spec = ledger.spec
     target = spec.get("telemetry_target") or ledger.root.parent.parent
     try:
-        write_spans(target, ledger.job_id, span_rows(ledger.job_id, ledger.chunk_stats(), ledger.events()))
-        write_job_record(target, job_record(spec, len(ledger.done_chunks())))
+        stats = ledger.chunk_stats()  # also of a done job whose chunk files were deleted
+        write_spans(target, ledger.job_id, span_rows(ledger.job_id, stats, ledger.events()))
+        write_job_record(target, job_record(spec, len(stats)))
     except Exception as e:  # noqa: BLE001
         logging.getLogger("ffray").warning("could not write spans/job record of %s: %s", ledger.job_id, e)
 

@@ -1,8 +1,11 @@
 """Telemetry storage: an Arrow IPC journal for the open window, rolled to zstd Parquet.
 
 Layout (hive): ``<root>/<table>/date=YYYY-MM-DD/node=<node>/part-<first>-<last>.parquet``.
-The open window is ``<root>/<table>/.journal/<node>.arrow`` (an IPC stream, flushed per batch, so
-it is readable after a crash up to the last whole batch). A roll writes
+The open window is ``<root>/<table>/.journal/<node>/<writer>.arrow`` (``<node>.arrow`` for a writer
+without an id; an IPC stream, flushed per batch, so it is readable after a crash up to the last
+whole batch). Several writers can share a node name (one machine's telemetry actors of two
+private Ray instances, ``writer`` = their Ray node ids): each has its own journal, flocked
+(``.lock`` beside it) while open, and ``recover`` rolls only journals nobody holds. A roll writes
 ``.part-....parquet.tmp`` beside its final name and renames it: DuckDB globs (``*.parquet``) and
 pyarrow.dataset (which skips names starting with ``.``) never see a partial file.
 """
@@ -21,6 +24,11 @@ import pyarrow.parquet as pq
 from ffray.telemetry.schema import TABLES
 from ffray.telemetry.sink import Sink
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no journal locks
+    fcntl = None
+
 
 def _safe(node: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in node)
@@ -30,13 +38,15 @@ class TableWriter:
     """``root`` holds the journal (always local); closed windows go to ``sink`` (default: the
     same folder; or a pyarrow filesystem URI, see ``ffray.telemetry.sink``)."""
 
-    def __init__(self, root: Path, table: str, node: str, sink: Sink | None = None):
+    def __init__(self, root: Path, table: str, node: str, sink: Sink | None = None, writer: str = ""):
         self.root, self.table, self.node = Path(root), table, _safe(node)
         self.sink = sink or Sink(self.root)
         self.schema = TABLES[table]
-        self.journal = self.root / table / ".journal" / f"{self.node}.arrow"
+        name = f"{self.node}/{_safe(writer)}" if writer else self.node
+        self.journal = self.root / table / ".journal" / f"{name}.arrow"
         self._sink = None
         self._writer = None
+        self._lock: int | None = None
         self.rows = 0
 
     def append(self, rows: list[dict]) -> None:
@@ -45,6 +55,7 @@ class TableWriter:
         batch = pa.RecordBatch.from_pylist(rows, schema=self.schema)
         if self._writer is None:
             self.journal.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _try_lock(self.journal)  # held while the journal is open
             self._sink = pa.OSFile(str(self.journal), "wb")
             self._writer = ipc.new_stream(self._sink, self.schema)
         self._writer.write_batch(batch)
@@ -58,7 +69,11 @@ class TableWriter:
             self._sink.close()
             self._writer = self._sink = None
         self.rows = 0
-        return roll_journal(self.journal, self.sink, self.table, self.node)
+        try:
+            return roll_journal(self.journal, self.sink, self.table, self.node)
+        finally:
+            _unlock(self.journal, self._lock)
+            self._lock = None
 
     def close(self) -> list[Path]:
         return self.roll()
@@ -107,24 +122,60 @@ def _stamp(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
 
 
+def _try_lock(journal: Path) -> int | None:
+    """An exclusive flock on ``journal``'s ``.lock`` file: its fd, or None when another process
+    holds it (a live writer) or there are no locks here."""
+    if fcntl is None:
+        return None
+    path = journal.with_suffix(".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:  # its holder removed it meanwhile
+            raise OSError("lock file replaced")
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _unlock(journal: Path, fd: int | None) -> None:
+    if fd is None:
+        return
+    journal.with_suffix(".lock").unlink(missing_ok=True)
+    os.close(fd)
+
+
 def recover(root: Path, sink: Sink | None = None) -> list[str]:
-    """Roll every journal left by a writer that died (call before starting a new writer)."""
+    """Roll every journal left by a writer that died (call before starting a new writer); a
+    journal whose lock is held belongs to a live writer and is left alone."""
     written = []
     for table in TABLES:
         jdir = Path(root) / table / ".journal"
-        for j in sorted(jdir.glob("*.arrow")) if jdir.is_dir() else []:
-            written += roll_journal(j, sink or Sink(root), table, j.stem)
+        if not jdir.is_dir():
+            continue
+        found = [(j, j.stem) for j in jdir.glob("*.arrow")] + \
+            [(j, j.parent.name) for j in jdir.glob("*/*.arrow")]
+        for j, node in sorted(found):
+            fd = _try_lock(j)
+            if fd is None and fcntl is not None:
+                continue  # a live writer's
+            try:
+                written += roll_journal(j, sink or Sink(root), table, node)
+            finally:
+                _unlock(j, fd)
     return written
 
 
 class TelemetryStore:
     """All tables of one node; ``roll_seconds`` apart, the open windows roll to Parquet."""
 
-    def __init__(self, root: Path, node: str, roll_seconds: float = 60.0, sink: Sink | None = None):
+    def __init__(self, root: Path, node: str, roll_seconds: float = 60.0, sink: Sink | None = None,
+                 writer: str = ""):
         self.root = Path(root)
         self.sink = sink or Sink(self.root)
         recover(self.root, self.sink)
-        self.writers = {t: TableWriter(self.root, t, node, self.sink) for t in TABLES}
+        self.writers = {t: TableWriter(self.root, t, node, self.sink, writer) for t in TABLES}
         self.roll_seconds = roll_seconds
         self._window_start: float | None = None
 
