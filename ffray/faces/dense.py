@@ -28,8 +28,8 @@ from ffray.faces.align import Face, align_matrix, crop
 from ffray.faces.landmarks import EYES, INNER_LIPS, JAW, SCALE, SIZE, Landmarks68
 
 ERODE = 0.02  # face region shrunk by this share of the crop (keeps the seam on skin)
-JAW_IN = 0.08  # jaw line drawn in by this share towards the nose: temples and jaw edges often show
-# hair or background in the source (the astronaut's hair covers her temples)
+JAW_IN = 0.12  # jaw line drawn in by this share towards the nose in both meshes: the source's face
+# edge often shows hair or background (the astronaut's hair covers her temples)
 NOSE_TIP = 30
 FEATHER = 0.03  # paste mask feather (Gaussian sigma) as a share of the crop
 COLOUR_SIGMA = 0.6  # local colour transfer blur (Gaussian sigma) in eye distances
@@ -71,12 +71,19 @@ def mesh_maps(src_pts: np.ndarray, dst_pts: np.ndarray, tri: np.ndarray,
     return map_x.astype(np.float32), map_y.astype(np.float32), covered
 
 
-def face_region(pts: np.ndarray, size: int, erode: float = ERODE, jaw: float = JAW_IN) -> np.ndarray:
-    """uint8 0/255: the convex hull of the 68 points (jaw points drawn ``jaw`` of the way in
-    towards the nose tip) less the inner-lip polygon, eroded by ``erode`` x size pixels and kept
-    2 px off the crop's border."""
+def inner_mesh(pts: np.ndarray, jaw: float = JAW_IN) -> np.ndarray:
+    """The 68 points with the jaw line drawn ``jaw`` of the way in towards the nose tip: the mesh
+    both faces are warped by, so the target's cheeks take the source's cheeks, not what lies at
+    the source's face edge (hair over the temples, background)."""
     pts = np.asarray(pts, np.float64).copy()
     pts[JAW] += (pts[NOSE_TIP] - pts[JAW]) * jaw
+    return pts
+
+
+def face_region(pts: np.ndarray, size: int, erode: float = ERODE) -> np.ndarray:
+    """uint8 0/255: the convex hull of the points less the inner-lip polygon, eroded by
+    ``erode`` x size pixels and kept 2 px off the crop's border."""
+    pts = np.asarray(pts, np.float64)
     m = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(m, cv2.convexHull(np.round(pts * 16).astype(np.int32)), 255,
                        lineType=cv2.LINE_8, shift=4)
@@ -147,7 +154,8 @@ class DenseSwapper:
         self.landmarks, self.poisson = landmarks, poisson
         self.source = crop(source_bgr, align_matrix(source_face.kps, SIZE, SCALE), SIZE)
         self.points = landmarks.predict([self.source])[0]
-        self.tri = triangulate(self.points)
+        self.mesh = inner_mesh(self.points)
+        self.tri = triangulate(self.mesh)
 
     @staticmethod
     def matrix(face: Face) -> np.ndarray:
@@ -157,9 +165,10 @@ class DenseSwapper:
     def render(self, target_crop: np.ndarray, target_pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The swapped crop (BGR uint8: the target crop with the source face in its region) and
         its paste mask (float32 [0, 1])."""
-        map_x, map_y, covered = mesh_maps(self.points, target_pts, self.tri, SIZE)
+        mesh = inner_mesh(target_pts)
+        map_x, map_y, covered = mesh_maps(self.mesh, mesh, self.tri, SIZE)
         warped = cv2.remap(self.source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        region = face_region(target_pts, SIZE) & covered
+        region = face_region(mesh, SIZE) & covered
         if self.poisson:
             out = seamless(warped, target_crop, region)
         else:
