@@ -2,9 +2,10 @@
 
 Frames of the demo's clip (a pan/zoom over t1.jpg at 960x540) swapped with the astronaut by the
 face-swap processor's own stages (host backend): ``--classic-warp 5point`` (before) and ``dense``
-(after); each face cropped around its box, the target's own face in the first row.
+(after); each face cropped around its box: per frame a row of the target's own faces, then a row
+of the swapped ones. Saved as 256-colour PNGs (Pillow's quantizer, dithered) to stay small.
 
-    python scripts/offline_crops.py [--out docs/img] [--frames 0,40] [--side 96]
+    python scripts/offline_crops.py [--out docs/img] [--frames 0,100] [--side 88]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,8 +53,8 @@ def face_tiles(frame: np.ndarray, boxes: list[np.ndarray], side: int) -> list[np
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/img")
-    ap.add_argument("--frames", default="0,60")
-    ap.add_argument("--side", type=int, default=96)
+    ap.add_argument("--frames", default="0,100")
+    ap.add_argument("--side", type=int, default=88)
     a = ap.parse_args()
     from ffray.faces.mtcnn import MTCNN
     from ffray.models.sessions import make_session
@@ -70,7 +72,7 @@ def main() -> int:
             rows.append(np.hstack(face_tiles(res, bs, a.side)))
         width = max(r.shape[1] for r in rows)
         grid = np.vstack([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows])
-        cv2.imwrite(str(out / name), grid, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        Image.fromarray(grid[:, :, ::-1]).quantize(256).save(out / name, optimize=True)
         print(f"{out / name}: {grid.shape[1]}x{grid.shape[0]}, {(out / name).stat().st_size // 1024} KB")
     return 0
 

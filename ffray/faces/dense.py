@@ -49,26 +49,33 @@ def mesh_maps(src_pts: np.ndarray, dst_pts: np.ndarray, tri: np.ndarray,
               size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Piecewise-affine ``cv2.remap`` maps taking each pixel of a ``size`` crop inside the mesh
     ``dst_pts`` to its place in the mesh ``src_pts`` (same triangles ``tri``); and the covered
-    pixels (uint8 0/255). Triangles folded over in the target (a turned face) are drawn first,
-    so the unfolded ones win where they overlap."""
+    pixels (uint8 0/255). Triangles folded over in the target (a turned face folds the far
+    cheek's) are drawn first, so unfolded ones win where they overlap; pixels left to a folded
+    one are not covered (they would show the source mirrored, often past its face's edge)."""
     src = np.asarray(src_pts, np.float64)
     dst = np.asarray(dst_pts, np.float64)
     ids = np.full((size, size), -1, np.int32)
-    flipped = np.sign(_signed_area(src, tri)) != np.sign(_signed_area(dst, tri))
-    affine = np.zeros((len(tri), 2, 3), np.float64)
-    for k in np.concatenate([np.flatnonzero(flipped), np.flatnonzero(~flipped)]):
-        t = tri[k]
-        d = dst[t].astype(np.float32)
-        if abs(_signed_area(dst, tri[k:k + 1])[0]) < 1e-6:
-            continue  # degenerate in the target (e.g. a closed mouth's inner lips): covers nothing
-        affine[k] = cv2.getAffineTransform(d, src[t].astype(np.float32))
-        cv2.fillConvexPoly(ids, np.round(d * 16).astype(np.int32), int(k), lineType=cv2.LINE_8, shift=4)
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-    a = affine[np.maximum(ids, 0)]
-    map_x = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
-    map_y = a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2]
-    covered = (ids >= 0).astype(np.uint8) * 255
-    return map_x.astype(np.float32), map_y.astype(np.float32), covered
+    area = _signed_area(dst, tri)
+    flipped = np.sign(_signed_area(src, tri)) != np.sign(area)
+    solid = np.abs(area) > 1e-6  # a degenerate target triangle (a closed mouth's) covers nothing
+    # every triangle's affine map target -> source at once: [x y 1] @ X = source point
+    d1 = np.concatenate([dst[tri], np.ones((len(tri), 3, 1))], axis=2)
+    d1[~solid] = np.eye(3)
+    affine = np.linalg.solve(d1, src[tri]).transpose(0, 2, 1)  # (T, 2, 3)
+    for k in np.concatenate([np.flatnonzero(flipped & solid), np.flatnonzero(~flipped & solid)]):
+        cv2.fillConvexPoly(ids, np.round(dst[tri[k]] * 16).astype(np.int32), int(k),
+                           lineType=cv2.LINE_8, shift=4)
+    covered = ((ids >= 0) & ~flipped[np.maximum(ids, 0)]).astype(np.uint8) * 255
+    map_x = np.full((size, size), -1.0, np.float32)  # outside the mesh: off the source (unused)
+    map_y = np.full((size, size), -1.0, np.float32)
+    if not covered.any():
+        return map_x, map_y, covered
+    x0, y0, w, h = cv2.boundingRect(covered)  # the maps only where the mesh is
+    ys, xs = np.mgrid[y0:y0 + h, x0:x0 + w].astype(np.float32)
+    a = affine.astype(np.float32)[np.maximum(ids[y0:y0 + h, x0:x0 + w], 0)]
+    map_x[y0:y0 + h, x0:x0 + w] = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
+    map_y[y0:y0 + h, x0:x0 + w] = a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2]
+    return map_x, map_y, covered
 
 
 def inner_mesh(pts: np.ndarray, jaw: float = JAW_IN) -> np.ndarray:
