@@ -6,8 +6,9 @@ Per target face, in the 5-point aligned crop both faces share (``landmarks.SIZE`
    source's points (fixed topology, computed once), each target pixel mapped through the affine
    map of the triangle it lies in, one ``cv2.remap`` for the whole crop; so the target's pose,
    face shape and expression (eyes, mouth, jaw) are kept, the source's texture moves onto them;
-3. the face region: the convex hull of the target's points (jaw and brows: nothing above the
-   brows, so the source's fringe or forehead never comes along), less the target's inner-lip
+3. the face region: the convex hull of the target's points, jaw drawn in a little
+   (``inner_mesh``, in both meshes), up to the brows (nothing above them, so the source's fringe
+   or forehead never comes along), less the target's inner-lip
    polygon (an open mouth stays the target's own: teeth, tongue, darkness), eroded a little;
 4. local colour transfer (``local_colour``: the target's skin tone and shading, the source's
    features), or with ``poisson`` blending seamless cloning (``cv2.seamlessClone``) of the warp
