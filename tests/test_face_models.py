@@ -162,7 +162,8 @@ def test_models_list_names_the_offline_pipeline_and_what_auto_picks(tmp_path, ca
     assert main(["models", "list", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "mtcnn" in out and "pnet.onnx" in out and "classic" in out
-    assert "auto picks: mtcnn detector + classic swapper" in out
+    assert "auto picks: mtcnn detector + classic swapper (dense 68-point warp)" in out
+    assert "dlib68" in out and "shape_predictor_68_face_landmarks.dat" in out  # the dense model
     write_all(tmp_path / "m")
     assert main(["models", "list", "--data-dir", str(tmp_path), "--model-dir", str(tmp_path / "m")]) == 0
     assert "auto picks: scrfd detector + inswapper swapper" in capsys.readouterr().out

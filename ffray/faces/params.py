@@ -11,6 +11,7 @@ from ffray.faces.select import ORDERS
 
 DETECTORS = ("auto", "scrfd", "mtcnn")
 SWAPPERS = ("auto", "inswapper", "classic")
+CLASSIC_WARPS = ("auto", "dense", "5point")  # the classic swapper's warp (ffray.faces.dense)
 ENHANCERS = ("gfpgan",)
 SELECTS = ("many", "one", "reference")
 BLENDS = ("feather", "poisson")
@@ -22,6 +23,7 @@ FRAME_OPS = ("auto", "gpu", "cpu")
 class FaceSwapParams:
     detector: str = "auto"
     swapper: str = "auto"
+    classic_warp: str = "auto"  # dense (68-point mesh) when its model is installed, else 5point
     enhance: str | None = None
     enhance_blend: float = 0.8
     select: str = "many"
@@ -52,6 +54,7 @@ class FaceSwapParams:
 
         one_of("--detector", self.detector, DETECTORS)
         one_of("--swapper", self.swapper, SWAPPERS)
+        one_of("--classic-warp", self.classic_warp, CLASSIC_WARPS)
         if self.enhance not in (None, ""):
             one_of("--enhance", self.enhance, ENHANCERS)
         one_of("--select", self.select, SELECTS)

@@ -6,7 +6,8 @@ detect -> select -> swap -> paste (-> enhance) -> download. ``FaceSwap`` runs th
 inline on BGR images, as a frame processor (tests, and code that wants the old interface).
 
 Pipelines: ``scrfd`` + ``inswapper`` (insightface models, found with ``--model-dir`` or fetched with
-``ffray models fetch``), and the offline default ``mtcnn`` + ``classic`` (no downloaded weights).
+``ffray models fetch``), and the offline default ``mtcnn`` + ``classic`` (no downloaded weights;
+``--classic-warp`` dense: dlib's 68 landmarks and a mesh warp, or 5point: a similarity warp).
 Model bytes travel with the actors (through Ray's object store), so nodes need no model files.
 """
 
@@ -29,7 +30,10 @@ from ffray.errors import FFrayError
 from ffray.faces.align import FFHQ_512, Face, insightface_template, map_face
 from ffray.faces.blend import BlendOptions
 from ffray.faces.classic import ClassicSwapper
+from ffray.faces.dense import DenseSwapper
 from ffray.faces.images import decode_image, largest_face
+from ffray.faces.landmarks import SIZE as DENSE_SIZE
+from ffray.faces.landmarks import Landmarks68, choose_warp, unavailable
 from ffray.faces.loader import HostLoader
 from ffray.faces.masks import load_occluder, static_mask
 from ffray.faces.models import GFPGAN, ArcFace, InSwapper, read_emap
@@ -98,6 +102,10 @@ class FacePipeline:
         srcs = [decode_image(s, f"source image {i + 1}") for i, s in enumerate(ctx.sources)]
         src_faces = [largest_face(self.detector, img, f"source image {i + 1}") for i, img in enumerate(srcs)]
         self.swapper_name = swapper
+        self.landmarks = None
+        if swapper == "classic":
+            self.warp, _ = choose_warp(p.classic_warp, unavailable())
+            self.landmarks = Landmarks68() if self.warp == "dense" else None
         if swapper == "inswapper":
             self.inswapper = InSwapper(loader.runner("inswapper_128", batch=b["swap"]),
                                        read_emap(loader.raw("inswapper_128")))
@@ -120,7 +128,8 @@ class FacePipeline:
         self.enhancer = None
         if p.enhance == "gfpgan":
             self.enhancer = GFPGAN(loader.runner("gfpgan_1.4", batch=b["enhance"]))
-        self.description = f"{detector} + {swapper}" + (" + gfpgan" if self.enhancer else "")
+        self.description = f"{detector} + {swapper}" + (f" ({self.warp})" if swapper == "classic" else "") \
+            + (" + gfpgan" if self.enhancer else "")
 
     def _role_faces(self, named: dict, role: str, what: str, n: int):
         imgs = [decode_image(named[f"{role}_{i}"], f"{what} {i + 1}") for i in range(n)]
@@ -130,6 +139,8 @@ class FacePipeline:
         if self.swapper_name == "inswapper":
             emb = self.recognizer.embed(list(zip(imgs, faces)))
             return self.inswapper.latent(emb.mean(axis=0))  # mean of the normed embeddings
+        if self.landmarks is not None:  # classic, dense: the first image's face
+            return DenseSwapper(imgs[0], faces[0], self.landmarks, poisson=self.params.blend == "poisson")
         return ClassicSwapper(imgs[0], faces[0], self.opts)  # classic: the first image's face
 
     def stages(self, upload_threads: int = 1, host_threads: int = 1, fps: float = 30.0) -> list:
@@ -155,6 +166,10 @@ class FacePipeline:
             mask = static_mask(self.params.mask_spec(), InSwapper.size, insightface_template(InSwapper.size))
             out.append(PasteStage(ops, self.inswapper.matrix, mask, InSwapper.out_scale,
                                   InSwapper.out_offset, batch=8, threads=pt, poisson=poisson))
+        elif self.landmarks is not None:  # dense: per-face masks; Poisson (if asked) in the crop
+            out.append(ClassicSwapStage(self.identities, ops, batch=4, threads=pt, landmarks=self.landmarks))
+            out.append(PasteStage(ops, DenseSwapper.matrix, np.ones((DENSE_SIZE,) * 2, np.float32), 255.0,
+                                  0.0, batch=8, threads=pt))
         else:
             out.append(ClassicSwapStage(self.identities, ops, batch=4, threads=pt))
             out.append(PasteStage(ops, ClassicSwapper.matrix, self.identities[0].mask, 255.0, 0.0,

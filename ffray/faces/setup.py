@@ -8,6 +8,7 @@ from pathlib import Path
 import onnx
 
 from ffray.errors import FFrayError
+from ffray.faces.landmarks import choose_warp, unavailable
 from ffray.models.manifest import ModelEntry, get
 from ffray.models.store import locate
 
@@ -55,6 +56,9 @@ def resolve(params: dict, model_dirs: list[Path]) -> tuple[dict, dict[str, Path]
         p["detector"] = "scrfd" if full else "mtcnn"
     if p.get("swapper", "auto") == "auto":
         p["swapper"] = "inswapper" if full else "classic"
+    warp_note = ""
+    if p["swapper"] == "classic":
+        p["classic_warp"], warp_note = choose_warp(p.get("classic_warp", "auto"), unavailable())
     needed = []
     if p["detector"] == "scrfd":
         needed.append("det_10g")
@@ -74,6 +78,7 @@ def resolve(params: dict, model_dirs: list[Path]) -> tuple[dict, dict[str, Path]
         check_contract_file(path, get(name))
         paths[name] = path
     desc = f"{p['detector']} detector + {p['swapper']} swapper" + \
+        (f" ({warp_note})" if warp_note else "") + \
         (" + gfpgan enhancer" if p.get("enhance") == "gfpgan" else "") + \
         (" (offline default: no models installed)" if not full and params.get("swapper", "auto") == "auto"
          else "")

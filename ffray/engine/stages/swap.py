@@ -45,13 +45,16 @@ def occluder_masks(occluder, ops, frames: list, mats: list, size: int):
 
 
 class ClassicSwapStage:
-    """The offline swapper: the source face warped onto each target, colour-matched (no model)."""
+    """The offline swapper: the source face warped onto each target, colour-matched (no model).
+    Dense swappers (``dense = True``) also get each target crop's 68 landmarks and leave a paste
+    mask per face (the face region they drew) in ``item.masks``. The per-face work runs on the
+    host: on a GPU backend the crops come down (``crops_bgr``) and the results go up."""
 
     name = "swap"
     pure = True  # sets item fields only: a failed mixed batch is retried per chunk
 
-    def __init__(self, swappers: list, ops, batch: int = 4, threads: int = 1):
-        self.swappers, self.ops = swappers, ops
+    def __init__(self, swappers: list, ops, batch: int = 4, threads: int = 1, landmarks=None):
+        self.swappers, self.ops, self.landmarks = swappers, ops, landmarks
         self.batch, self.threads = batch, threads
 
     def process(self, items: list[Item]) -> None:
@@ -61,6 +64,13 @@ class ClassicSwapStage:
                 continue
             mats = [self.swappers[t.identity].matrix(t.face) for t in it.targets]
             tgt = self.ops.crops_bgr([it.frame] * len(mats), mats, self.swappers[0].size)
-            faces = [self.swappers[t.identity].render(c) for t, c in zip(it.targets, tgt)]
+            if self.landmarks is not None:
+                pts = self.landmarks.predict(tgt)
+                done = [self.swappers[t.identity].render(c, p) for t, c, p in zip(it.targets, tgt, pts)]
+                faces = [f for f, _ in done]
+                it.masks = self.ops.to_device(np.ascontiguousarray(np.stack([m for _, m in done])))
+            else:
+                faces = [self.swappers[t.identity].render(c) for t, c in zip(it.targets, tgt)]
             x = np.stack(faces)[..., ::-1].astype(np.float32).transpose(0, 3, 1, 2) / 255.0
             it.crops = self.ops.to_device(np.ascontiguousarray(x))
+            it.mats = mats
