@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ffray.cli import _add_swap_options, build_parser, main
+from ffray.cli import build_parser, main
 from ffray.cluster.jobprogress import JobProgress, last_progress
 from ffray.cluster.submit import STATES, output_for, plan_submissions, row, state_of
 from ffray.cluster.submit_cli import forwarded_options, input_problem
+from ffray.swap_cli import add_swap_options as _add_swap_options
 from ffray.video import sample
 
 SWAP_ARGS = ["-s", "face one.jpg", "-s", "/abs/f2.jpg", "--processor", "identity", "--crf", "21",
