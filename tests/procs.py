@@ -91,3 +91,15 @@ class Gate(Stamp):
         while self._hold.exists():
             time.sleep(0.05)
         return super().process(frames, info)
+
+
+def kill_and_wait(procs: list, timeout: float = 10.0) -> None:
+    """SIGKILL the given ``psutil.Process``es (gone ones are skipped) and wait for them."""
+    import psutil
+
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=timeout)

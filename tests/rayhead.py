@@ -23,6 +23,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.procs import kill_and_wait
+
 RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
 
 
@@ -142,12 +144,7 @@ def _kill_marked(marker: str) -> None:
                 procs.append(p)
         except (psutil.Error, OSError):
             pass
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=10)
+    kill_and_wait(procs)
 
 
 def _ns_init(argv: Sequence[str]) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from ffray.processors import read_stamp
 from tests.media import audio_packets, frames
+from tests.procs import kill_and_wait
 
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -43,12 +44,7 @@ def kill_tree_by_marker(marker: str) -> None:
             return False
 
     procs = [p for p in psutil.process_iter() if p.pid != os.getpid() and ours(p)]
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=10)
+    kill_and_wait(procs)
 
 
 def test_demo_runs_offline_end_to_end(tmp_path):
