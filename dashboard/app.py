@@ -18,6 +18,7 @@ from flask import Response, abort, request, send_file
 
 from dashboard.data import REPORT_FILES, Data
 from dashboard.pages import alerts, capacity, cluster, jobs
+from dashboard.security import allowed_hosts, content_security_policy, guard, security_headers
 
 log = logging.getLogger("ffray.dashboard")
 NAV = [("/", "Cluster"), ("/jobs", "Jobs"), ("/alerts", "Alerts"), ("/capacity", "Capacity")]
@@ -39,7 +40,10 @@ def page_for(data: Data, path: str | None):
     return html.P(f"No page at {path}.", className="empty")
 
 
-def create_app(data: Data, auth: tuple[str, str] | None = None) -> dash.Dash:
+def create_app(data: Data, auth: tuple[str, str] | None = None,
+               hosts: frozenset[str] | None = None) -> dash.Dash:
+    """The app over ``data``; requests must name one of ``hosts`` (default: loopback names) in
+    their Host header, and with ``auth`` must carry those basic-auth credentials."""
     def on_error(err: Exception):  # one line in the page; the trace goes to the server log only
         log.exception("dashboard callback failed")
         set_props("page-error", {"children": f"Could not load this view: {str(err).splitlines()[0][:300]}",
@@ -72,6 +76,9 @@ def create_app(data: Data, auth: tuple[str, str] | None = None) -> dash.Dash:
             abort(404)
         return send_file(p, mimetype=REPORT_FILES[name])
 
+    # after every callback is registered: csp_hashes covers the inline scripts Dash renders
+    csp = content_security_policy(app.csp_hashes())
+    guard(app.server, allowed_hosts("127.0.0.1") if hosts is None else hosts, security_headers(csp))
     if auth is not None:
         _basic_auth(app.server, *auth)
     return app

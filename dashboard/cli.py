@@ -1,6 +1,7 @@
 """``ffray dashboard``: serve the Dash app over a data dir (127.0.0.1 unless told otherwise; any
 other address needs ``--auth user:password`` or $FFRAY_DASHBOARD_AUTH, and turns on HTTP basic
-auth)."""
+auth). Requests must name an allowed host (loopback names, the bound address, each
+``--allow-host``); the server is waitress on every address (dashboard/security.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ def add_parser(sub) -> None:
     d.add_argument("--gpu-specs", metavar="FILE", help="extra or changed GPU classes (JSON; capacity page)")
     d.add_argument("--auth", metavar="USER:PASSWORD",
                    help=f"require HTTP basic auth (needed to bind a non-loopback address; or ${AUTH_ENV})")
+    d.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also accept requests whose Host header names NAME (the name users or a reverse "
+                        "proxy reach the dashboard by; repeatable). Default: localhost, 127.0.0.1, [::1] "
+                        "and the --host address; others get 403")
 
 
 def is_loopback(host: str) -> bool:
@@ -61,21 +66,23 @@ def check_bind(host: str, port: int, auth) -> None:
 
 
 def run(args) -> int:
-    import logging
-
     from dashboard.app import create_app
     from dashboard.data import Data
+    from dashboard.security import allowed_hosts, normalise, serve
     from ffray.settings import data_dir, telemetry_target
 
     auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
     check_bind(args.host, args.port, auth)
+    hosts = allowed_hosts(args.host, args.allow_host)
+    bad = [n for n in args.allow_host if normalise(n) is None]
+    if bad:
+        raise FFrayError(f"--allow-host {bad[0]!r} is not a host name or address (no port, no scheme)")
     from ffray.analytics.gpus import load_classes
 
     classes = tuple(load_classes(args.gpu_specs, args.prices))  # bad files: one-line errors now
     data = Data(telemetry_target(args.data_dir), data_dir(args.data_dir), classes=classes)
-    app = create_app(data, auth)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    app = create_app(data, auth, hosts)
     print(f"ffray dashboard on http://{args.host}:{args.port}/ over {data.target}"
-          + (" (basic auth on)" if auth else ""), flush=True)
-    app.run(host=args.host, port=args.port, debug=False, threaded=True)
+          + (" (basic auth on)" if auth else "") + f"; hosts allowed: {', '.join(sorted(hosts))}", flush=True)
+    serve(app.server, args.host, args.port)
     return 0

@@ -65,13 +65,22 @@ def served(tmp_path_factory):
     s.close()
 
 
+CSP_WATCH = """window.__csp = []; document.addEventListener('securitypolicyviolation',
+    e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"""
+
+
 @pytest.fixture
 def page(browser):
+    """A page that fails its test on a script error or any Content-Security-Policy violation
+    (the dashboard sends a CSP on every response: dashboard/security.py)."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    ctx.add_init_script(CSP_WATCH)
     pg = ctx.new_page()
     errors = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     yield pg
+    errors.extend(pg.evaluate("window.__csp || []"))
     ctx.close()
     assert not errors, errors
 
@@ -92,8 +101,25 @@ def test_cluster_page_draws_a_trace_per_gpu_on_each_chart(served, page):
     # filter to one node: the charts redraw with its two GPUs
     page.locator("#c-nodes").click()
     page.get_by_role("option", name="n1").click()
-    page.wait_for_function("document.querySelectorAll('#c-util g.trace.scatter').length == 2", timeout=20000)
+    page.wait_for_function("() => document.querySelectorAll('#c-util g.trace.scatter').length == 2",
+                           timeout=20000)
     assert page.locator("#c-mem g.trace.scatter").count() == 2
+
+
+def test_pages_render_and_call_back_under_the_csp(served, page):
+    """Every page draws its content (so its callbacks ran) under the strict script policy: no
+    'unsafe-inline' or 'unsafe-eval', Dash's one inline script allowed by its hash; the page
+    fixture fails the test on any violation."""
+    resp = page.goto(served.url + "/jobs")
+    csp = resp.headers["content-security-policy"]
+    script_src = next(d for d in csp.split(";") if d.strip().startswith("script-src"))
+    assert "unsafe" not in script_src and "'sha256-" in script_src and "frame-ancestors 'none'" in csp
+    assert resp.headers["x-frame-options"] == "DENY" and resp.headers["x-content-type-options"] == "nosniff"
+    for path, sel in [("/jobs", "#j-table"), ("/", "#c-util g.trace.scatter"), ("/alerts", "#a-table"),
+                      ("/job/job-a", "#job-fig .barlayer .point"), ("/capacity", "#cap-msg")]:
+        page.goto(served.url + path)
+        page.locator(sel).first.wait_for(timeout=20000)
+    assert page.evaluate("window.__csp") == []
 
 
 def test_job_page_timeline_bars_hover_and_selection(served, page):
@@ -110,7 +136,7 @@ def test_job_page_timeline_bars_hover_and_selection(served, page):
     assert "chunk" in page.locator("#job-fig .hoverlayer").text_content()
     box = bars.nth(0).bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.wait_for_function("document.querySelector('#job-sel').innerText.includes('Selected: chunk')",
+    page.wait_for_function("() => document.querySelector('#job-sel').innerText.includes('Selected: chunk')",
                            timeout=10000)
     assert "GPU-seconds" in page.locator("#job-sel").inner_text()
     assert page.get_by_role("link", name="summary").count() == 1
