@@ -92,3 +92,55 @@ def test_submit_jobs_cancel_wait_on_a_ray_start_head(tmp_path):
     ledgers = [json.loads(p.read_text()) for p in head.home.glob("jobs/*/job.json")]
     by_input = {j["input"]: j["status"] for j in ledgers}
     assert by_input == {str(a): "done", str(b): "done", str(c): "interrupted"}, by_input
+
+
+def test_batch_folder_with_max_running_one_runs_one_at_a_time(tmp_path):
+    """A folder of three clips and a bad file, `--max-running 1`: one stdout line each in sorted
+    order, the bad one refused in one line, the others queue on the cluster's slot and succeed;
+    never two running at once (by `ffray jobs` polls and by the slot times in the jobs' logs)."""
+    from ffray.cluster.slots import slot_times
+
+    head = start_head(tmp_path)
+    clips = tmp_path / "in"
+    clips.mkdir()
+    made = {n: sample.write_video(clips / f"{n}.mp4", sample.pattern_frames(k, 160, 120, seed=k),
+                                  fps=25, gop=12, audio=False)
+            for n, k in (("c", 14), ("a", 10), ("b", 12))}
+    (clips / "bad.mp4").write_text("not a video")
+    (clips / "notes.txt").write_text("not a video either, and no video suffix: skipped")
+    out = tmp_path / "out"
+    polls = []
+    try:
+        wait_ready(head)
+        r = head.ffray("submit", clips, "-o", out, "--processor", "stamp", "--max-running", "1",
+                       *COMMON, "--address", head.url, timeout=60)
+        assert r.returncode == 2, r.stderr[-2000:]
+        lines = r.stdout.splitlines()
+        assert [x.split()[0] == "-" for x in lines] == [False, False, True, False], r.stdout
+        assert [lines[i].split()[-1] for i in (0, 1, 3)] == [str(out / f"{n}.mp4") for n in "abc"]
+        assert str(clips / "bad.mp4") in lines[2] and "not a video" in lines[2]
+        errors = [x for x in r.stderr.splitlines() if x.startswith("ffray: error:")]
+        assert len(errors) == 1 and "bad.mp4: not a video" in errors[0], r.stderr
+        ids = [lines[i].split()[0] for i in (0, 1, 3)]
+
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            seen = _states(head.ffray("jobs", "--address", head.url))
+            polls.append([seen.get(j) for j in ids])
+            if all(s in ("succeeded", "failed", "stopped", "cancelled") for s in polls[-1]):
+                break
+            time.sleep(0.5)
+        assert all(p.count("running") <= 1 for p in polls), polls
+        assert any("queued" in p for p in polls), polls
+        assert polls[-1] == ["succeeded"] * 3, polls
+        r = head.ffray("wait", *ids, "--address", head.url, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+        spans = sorted(slot_times(head.ffray("logs", j, "--address", head.url).stdout) for j in ids)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans  # never overlapping
+    finally:
+        head.stop()
+    print(f"\nbatch polls: {len(polls)}; {'; '.join(head.notes)}")
+    for n, path in made.items():
+        assert [read_stamp(img) for _, img in frames(out / f"{n}.mp4")] == list(range(
+            {"a": 10, "b": 12, "c": 14}[n]))
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "c.mp4"]
