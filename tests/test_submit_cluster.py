@@ -139,7 +139,10 @@ def test_batch_folder_with_max_running_one_runs_one_at_a_time(tmp_path):
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans  # never overlapping
     finally:
         head.stop()
-    print(f"\nbatch polls: {len(polls)}; {'; '.join(head.notes)}")
+    gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+    print(f"\nbatch: {len(polls)} polls; slot handoffs {', '.join(f'{g:.1f}' for g in gaps)} s; "
+          f"each video's slot held {', '.join(f'{b - a:.1f}' for a, b in spans)} s; "
+          f"{'; '.join(head.notes)}")
     for n, path in made.items():
         assert [read_stamp(img) for _, img in frames(out / f"{n}.mp4")] == list(range(
             {"a": 10, "b": 12, "c": 14}[n]))
