@@ -9,6 +9,7 @@ paths every node and the client share.
 
 from __future__ import annotations
 
+import glob
 import re
 import shlex
 from collections.abc import Callable, Sequence
@@ -17,10 +18,15 @@ from pathlib import Path
 
 from ffray.cluster.jobprogress import ENV as PROGRESS_ENV
 from ffray.cluster.jobprogress import JobProgress, last_progress
+from ffray.cluster.slots import slot_state
 
 STATES = ("pending", "queued", "running", "succeeded", "failed", "stopped", "cancelled")
 OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv")
+# what a folder INPUT expands to (a glob takes every file it matches: the user chose the pattern)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv",
+                  ".wmv", ".3gp")
 META = "ffray"  # metadata key marking the Ray Jobs ffray submitted
+SLOT_META = "max_running"  # metadata key of a job that waits for a --max-running slot
 PROGRESS_EVERY_S = 5
 # Ray's job supervisor SIGTERMs the driver on stop_job and SIGKILLs it after this many seconds
 # (Ray's default is 3): give `ffray swap` time to end its job `interrupted`, chunks kept.
@@ -37,6 +43,7 @@ class Planned:
     job_id: str | None = None
     entrypoint: str = ""
     refused: str | None = None
+    max_running: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,36 @@ def submission_id(stem: str, token: str) -> str:
     return f"ffray-{slug}-{token}"
 
 
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """``ffray submit``'s INPUTs as videos, in order: a folder becomes its video files (by
+    suffix, not recursive), a glob (``*``, ``?``, ``[``) that names no existing file becomes the
+    files it matches; each sorted by name. Anything else, and a folder or glob that finds
+    nothing, stays itself (and is then refused in one line, in its place)."""
+    out: list[Path] = []
+    for raw in inputs:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
+        elif not p.exists() and glob.has_magic(str(p)):
+            found = sorted(Path(f) for f in glob.glob(str(p)) if Path(f).is_file())
+        else:
+            found = []
+        out += found or [p]
+    return out
+
+
 def swap_entrypoint(input_path: Path, output: Path, options: Sequence[str],
-                    python: str = "python") -> str:
-    """The job's command line: every word quoted (user text never reaches a shell unquoted)."""
-    return shlex.join([python, "-m", "ffray", "swap", str(input_path), "-o", str(output),
-                       "--address", "auto", *options])
+                    python: str = "python", max_running: int | None = None,
+                    job_id: str = "") -> str:
+    """The job's command line: every word quoted (user text never reaches a shell unquoted).
+    With ``max_running`` the swap runs under ``ffray.cluster.slots``, which waits for one of
+    the cluster's slots first."""
+    swap = [python, "-m", "ffray", "swap", str(input_path), "-o", str(output),
+            "--address", "auto", *options]
+    if max_running:
+        swap = [python, "-m", "ffray.cluster.slots", "--limit", str(max_running), "--job", job_id,
+                "--", *swap]
+    return shlex.join(swap)
 
 
 def runtime_env() -> dict:
@@ -88,12 +120,15 @@ def runtime_env() -> dict:
 
 
 def metadata(p: Planned) -> dict[str, str]:
-    return {META: "swap", "input": str(p.input), "output": str(p.output)}
+    meta = {META: "swap", "input": str(p.input), "output": str(p.output)}
+    if p.max_running:
+        meta[SLOT_META] = str(p.max_running)
+    return meta
 
 
 def plan_submissions(inputs: Sequence[Path], outdir: Path, options: Sequence[str],
                      check: Callable[[Path, Path], str | None],
-                     tokens: Callable[[], str]) -> list[Planned]:
+                     tokens: Callable[[], str], max_running: int | None = None) -> list[Planned]:
     """One ``Planned`` per input, in input order. ``check(input, output)`` says why an input
     cannot be submitted (None: it can); two inputs with one output name: the later is refused."""
     out, taken = [], set()
@@ -104,17 +139,23 @@ def plan_submissions(inputs: Sequence[Path], outdir: Path, options: Sequence[str
             out.append(Planned(input=inp, output=dest, refused=why))
             continue
         taken.add(dest)
-        out.append(Planned(input=inp, output=dest, job_id=submission_id(inp.stem, tokens()),
-                           entrypoint=swap_entrypoint(inp, dest, options)))
+        job_id = submission_id(inp.stem, tokens())
+        out.append(Planned(input=inp, output=dest, job_id=job_id, max_running=max_running,
+                           entrypoint=swap_entrypoint(inp, dest, options,
+                                                      max_running=max_running, job_id=job_id)))
     return out
 
 
-def state_of(ray_status: str, log_tail: str = "") -> str:
+def state_of(ray_status: str, log_tail: str = "", slot_job: bool = False) -> str:
     """Ray's job status as one of ``STATES``. A STOPPED job whose driver ended itself as
     interrupted (its ledger says so, finished chunks kept for resume) is ``cancelled``; one Ray
     stopped before or without that (pending, or killed after the grace time) is ``stopped``.
-    ``queued`` is for ffray's own queue (a later ``--max-running``): Ray has no such state."""
+    ``queued`` is ffray's own queue: a RUNNING ``--max-running`` job (``slot_job``) whose
+    driver has not been granted its slot yet (Ray has no such state); one whose swap ended and
+    gave its slot back is shown as it ended (``slots.slot_state``). Pass the whole log then."""
     s = str(ray_status).rsplit(".", 1)[-1].upper()
+    if s == "RUNNING" and slot_job and slot_state(log_tail):
+        return slot_state(log_tail)
     if s == "STOPPED":
         return "cancelled" if INTERRUPTED in log_tail else "stopped"
     return {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded",
@@ -140,7 +181,8 @@ def row(job_id: str, ray_status: str, meta: dict | None, message: str | None,
         log: str = "") -> JobRow:
     """A ``JobRow`` from what Ray says about a job (and its log where read)."""
     meta = meta or {}
-    state = state_of(ray_status, log[-4000:])
+    slot_job = SLOT_META in meta
+    state = state_of(ray_status, log if slot_job else log[-4000:], slot_job)
     reason = ""
     if state == "failed":
         reason = error_line(log) or error_line(message) or (message or "").strip().split("\n")[0]

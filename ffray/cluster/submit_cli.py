@@ -22,9 +22,14 @@ def add_parsers(sub, swap_options, check_options) -> None:
     """``swap_options(parser)`` adds swap's own options; ``check_options(namespace)`` validates
     them as ``ffray swap`` would (raises FFrayError)."""
     s = sub.add_parser("submit", help="submit videos to a Ray cluster as detached jobs (Ray Jobs)")
-    s.add_argument("inputs", nargs="+", metavar="INPUT", help="input videos (on a path every node shares)")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="input videos, folders of videos or quoted globs (on a path every node "
+                   "shares); a folder or glob expands to its videos in sorted order")
     s.add_argument("-o", "--outdir", required=True, metavar="OUTDIR",
                    help="output folder (shared path); each output is named after its input")
+    s.add_argument("--max-running", type=_positive, metavar="N",
+                   help="run at most N submitted videos at once on this cluster (the others wait, "
+                   "state `queued`); without it every job starts at once")
     swap_options(s)
     _address(s)
     s.set_defaults(swap_options=swap_options, check_options=check_options)
@@ -41,6 +46,16 @@ def add_parsers(sub, swap_options, check_options) -> None:
     lg = sub.add_parser("logs", help="print a submitted job's log")
     lg.add_argument("job_id", metavar="JOB")
     _address(lg)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return n
 
 
 def _address(p) -> None:
@@ -127,9 +142,10 @@ def input_problem(inp: Path, out: Path, overwrite: bool, codec: str) -> str | No
 
 
 def cmd_submit(args, jobs_cls) -> int:
-    from ffray.cluster.submit import plan_submissions
+    from ffray.cluster.submit import expand_inputs, plan_submissions
 
-    probe = argparse.Namespace(**{**vars(args), "input": args.inputs[0], "output": "x.mp4",
+    inputs = [i.absolute() for i in expand_inputs(args.inputs)]
+    probe = argparse.Namespace(**{**vars(args), "input": str(inputs[0]), "output": "x.mp4",
                                   "data_dir": None})
     args.check_options(probe)  # swap's own option checks, as `ffray swap` makes them
     _check_files(args)
@@ -139,9 +155,9 @@ def cmd_submit(args, jobs_cls) -> int:
     except OSError as e:
         raise FFrayError(f"cannot make output folder {outdir}: {e.strerror}") from None
     options = forwarded_options(args, args.swap_options)
-    plan = plan_submissions([Path(i).expanduser().absolute() for i in args.inputs], outdir, options,
+    plan = plan_submissions(inputs, outdir, options,
                             lambda i, o: input_problem(i, o, args.overwrite, args.codec),
-                            lambda: secrets.token_hex(4))
+                            lambda: secrets.token_hex(4), max_running=args.max_running)
     jobs = jobs_cls(args.address) if any(p.refused is None for p in plan) else None
     refused = 0
     for p in plan:
