@@ -12,7 +12,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ffray.engine import anchors
 from ffray.engine.ops_cpu import fit, host_anchor_hits
 from ffray.faces.align import Face
 from ffray.faces.mtcnn import nms
@@ -58,16 +57,11 @@ def finish(rows: np.ndarray, back, nms_thresh: float = 0.4
     return b[keep].astype(np.float32), sc[keep].astype(np.float32), k[keep].astype(np.float32)
 
 
-def _grid(ih: int, iw: int) -> list[np.ndarray]:
-    return [anchors.centers(ih // s, iw // s, s, ANCHORS) for s in STRIDES]
-
-
 def decode(outputs: dict[str, np.ndarray], input_hw: tuple[int, int], threshold: float,
            nms_thresh: float = 0.4, back=1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image's named outputs -> faces in image pixels (``finish``)."""
-    names = list(STRIDES.values())
-    rows = anchors.hits_np([outputs[n[0]] for n in names], [outputs[n[1]] for n in names],
-                           [outputs[n[2]] for n in names], _grid(*input_hw), list(STRIDES), threshold)
+    groups = [[np.asarray(outputs[n[j]])[None] for n in STRIDES.values()] for j in range(3)]
+    rows = host_anchor_hits(*groups, input_hw, list(STRIDES), ANCHORS, threshold)[0]
     return finish(rows, back, nms_thresh)
 
 
