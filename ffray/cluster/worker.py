@@ -79,6 +79,11 @@ class ChunkWorker:
             spec = replace(spec, options=replace(spec.options, gpu_batches={
                 **spec.options.gpu_batches, **{k: int(v) for k, v in extra.items()}}))
             self._spec = spec
+        if os.environ.get("FFRAY_STAGE_THREADS"):  # experiments: e.g. "swap=3,paste=2"
+            extra = dict(kv.split("=") for kv in os.environ["FFRAY_STAGE_THREADS"].split(","))
+            spec = replace(spec, options=replace(spec.options, stage_threads={
+                **spec.options.stage_threads, **{k: int(v) for k, v in extra.items()}}))
+            self._spec = spec
         cpus = spec.options.cpus or self._cpu_share()
         kind = spec.processor.kind
         light = kind == "identity"  # no frame work at all: every CPU can encode

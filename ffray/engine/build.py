@@ -27,6 +27,7 @@ class WorkerOptions:
     slots: int | None = None  # chunks in flight per worker (default: from its CPUs)
     cpus: float | None = None  # CPUs this worker may use (default: its share of its node's)
     gpu_batches: dict = field(default_factory=dict)
+    stage_threads: dict = field(default_factory=dict)  # experiments: threads per stage name
     codec_processes: bool = True  # identity and faceswap chunks decode/encode in codec processes
 
 
@@ -105,6 +106,9 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
     pipe = FacePipeline(ctx, params, ops, loader, gpu_batches=batches)
     stages = pipe.stages(upload_threads=2 if ops.name == "gpu" else 1, host_threads=budget.host_threads,
                          fps=fmt.fps)
+    for st in stages:
+        if st.name in options.stage_threads and not getattr(st, "ordered", False):
+            st.threads = int(options.stage_threads[st.name])
     notes = {"models": getattr(loader, "notes", {}), "cpu_reason": why or None}
     return Built(Engine(stages, queue_size=16), ops.name, pipe.description, notes,
                  pin=ops.pin if ops.name == "gpu" else None)
