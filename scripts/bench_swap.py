@@ -90,6 +90,23 @@ def window(rows, t0, t1, key):
     return round(max(vals) / 2**30, 2) if vals else None
 
 
+def steady_window(stats: list[dict]):
+    """(t0, t1, frames/s) while every slot of the worker(s) ran a chunk, or None (too few chunks).
+    Frames of a chunk count in proportion to its span's overlap with the window."""
+    slots = sum({s["actor_id"]: s.get("slots") or 1 for s in stats}.values())
+    starts = sorted(s["start"] for s in stats)
+    if len(starts) <= slots:
+        return None
+    t0, t1 = starts[slots - 1], starts[-1]
+    if t1 - t0 < 1.0:
+        return None
+    done = 0.0
+    for s in stats:
+        span = max(1e-9, s["end"] - s["start"])
+        done += (s.get("frames") or 0) * max(0.0, min(s["end"], t1) - max(s["start"], t0)) / span
+    return t0, t1, round(done / (t1 - t0), 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20)
@@ -157,6 +174,7 @@ def main() -> None:
     engine = max(stats, key=lambda s: s["end"]).get("engine", {})
     busy = {k: v.get("busy_share") for k, v in engine.get("stages", {}).items()}
     rows = sampler.rows
+    steady = steady_window(stats)
     report = {
         "machine": f"{platform.node()} {os.cpu_count()} cpu", "input": str(src), "frames": res.frames,
         "chunks": res.chunks, "chunk_seconds": spec.get("chunk_seconds"),
@@ -184,6 +202,13 @@ def main() -> None:
         "chunk_encode_s_mean": round(sum(s["encode_s"] for s in stats) / len(stats), 2),
         "chunk_wall_s_mean": round(sum(s["wall_s"] for s in stats) / len(stats), 2),
         "models": (stats[0].get("notes") or {}).get("models"),
+        # every slot busy: from the start of the last chunk of the first wave to the start of the
+        # last chunk (before it ramp-up, after it slots fall idle one by one)
+        **({"fps_steady": steady[2], "steady_s": round(steady[1] - steady[0], 2),
+            "gpu_util_mean_steady": window(rows, steady[0], steady[1], "util"),
+            "host_cpu_percent_steady": window(rows, steady[0], steady[1], "cpu")} if steady else {}),
+        "chunk_spans": [[round(s["start"] - first, 2), round(s["end"] - first, 2), s.get("frames")]
+                        for s in sorted(stats, key=lambda s: s["start"])],
     }
     print(json.dumps(report, indent=2, default=str))
 

@@ -34,7 +34,7 @@ for phase in "$@"; do
       name=$2 faces=$3; shift 3
       timeout 540 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${faces}_1080p.mp4" \
         --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
-      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
+      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
     identity)  # identity NAME FACES [extra]
       name=$2 faces=$3; shift 3
       timeout 540 python3 scripts/bench_swap.py --processor identity --input "/tmp/media/faces${faces}_1080p.mp4" \
@@ -75,6 +75,6 @@ for phase in "$@"; do
       sleep "${SPY_S:-5}"
       [ "${GIL:-0}" = 1 ] && /tmp/pyspy/bin/py-spy record -d "${SPY_S:-5}" -r 97 -p "$pid" --gil --format raw -o "$OUT/$name.gil.raw" >> "$OUT/$name.spy.log" 2>&1
       wait $bpid; echo "== $name"; tail -3 "$OUT/$name.spy.log"
-      python3 -c "import json; d=json.load(open('$OUT/$name.json')); print({k: d[k] for k in ('fps_whole_job','fps_processing','host_cpu_percent_processing','stage_busy_share')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
+      python3 -c "import json; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','host_cpu_percent_processing','stage_busy_share')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
   esac
 done
