@@ -233,7 +233,8 @@ class ChunkWorker:
         passthrough = not self._engine.stages
         job = ChunkJob(payload=payload, encode=self._spec.encode, rate=self._spec.rate,
                        pix_fmt=fmt.pix_fmt, encoder_threads=b.encoder_threads,
-                       decoder_threads=b.decoder_threads, passthrough=passthrough)
+                       decoder_threads=b.decoder_threads, passthrough=passthrough,
+                       hw_device=self._ordinal if os.environ.get("FFRAY_NVDEC") == "1" else None)
         runs: list[ChunkRun] = []
 
         def body(proc) -> None:

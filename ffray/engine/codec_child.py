@@ -52,6 +52,7 @@ class ChunkJob:
     encoder_threads: int
     decoder_threads: int
     passthrough: bool = False  # identity: decoded frames straight to the encoder
+    hw_device: int | None = None  # CUDA ordinal whose NVDEC decodes (None: the CPU decodes)
 
 
 def slot_views(mem, lay: Layout, slots: int) -> list[np.ndarray]:
@@ -91,7 +92,8 @@ class _Chunk:
         space, rng = sws_space(p.color, p.height), sws_range(p.color)  # for non-native layouts
         n = 0
         try:
-            it = iter(decode_payload(job.payload, threads=job.decoder_threads, report=self.report))
+            it = iter(decode_payload(job.payload, threads=job.decoder_threads, report=self.report,
+                                     hw_device=job.hw_device))
             while True:
                 t = time.perf_counter()
                 f = next(it, None)

@@ -114,6 +114,8 @@ def unpack(frame: av.VideoFrame, lay: Layout, out: np.ndarray | None = None,
     """Copy a decoded frame's planes into a packed buffer (``out`` if given, e.g. pinned host
     memory). Non-native sources are converted to the working format first (``space``/``rng``: the
     swscale colourspace and range of the source)."""
+    if frame.format.name == "nv12" and lay.pix_fmt == "yuv420p":  # NVDEC's frames: one pass
+        return _unpack_nv12(frame, lay, np.empty(lay.nbytes, np.uint8) if out is None else out)
     if frame.format.name != lay.pix_fmt:
         frame = frame.reformat(format=lay.pix_fmt, src_colorspace=space, dst_colorspace=space,
                                src_color_range=rng, dst_color_range=rng, interpolation=SWS_FROM_BGR)
@@ -122,6 +124,17 @@ def unpack(frame: av.VideoFrame, lay: Layout, out: np.ndarray | None = None,
         h, w = dst.shape
         src = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
         dst[...] = src[:h, :w]
+    return buf
+
+
+def _unpack_nv12(frame: av.VideoFrame, lay: Layout, buf: np.ndarray) -> np.ndarray:
+    """NV12 (Y, then interleaved UV) into packed yuv420p: the same samples, de-interleaved."""
+    y, u, v = planes(buf, lay)
+    py, puv = frame.planes[0], frame.planes[1]
+    y[...] = np.frombuffer(py, np.uint8).reshape(-1, py.line_size)[:y.shape[0], :y.shape[1]]
+    uv = np.frombuffer(puv, np.uint8).reshape(-1, puv.line_size)[:u.shape[0], :2 * u.shape[1]]
+    u[...] = uv[:, 0::2]
+    v[...] = uv[:, 1::2]
     return buf
 
 

@@ -113,6 +113,9 @@ def iter_payloads(path: str, index: PacketIndex, chunks: list[ChunkSpec]) -> Ite
     raise MediaError(f"{path}: ended before chunk {chunks[ci].index} (file changed or truncated?)")
 
 
+NVDEC_CODECS = frozenset({"h264", "hevc", "vp9", "av1", "mpeg2video", "vp8"})
+
+
 @dataclass
 class DecodeReport:
     """What decoding a chunk had to mend (it goes into the chunk's stats): ``concealed`` frames
@@ -125,6 +128,7 @@ class DecodeReport:
     black: int = 0
     bad_packets: int = 0
     resized: int = 0
+    hardware: bool = False  # decoded by the GPU's video decoder (NVDEC)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -147,12 +151,33 @@ def decode_warnings(reports: list[dict], width: int, height: int) -> list[str]:
     return out
 
 
+def decoder_context(codec: str, threads: int, hw_device: int | None):
+    """(codec context, on the GPU's video decoder or not). ``hw_device``: the CUDA ordinal whose
+    NVDEC decodes (``None``: the CPU). Codecs NVDEC lacks, and any failure to open it (no
+    driver, no NVDEC, a profile it refuses) give the CPU decoder: both decode to the same pixels
+    (H.264/HEVC/VP9/AV1 decoding is exact), so this is a speed choice, never a quality one."""
+    if hw_device is not None and codec in NVDEC_CODECS:
+        try:
+            from av.codec.hwaccel import HWAccel
+
+            hw = HWAccel("cuda", device=str(hw_device), allow_software_fallback=True)
+            return av.CodecContext.create(codec, "r", hwaccel=hw), True
+        except (av.error.FFmpegError, ValueError, TypeError, ImportError):
+            pass
+    ctx = av.CodecContext.create(codec, "r")
+    ctx.thread_type = "AUTO"
+    ctx.thread_count = threads
+    return ctx, False
+
+
 def decode_payload(payload: ChunkPayload, threads: int = 0,
-                   report: DecodeReport | None = None) -> Iterator[av.VideoFrame]:
+                   report: DecodeReport | None = None,
+                   hw_device: int | None = None) -> Iterator[av.VideoFrame]:
     """Decode a payload and yield exactly its frames, in presentation order, each in the stream's
     size and format. Damage is concealed and counted in ``report``, never retried: decoding is
     deterministic. A frame whose packet is missing from the payload is an error (the demux lost
-    it: a bug, not damage)."""
+    it: a bug, not damage). ``hw_device``: decode on that GPU's NVDEC where it can
+    (``decoder_context``); frames then come as NV12."""
     report = report if report is not None else DecodeReport()
     wanted = payload.frame_pts
     lost = len(set(wanted) - set(payload.pts))
@@ -160,12 +185,10 @@ def decode_payload(payload: ChunkPayload, threads: int = 0,
         raise MediaError(f"chunk {payload.spec.index}: {lost} of its {len(wanted)} frames have no "
                          "packet in its payload")
     try:
-        ctx = av.CodecContext.create(payload.codec, "r")
+        ctx, report.hardware = decoder_context(payload.codec, threads, hw_device)
         if payload.extradata:
             ctx.extradata = payload.extradata
         ctx.width, ctx.height = payload.width, payload.height
-        ctx.thread_type = "AUTO"
-        ctx.thread_count = threads
     except (av.error.FFmpegError, ValueError) as e:
         raise MediaError(f"chunk {payload.spec.index}: cannot open the {payload.codec} decoder "
                          f"({e})") from None
