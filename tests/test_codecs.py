@@ -170,3 +170,35 @@ def test_no_codec_process_outlives_a_killed_worker(tmp_path):
     while time.monotonic() < deadline and not all(_gone(p) for p in pids):
         time.sleep(0.1)
     assert all(_gone(p) for p in pids), pids
+
+
+def test_nvdec_request_falls_back_to_the_same_frames(chunk):
+    """``hw_device`` asks for NVDEC; where it cannot open (no GPU here, or a codec it lacks) the
+    CPU decoder gives the chunk's frames, the same pixels, and the report says which ran."""
+    from ffray.video.decode import DecodeReport, decoder_context
+
+    video, payload = chunk
+    _, on_gpu = decoder_context(payload.codec, 1, 0)
+    soft_r, hw_r = DecodeReport(), DecodeReport()
+    soft = [f.to_ndarray() for f in decode_payload(payload, 1, soft_r)]
+    hw = [f.reformat(format=video.pix_fmt).to_ndarray()
+          for f in decode_payload(payload, 1, hw_r, hw_device=0)]
+    assert len(soft) == len(hw) == payload.spec.frames
+    assert all(np.array_equal(a, b) for a, b in zip(soft, hw))
+    assert not soft_r.hardware and hw_r.hardware == on_gpu
+    assert decoder_context("rawvideo", 1, 0)[1] is False  # NVDEC has no such codec
+
+
+@pytest.mark.parametrize("size", [(64, 48), (66, 50)])
+def test_nv12_frames_unpack_like_planar_ones(size):
+    """NVDEC's NV12 frames go into the ring with their chroma de-interleaved: the same bytes as
+    the planar frame (and as swscale's NV12 -> yuv420p)."""
+    from ffray.engine.frames import unpack
+
+    w, h = size
+    img = np.random.default_rng(w).integers(0, 256, (h, w, 3), np.uint8)
+    planar = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
+    lay = layout_for("yuv420p", w, h)
+    want = unpack(planar, lay)
+    assert np.array_equal(unpack(planar.reformat(format="nv12"), lay), want)
+    assert np.array_equal(unpack(planar.reformat(format="nv12").reformat(format="yuv420p"), lay), want)
