@@ -115,7 +115,7 @@ class Result:
 
 
 _RESULT = re.compile(rf"^{re.escape(RESULT)} (\d+) ([0-9a-f]{{64}}) ([0-9a-f]+) (\S.*)$", re.M)
-_LEDGER = re.compile(r"^job (\S+) \(ledger ", re.M)
+_LEDGER = re.compile(r"^job (\S+) \(ledger\b", re.M)  # rich may wrap the line after it
 _RESUME_HINT = re.compile(r"ffray resume (\S+?)`")
 
 
