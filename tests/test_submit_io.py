@@ -162,7 +162,7 @@ def test_cancel_a_queued_job_and_resume_a_cancelled_one(head, tmp_path):
                            fps=25, gop=12, audio=False)
     out = tmp_path / "out"
     r = head.ffray("submit", clips / "a.mp4", clips / "b.mp4", "-o", out, "--max-running", "1",
-                   "--processor", "tests.procs:Slow", "--processor-opt", "delay=0.8", *COMMON,
+                   "--processor", "tests.procs:Slow", "--processor-opt", "delay=0.5", *COMMON,
                    "--address", head.url, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     ids = [x.split()[0] for x in r.stdout.splitlines()]
