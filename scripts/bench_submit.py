@@ -47,12 +47,14 @@ def main() -> int:
                                           "-p", str(port)), env=head.env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         q = f"?endpoint_override=127.0.0.1:{port}&scheme=http&allow_delayed_open=true"
-        for _ in range(60):
-            if subprocess.run(head.argv(sys.executable, "-c", _MAKE_BUCKET, f"s3://b{q}"),
+        for _ in range(60):  # until moto answers
+            if subprocess.run(head.argv(sys.executable, "-c", _MAKE_BUCKET, f"s3://bench{q}"),
                               env=head.env, capture_output=True).returncode == 0:
                 break
             time.sleep(0.5)
-        subprocess.run(head.argv(sys.executable, "-c", _PUT, f"s3://b/in/clip.mp4{q}", str(clip)),
+        else:
+            raise SystemExit("moto did not start")
+        subprocess.run(head.argv(sys.executable, "-c", _PUT, f"s3://bench/in/clip.mp4{q}", str(clip)),
                        env=head.env, check=True)
         env = {**head.env, "FFRAY_HOME": str(head.home)}
         print("| round | path | client returns s | first chunk done s | whole video s |")
@@ -70,8 +72,8 @@ def main() -> int:
                     r = ff("swap", clip, "-o", out / "clip.mp4", *COMMON, "--address", "127.0.0.1:6379")
                     t_client = t_done = time.time() - t0
                 else:
-                    src = f"s3://b/in/clip.mp4{q}" if mode == "s3" else clip
-                    dst = f"s3://b/out{rnd}{q}" if mode == "s3" else out
+                    src = f"s3://bench/in/clip.mp4{q}" if mode == "s3" else clip
+                    dst = f"s3://bench/out{rnd}{q}" if mode == "s3" else out
                     extra = ["--upload"] if mode == "upload" else []
                     r = ff("submit", src, "-o", dst, *extra, *COMMON, "--address", head.url)
                     t_client = time.time() - t0

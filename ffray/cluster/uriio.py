@@ -94,27 +94,39 @@ def download(uri: str, dest: Path, stop: Callable[[], bool] = lambda: False,
     return n
 
 
+S3_COPY_MAX = 5 << 30  # S3 CopyObject (pyarrow's move) refuses larger sources
+
+
 def upload(src: Path, uri: str, tag: str, overwrite: bool, block: int = BLOCK) -> None:
     """Write ``src`` to ``uri``: to the hidden temp object ``.NAME.ffray-tmp-TAG`` beside it, then
     moved to its name, so the destination never holds a partial file. Without ``overwrite`` an
-    object that appeared meanwhile is left as it is (FFrayError)."""
+    object that appeared meanwhile is left as it is (FFrayError). On S3 a file over 5 GiB goes
+    straight to its key instead (pyarrow's move is one CopyObject, which S3 limits to 5 GiB): a
+    multipart upload, which S3 shows only once it completes."""
     fs, path = open_fs(uri)
     folder, name = posixpath.split(path)
     tmp = posixpath.join(folder, f".{name}.ffray-tmp-{tag}")
     if folder:
         fs.create_dir(folder, recursive=True)
+    if fs.type_name == "s3" and src.stat().st_size > S3_COPY_MAX:
+        if not overwrite and fs.get_file_info(path).type != pafs.FileType.NotFound:
+            raise FFrayError(f"output exists: {_display(uri)} (use --overwrite to replace it)")
+        tmp = path
     try:
         with open(src, "rb") as f, fs.open_output_stream(tmp) as out:
             while chunk := f.read(block):
                 out.write(chunk)
+        if tmp == path:
+            return
         if not overwrite and fs.get_file_info(path).type != pafs.FileType.NotFound:
             raise FFrayError(f"output exists: {_display(uri)} (use --overwrite to replace it)")
         fs.move(tmp, path)
     except BaseException:
-        try:
-            fs.delete_file(tmp)
-        except OSError:
-            pass
+        if tmp != path:
+            try:
+                fs.delete_file(tmp)
+            except OSError:
+                pass
         raise
 
 
