@@ -112,3 +112,50 @@ def test_uri_copies_go_in_blocks_through_temp_names(tmp_path):
     assert [p.name for p in dest.iterdir()] == ["o.bin"]
     uriio.upload(tmp_path / "other.bin", f"file://{dest}/o.bin", "j3", overwrite=True)
     assert (dest / "o.bin").read_bytes() == b"new"
+
+
+# A stand-in for `python -m ffray swap IN -o OUT …`: the wrapper inserts IN -o OUT after `-m ffray
+# swap`; this child copies IN to OUT (or exits 3 when asked), so the wrapper's own work is tested.
+_CHILD = "import shutil, sys; sys.exit(3) if 'fail' in sys.argv else shutil.copy(sys.argv[4], sys.argv[6])"
+
+
+def _stage(tmp_path, spec: Staging, *extra: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FFRAY_HOME": str(tmp_path / "home")}
+    return subprocess.run([sys.executable, "-m", "ffray.cluster.stage", "--spec", spec.to_json(),
+                           "--job", spec.stage_id, "--", sys.executable, "-c", _CHILD, "-m",
+                           "ffray", "swap", *extra], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_the_stage_wrapper_copies_in_runs_and_moves_out(tmp_path):
+    data = bytes(range(256)) * 300
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "v.mp4").write_bytes(data)
+    dest = tmp_path / "dest"
+    spec = Staging("j1", URI, URI, "v.mp4", "v.mp4", input_uri=f"file://{tmp_path}/in/v.mp4",
+                   output_uri=f"file://{dest}/v.mp4")
+    r = _stage(tmp_path, spec)
+    assert r.returncode == 0, r.stderr
+    assert (dest / "v.mp4").read_bytes() == data and [p.name for p in dest.iterdir()] == ["v.mp4"]
+    assert "ffray: staged v.mp4" in r.stdout
+    assert not (tmp_path / "home" / "staging" / "j1").exists()  # freed once the output is out
+
+    r = _stage(tmp_path, Staging("j2", URI, URI, "v.mp4", "v.mp4", input_uri=spec.input_uri,
+                                 output_uri=spec.output_uri))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"ffray: error: output exists: file://{dest}/v.mp4 (use --overwrite to replace it)"]
+    assert (dest / "v.mp4").read_bytes() == data and [p.name for p in dest.iterdir()] == ["v.mp4"]
+
+    r = _stage(tmp_path, Staging("j3", URI, URI, "v.mp4", "w.mp4", input_uri=spec.input_uri,
+                                 output_uri=f"file://{dest}/w.mp4"), "fail")
+    assert r.returncode == 3  # the swap failed: its staged input stays for `ffray resume`
+    assert (tmp_path / "home" / "staging" / "j3" / "v.mp4").read_bytes() == data
+    assert not (dest / "w.mp4").exists()
+    r = _stage(tmp_path, Staging("j4", URI, URI, "v.mp4", "x.mp4", input_uri=f"file://{tmp_path}/none",
+                                 output_uri=f"file://{dest}/x.mp4"))
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "home" / "staging" / "j4").exists()  # nothing half-staged stays

@@ -84,6 +84,15 @@ def take_upload(spec: Staging, dest: Path, stop: Stop) -> None:
     from ray.experimental import internal_kv as kv
 
     tmp = dest.with_name(f".{dest.name}.part")
+    try:
+        _take_pieces(kv, spec, tmp, stop)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, dest)
+
+
+def _take_pieces(kv, spec: Staging, tmp: Path, stop: Stop) -> None:
     h, n = hashlib.sha256(), 0
     with open(tmp, "wb") as f:
         for k in range(spec.pieces + 1):
@@ -101,7 +110,6 @@ def take_upload(spec: Staging, dest: Path, stop: Stop) -> None:
             f.write(data)
             h.update(data)
             n += len(data)
-    os.replace(tmp, dest)
 
 
 def _wait_for(kv, key: str, stop: Stop) -> bytes:
@@ -198,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         token_auth_for_clients()
         ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
         stop.install()  # ray.init replaced the handlers
+    started = False  # the child ran: from then on the staging folder is kept for resume
     try:
         if spec.resume:
             if spec.input_kind != SHARED and not staged.is_file():
@@ -213,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if stop():
             print("ffray: interrupted (while staging: nothing started)", flush=True)
             return 130
+        started = True
         rc = run_child(cmd)
         if rc != 0:
             return rc
@@ -237,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if spec.input_kind == UPLOAD and not spec.resume:
             free_pieces(spec)
+        if not started and not spec.resume:  # nothing to resume: no partial staging stays
+            shutil.rmtree(staged.parent, ignore_errors=True)
+            if spec.output_kind == KEPT:
+                shutil.rmtree(out.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
