@@ -5,12 +5,15 @@ client return, first chunk done (the ledger's first chunk end, from the command'
 video (until the output is where the user wants it).
 
     python scripts/bench_submit.py [--frames 60] [--rounds 2]
+    python scripts/bench_submit.py --upload-mib 512   # upload throughput alone: a file of that
+        size through the package store into a job's staging (the swap replaced by a stand-in)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -28,11 +31,53 @@ from tests.test_submit_io import _MAKE_BUCKET, _PUT, CREDS  # noqa: E402
 COMMON = ["--processor", "stamp", "--chunk-seconds", "0.5", "--actors", "1", "--no-telemetry"]
 
 
+_UPLOAD = r"""
+import os, shlex, sys, time
+from pathlib import Path
+from ffray.cluster.jobclient import Jobs
+from ffray.cluster.staging import SHARED, UPLOAD, Staging
+from ffray.cluster.submit import stage_wrapped
+from ffray.cluster.transfer import upload
+url, path = sys.argv[1], Path(sys.argv[2])
+spec = Staging("bench-up", UPLOAD, SHARED, "blob.bin", "blob.out", size=path.stat().st_size)
+child = ["python", "-c", "import sys, os; print('staged', os.path.getsize(sys.argv[4]))",
+         "-m", "ffray", "swap"]
+jobs = Jobs(url)
+t0 = time.time()
+jobs.submit_raw(shlex.join(stage_wrapped(child, spec, "bench-up")), "bench-up", {"ffray": "bench"})
+secs = upload(jobs, "bench-up", spec, path)
+jobs.wait(["bench-up"])
+print(f"{spec.size / 2**20:.0f} MiB in {secs:.1f} s after submit at +{time.time() - t0 - secs:.1f} s: "
+      f"{spec.size / 2**20 / secs:.0f} MiB/s; job log: {jobs.logs('bench-up').strip().splitlines()[-2:]}")
+"""
+
+
+def bench_upload(mib: int) -> int:
+    root = Path(tempfile.mkdtemp(prefix="bench-upload-"))
+    blob = root / "blob.bin"
+    with open(blob, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+    head = start_head(root)
+    try:
+        wait_ready(head)
+        r = subprocess.run(head.argv(sys.executable, "-c", _UPLOAD, head.url, str(blob)),
+                           env=head.env, capture_output=True, text=True, timeout=3600)
+        print(r.stdout.strip() or r.stderr[-2000:])
+    finally:
+        head.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--upload-mib", type=int, default=0)
     a = ap.parse_args()
+    if a.upload_mib:
+        return bench_upload(a.upload_mib)
     root = Path(tempfile.mkdtemp(prefix="bench-submit-"))
     clip = sample.write_video(root / "clip.mp4", sample.pattern_frames(a.frames, 160, 120), fps=25,
                               gop=12, audio=False)
