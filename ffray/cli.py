@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(s)
 
     r = sub.add_parser("resume", help="finish an interrupted job (redoes only unfinished chunks)")
-    r.add_argument("job_id")
+    r.add_argument("job_id", help="a ledger id, or with --address http://HEAD:8265 a cancelled "
+                   "`ffray submit` job (resumed on the cluster as a new Ray Job)")
     r.add_argument("--overwrite", action="store_true", help="replace an output that now exists")
     r.add_argument("--keep-chunks", action="store_true", help="keep the encoded chunks (see swap)")
     _add_run_options(r)
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"swap": cmd_swap, "resume": cmd_resume, "probe": cmd_probe, "demo": cmd_demo,
                 "jobs": _lazy("ffray.cluster.catalog"), "models": cmd_models, "telemetry": _telemetry,
                 "analyze": _lazy("ffray.analytics.cli"), "dashboard": _lazy("dashboard.cli"),
-                **dict.fromkeys(("submit", "wait", "cancel", "logs"), _lazy("ffray.cluster.submit_cli")),
+                **dict.fromkeys(("submit", "wait", "cancel", "logs", "fetch"),
+                                _lazy("ffray.cluster.submit_cli")),
                 }[args.cmd](args)
     except FFrayError as e:
         print(f"ffray: error: {e}", file=sys.stderr)
@@ -156,6 +158,9 @@ def cmd_swap(args) -> int:
 def cmd_resume(args) -> int:
     from ffray.cluster.ledger import JobLedger
     from ffray.settings import data_dir
+
+    if str(args.address or "").startswith(("http://", "https://")):  # a job `ffray submit` sent
+        return _lazy("ffray.cluster.submit_cli")(args)
 
     ledger = JobLedger.open(data_dir(args.data_dir), args.job_id)
     if ledger.spec.get("status") == "done" and Path(ledger.spec["output"]).exists():

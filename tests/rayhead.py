@@ -96,7 +96,11 @@ def start_head(root: Path, num_cpus: int = 2, extra_env: dict | None = None) -> 
     base = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
     base.update({"PYTHONUNBUFFERED": "1", "RAY_AUTH_TOKEN_PATH": str(token),
                  "RAY_USAGE_STATS_ENABLED": "0", **(extra_env or {})})
-    env = {**base, "RAY_AUTH_MODE": "token", "RAY_TMPDIR": temp, "FFRAY_HOME": str(home)}
+    # RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0: on SIGTERM `ray start` would otherwise drain the
+    # node for up to 30 s, waiting for it to go idle, which a detached actor (ffray-slots) never
+    # lets it do: every test file paid 30 s at teardown.
+    env = {**base, "RAY_AUTH_MODE": "token", "RAY_TMPDIR": temp, "FFRAY_HOME": str(home),
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     ns = namespaces_work()
     gcs, dash = (6379, 8265) if ns else (_free_port(), _free_port())
     cmd = [RAY, "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
@@ -147,11 +151,24 @@ def _kill_marked(marker: str) -> None:
     kill_and_wait(procs)
 
 
-def _ns_init(argv: Sequence[str]) -> None:
-    """Inside the new namespaces: bring loopback up, then become `ray start`."""
+def _ns_init(argv: Sequence[str]) -> int:
+    """Inside the new namespaces (we are their PID 1): bring loopback up, run `ray start` as our
+    child and reap every process orphaned in the namespace, as a host's init does. (When `ray
+    start` itself was PID 1, it reaped nothing: an entrypoint's `/bin/sh` died on `ray job stop`,
+    its `ffray swap` child ended as a zombie of PID 1, and Ray's supervisor, which waits for
+    every process of the job to be gone, waited its whole 30 s grace for that zombie.) SIGTERM
+    goes on to `ray start`; when it ends we end, and the kernel kills what is left in here."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    os.execv(argv[0], list(argv))
+    child = subprocess.Popen(list(argv))
+    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return 0
+        if pid == child.pid:
+            return os.waitstatus_to_exitcode(status)
 
 
 if __name__ == "__main__":
-    _ns_init(sys.argv[1:])
+    sys.exit(_ns_init(sys.argv[1:]))

@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from ffray.cluster.jobprogress import every_seconds, layout_of
 from ffray.errors import JobFailed, MediaError
 from ffray.video.decode import ChunkPayload
 
@@ -98,6 +101,8 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
         starting[a.handle.info.remote()] = a
 
     spawn(opts.actors)
+    if every_seconds(os.environ):  # a detached job: `ffray jobs` reads this from its log
+        print(layout_of(progress.worker_info).line(), file=sys.stderr, flush=True)
     progress.workers_ready = time.time()
     progress.actors = opts.actors
     progress.slots = sum(int(i.get("slots", 1)) for i in progress.worker_info)

@@ -42,11 +42,12 @@ class Jobs:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise FFrayError(f"cannot reach the Ray Jobs API at {self.url}: {_first_line(e)}") from None
 
-    def submit(self, p: Planned) -> str | None:
-        """Submit one planned job; returns why it failed (None: submitted)."""
+    def submit(self, p: Planned, working_dir: str | None = None) -> str | None:
+        """Submit one planned job; returns why it failed (None: submitted). ``working_dir``: a
+        small folder (face images) Ray uploads as the job's package and frees with the job."""
         try:
             self._c.submit_job(entrypoint=p.entrypoint, submission_id=p.job_id,
-                               runtime_env=runtime_env(), metadata=metadata(p))
+                               runtime_env=runtime_env(working_dir), metadata=metadata(p))
         except (ConnectionError, RuntimeError, ValueError) as e:
             return f"submission failed: {_first_line(e)}"
         return None
@@ -63,12 +64,62 @@ class Jobs:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise FFrayError(f"job {job_id}: {_first_line(e)}") from None
 
-    def row(self, job_id: str) -> JobRow:
+    def info(self, job_id: str):
+        """Ray's ``JobDetails`` (status, metadata, entrypoint, driver_node_id)."""
         try:
-            d = self._c.get_job_info(job_id)
+            return self._c.get_job_info(job_id)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise FFrayError(f"job {job_id}: {_first_line(e)}") from None
-        return self._row(d)
+
+    def row(self, job_id: str) -> JobRow:
+        return self._row(self.info(job_id))
+
+    def submit_raw(self, entrypoint: str, job_id: str, meta: dict, working_dir: str | None = None):
+        try:
+            self._c.submit_job(entrypoint=entrypoint, submission_id=job_id,
+                               runtime_env=runtime_env(working_dir), metadata=meta)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise FFrayError(f"submission failed: {_first_line(e)}") from None
+
+    # The dashboard's package store (uploads in pieces) and log-file endpoint (kept outputs):
+    # plain HTTP with the SDK client's own headers (its token) and TLS settings.
+    def _http(self, method: str, path: str, **kw):
+        import requests
+
+        try:
+            r = requests.request(method, self._c._address + path, headers=self._c._headers,
+                                 cookies=self._c._cookies, verify=self._c._verify, **kw)
+        except requests.RequestException as e:
+            raise FFrayError(f"{self.url}: {_first_line(e)}") from None
+        if r.status_code in (401, 403):
+            raise FFrayError(f"{self.url}: not authorized ({r.status_code}): copy the cluster's "
+                             "token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
+        return r
+
+    def has_package(self, path: str) -> bool:
+        """Whether ``/api/packages/gcs/NAME`` is in the GCS (Ray also pins it for 10 minutes:
+        an upload nobody takes is freed by Ray after that)."""
+        r = self._http("GET", path, timeout=60)
+        if r.status_code not in (200, 404):
+            raise FFrayError(f"package store: HTTP {r.status_code}: {r.text.strip()[:200]}")
+        return r.status_code == 200
+
+    def put_package(self, path: str, data: bytes) -> None:
+        r = self._http("PUT", path, data=data, timeout=600)
+        if r.status_code != 200:
+            last = r.text.strip().splitlines()[-1:] or [f"HTTP {r.status_code}"]
+            raise FFrayError(f"upload refused: {last[0][:300]}")
+
+    def stream_file(self, node_id: str, file: str, block: int = 1 << 20):
+        """The bytes of ``file`` (relative to Ray's log folder on node ``node_id``), in blocks."""
+        r = self._http("GET", "/api/v0/logs/file", stream=True, timeout=600,
+                       params={"node_id": node_id, "filename": file, "lines": -1,
+                               "timeout": 86400})
+        if r.status_code != 200:
+            raise FFrayError(f"cannot read {file} on node {node_id[:8]}: HTTP {r.status_code} "
+                             f"{r.text.strip()[:200]}")
+        with r:
+            yield from r.iter_content(block)
 
     def rows(self) -> list[JobRow]:
         """ffray's submitted jobs, oldest first."""

@@ -58,3 +58,35 @@ def every_seconds(environ) -> float | None:
     except ValueError:
         return None
     return value if value > 0 else None
+
+
+WORKERS = "ffray workers:"
+_WORKERS = re.compile(rf"^{re.escape(WORKERS)} (\d+) on (\d+) node\(s\), (\d+) GPU\(s\)$", re.M)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a job's workers run: counted from their ``info()`` (node, GPU ids)."""
+
+    workers: int
+    nodes: int
+    gpus: int
+
+    def line(self) -> str:
+        return f"{WORKERS} {self.workers} on {self.nodes} node(s), {self.gpus} GPU(s)"
+
+    def summary(self) -> str:
+        return f"{self.nodes} node(s), {self.gpus} GPU(s)"
+
+
+def layout_of(worker_info: list[dict]) -> Layout:
+    nodes = {i.get("node_id") or i.get("node") for i in worker_info}
+    gpus = {(i.get("node_id") or i.get("node"), g) for i in worker_info for g in i.get("gpu_ids") or []}
+    return Layout(len(worker_info), len(nodes), len(gpus))
+
+
+def last_layout(log: str) -> Layout | None:
+    found = None
+    for m in _WORKERS.finditer(log):
+        found = m
+    return None if found is None else Layout(*map(int, found.groups()))
