@@ -63,6 +63,7 @@ class _Actor:
     inflight: int = 0
     alive: bool = True
     capacity: int = 2
+    info: dict = field(default_factory=dict)  # the worker's ``info()``: where its attempts run
 
 
 def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
@@ -90,6 +91,7 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
 
     def join(a: _Actor, info: dict) -> None:
         a.capacity = opts.inflight or int(info.get("slots", 1)) + 1
+        a.info = info
         progress.worker_info.append(info)
         actors.append(a)
 
@@ -159,7 +161,7 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
         progress.retries += 1
         failed_on.setdefault(chunk, set()).add(actor.key)
         on_event(kind="attempt_failed", chunk=chunk, attempt=attempt, actor=actor.key,
-                 reason=reason, submitted=since)
+                 reason=reason, submitted=since, **where(actor.info))
         if deterministic and not fatal:  # the input itself: another attempt would fail the same way
             fatal.append(JobFailed(f"{reason} (not retried: the input is at fault, not the worker)"))
         if attempt >= opts.max_attempts and not fatal:
@@ -233,6 +235,14 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
                     pass
     if fatal:
         raise fatal[0]
+
+
+def where(info: dict) -> dict:
+    """Where a worker runs, for a failed attempt's event (its span's lane): node, Ray node id,
+    GPU UUID, process and actor ids, from the worker's ``info()``."""
+    uuids = info.get("gpu_uuids") or [None]
+    return {"node": info.get("node"), "node_id": info.get("node_id"), "gpu_uuid": uuids[0],
+            "pid": info.get("pid"), "actor_id": info.get("actor_id")}
 
 
 def _first_line(e: BaseException) -> str:
