@@ -53,11 +53,12 @@ def build(root: Path, job_id: str = "cpu-job") -> Path:
         stats.append({"chunk": chunk, "attempt": attempt, "node": NODE, "node_id": info["node_id"],
                       "gpu_uuids": [], "pid": info["pid"], "actor_id": w, "start": T0 + a, "end": T0 + b,
                       "frames": FRAMES, "gpus": 0.0, "decode_s": 0.5, "process_s": (b - a) - 1.0,
-                      "encode_s": 0.5, "stages": {"faces_detected": FRAMES * fpf, "faces_swapped": FRAMES * fpf}})
+                      "encode_s": 0.5,
+                      "stages": {"faces_detected": FRAMES * fpf, "faces_swapped": FRAMES * fpf}})
     write_spans(root, job_id, span_rows(job_id, stats, events))
     spec = {"job_id": job_id, "status": "done", "created": T0 + 1, "started": T0 + 1.5, "ended": T0 + 43,
             "input": "/videos/cpu.mp4", "video": {"width": 640, "height": 360, "avg_frame_rate": "25/1"},
-            "frames": 8 * FRAMES, "chunks": 8, "retries": 1, "wall_s": 41.0, "processor": {"kind": "faceswap"},
-            "pipeline": "mtcnn+classic", "actors": 2, "gpu_per_actor": 0.0}
+            "frames": 8 * FRAMES, "chunks": 8, "retries": 1, "wall_s": 41.0,
+            "processor": {"kind": "faceswap"}, "pipeline": "mtcnn+classic", "actors": 2, "gpu_per_actor": 0.0}
     write_job_record(root, job_record(spec, 8))
     return root

@@ -54,6 +54,8 @@ class Progress:
     started: float = field(default_factory=time.time)
     workers_ready: float | None = None  # when every first worker had built its engine
     worker_info: list = field(default_factory=list)
+    gpu_util: float | None = None  # the job's GPUs' mean utilization now (telemetry), None unknown
+    gpus: bool | None = None  # whether the job's nodes have GPUs (None: no telemetry sample yet)
 
 
 @dataclass
