@@ -35,7 +35,8 @@ def _dt(s: float) -> datetime:
     return datetime.fromtimestamp(T0 + s, tz=timezone.utc)
 
 
-def build(root: Path, job_id: str = "cpu-job") -> Path:
+def build(root: Path, job_id: str = "cpu-job", submission: str | None = None) -> Path:
+    """Write the job under ``root``; ``submission``: the Ray Jobs submission id its record names."""
     store = TelemetryStore(root / "telemetry", NODE, roll_seconds=1e9)
     rows = [{"schema_version": SCHEMA_VERSION, "ts": _dt(i), "node": NODE, "ray_node": "ab" * 28,
              "gpu_available": False, "cpu_percent": 95.0 if 2 <= i <= 42 else 5.0, "load1": 2.0,
@@ -60,5 +61,5 @@ def build(root: Path, job_id: str = "cpu-job") -> Path:
             "input": "/videos/cpu.mp4", "video": {"width": 640, "height": 360, "avg_frame_rate": "25/1"},
             "frames": 8 * FRAMES, "chunks": 8, "retries": 1, "wall_s": 41.0,
             "processor": {"kind": "faceswap"}, "pipeline": "mtcnn+classic", "actors": 2, "gpu_per_actor": 0.0}
-    write_job_record(root, job_record(spec, 8))
+    write_job_record(root, job_record(spec, 8, submission))
     return root

@@ -60,11 +60,14 @@ def merge(rows, records: list[dict]) -> list[Submitted]:
 
 def lister(address: str) -> Callable[[], list]:
     """A function that lists ffray's Ray Jobs at ``address`` (``http://HEAD:8265``); it raises
-    ``FFrayError`` (one line) when the cluster cannot be reached."""
-    def rows() -> list:
-        from ffray.cluster.jobclient import Jobs
+    ``FFrayError`` (one line) when the cluster cannot be reached; a malformed address is refused
+    here, at once."""
+    from ffray.cluster.jobclient import Jobs, dashboard_url
 
-        return Jobs(address).rows()
+    url = dashboard_url(address)
+
+    def rows() -> list:
+        return Jobs(url).rows()
 
     return rows
 
