@@ -87,6 +87,17 @@ def test_jobs_page_has_a_cost_column_and_exports_csv(served, store, page):
         cost = want[r["job_id"]]["cost"]
         assert (r["cost"] == "") if cost is None else float(r["cost"]) == pytest.approx(cost, abs=1e-4)
         assert float(r["gpu_seconds"] or 0) == pytest.approx(want[r["job_id"]]["gpu_seconds"] or 0, abs=0.05)
+    # filtered in the table: the CSV holds the rows shown
+    box = page.locator("#j-table th.dash-filter[data-dash-column='input'] input[type=text]")
+    box.fill("job-b.mp4")
+    box.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#j-table tbody tr td.dash-cell').length > 0 && "
+                           "!document.querySelector('#j-table tbody').innerText.includes('job-a.mp4')",
+                           timeout=20000)
+    with page.expect_download(timeout=20000) as dl:
+        page.locator("#j-csv-go").click()
+    got = list(csv.DictReader(io.StringIO(open(dl.value.path()).read())))
+    assert [r["job_id"] for r in got] == ["job-b"]
 
 
 def test_jobs_page_lists_submitted_jobs_from_the_moment_they_are_queued(store, page):
