@@ -1,5 +1,5 @@
-"""What a job's page shows besides its costs: its nodes' host CPU and memory over its window (for
-CPU workers, which have no GPU curves), and its key events (``events.py``)."""
+"""What a job's page shows besides its costs and GPU curves: its nodes' host CPU and memory over
+its window (for CPU workers, which have no GPU curves)."""
 
 from __future__ import annotations
 
