@@ -38,6 +38,18 @@ def test_faces_change_says_when_in_the_video_and_that_the_gpu_saturated():
     assert ev.faces_changes(chunks[:3], fps=25.0) == []  # no change, no event
 
 
+def test_a_one_chunk_flap_of_faces_is_noise_and_many_throttled_chunks_are_one_event():
+    faces = [100, 100, 100, 200, 100, 100, 300, 300, 300]  # chunk 3 flaps to two faces for one chunk
+    chunks = [chunk(i, 10 * i, 10, faces=f) for i, f in enumerate(faces)]
+    found = ev.faces_changes(chunks, fps=25.0)
+    assert [(e.chunk, e.text.split(" per frame")[0]) for e in found] == \
+        [(6, "from 0:24 the video has three faces")]
+    hot = [{**c, "throttled_share": 1.0} for c in chunks]
+    assert len(ev.throttled(hot[:ev.MAX_THROTTLED])) == ev.MAX_THROTTLED
+    one = ev.throttled(hot)
+    assert len(one) == 1 and one[0].text.startswith("9 chunks (0, 1, 2 and 6 more)")
+
+
 def test_retry_events_name_where_the_attempt_ran_and_where_it_ran_next():
     chunks = [chunk(0, 0, 5), chunk(1, 0, 2, status="failed", node="n1", gpu="GPU-bbbb1111"),
               chunk(1, 3, 5, attempt=2, node="n0", gpu="GPU-aaaa0000"),

@@ -118,6 +118,7 @@ def jobs_layout(data: Data) -> html.Div:
             style_header={"fontWeight": "bold"})])
 
 
+MAX_LISTED = 40  # events listed under the job's chart
 CHUNK_COLUMNS = [("chunk", "chunk"), ("attempt", "attempt"), ("status", "status"), ("gpu", "GPU"),
                  ("start", "start (UTC)"), ("seconds", "seconds"), ("frames", "frames"),
                  ("faces_per_frame", "faces/frame"), ("gpu_seconds", "GPU-seconds"),
@@ -181,7 +182,9 @@ def job_layout(data: Data, job_id: str) -> html.Div:
         dcc.Graph(id="job-fig", figure=job_figure(chunks, trend, labels, host, events),
                   config={"displaylogo": False}),
         html.Div([html.H4("Key events"),
-                  html.Ul([html.Li(e.text, className=f"event {e.kind}") for e in events] or
+                  html.Ul([html.Li(e.text, className=f"event {e.kind}") for e in events[:MAX_LISTED]] +
+                          ([html.Li(f"... and {len(events) - MAX_LISTED} more (the job's summary.md lists "
+                                    "them all)")] if len(events) > MAX_LISTED else []) or
                           [html.Li("none: no change of faces per frame, no retries, no saturation or "
                                    "throughput drop")], id="job-events")]),
         html.Div("Click a chunk for its details.", id="job-sel", className="sel"),

@@ -3,15 +3,17 @@ its GPU curves (``queries.job_trends``): pure functions, table in, events out. T
 the job-end report (``report.py``) annotate their charts with them.
 
 - ``faces``: where the video's faces per frame change (runs of chunks, in video order, whose
-  rounded faces per frame differ), with what that did to the GPU or to the time per frame:
+  rounded faces per frame differ; a level lasting under ``MIN_RUN`` chunks, except at the end,
+  is noise and joins the run before it), with what that did to the GPU or to the time per frame:
   "from 3:00 the video has two faces per frame (one before): GPU saturated (mean util 97 %)";
 - ``retry``: each failed attempt, where it ran and where the chunk ran next: "chunk 37: attempt 1
   failed on n0 · GPU1 after 4.0 s, retried on n1 · GPU0";
 - ``saturated``: periods of at least ``SATURATED_S`` in which the job's GPUs averaged at least
   ``SATURATED_UTIL`` % utilization;
-- ``slow``: chunks whose time per frame is at least ``SLOW`` x the job's median (a throughput
-  drop), with their faces per frame;
-- ``throttled``: chunks whose GPU was throttled in at least half of its samples.
+- ``slow``: the ``MAX_SLOW`` slowest chunks whose time per frame is at least ``SLOW`` x the job's
+  median (throughput drops), with their faces per frame;
+- ``throttled``: chunks whose GPU was throttled in at least half of its samples (one event for
+  all of them past ``MAX_THROTTLED``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from datetime import datetime, timedelta
 SATURATED_UTIL = 90.0  # % mean utilization of the job's GPUs
 SATURATED_S = 10.0  # shortest saturated period worth a word
 SLOW = 1.5  # time per frame / the job's median time per frame
+MIN_RUN = 2  # chunks a faces-per-frame level must last to count as a change (shorter runs: noise)
+MAX_SLOW = 5  # the slowest chunks named; throttled chunks past MAX_THROTTLED become one event
+MAX_THROTTLED = 3
 FACE_WORDS = ("no faces", "one face", "two faces", "three faces", "four faces", "five faces",
               "six faces")
 
@@ -101,6 +106,16 @@ def faces_changes(chunks: list[dict], fps: float | None) -> list[Event]:
             runs[-1].append(c)
         else:
             runs.append([c])
+    # a level that lasts fewer than MIN_RUN chunks (not at the video's end) joins the run before it
+    kept: list[list[dict]] = []
+    for i, run in enumerate(runs):
+        if kept and len(run) < MIN_RUN and i < len(runs) - 1:
+            kept[-1] += run
+        elif kept and round(_fpf(kept[-1][0])) == round(_fpf(run[0])):
+            kept[-1] += run
+        else:
+            kept.append(run)
+    runs = kept
     at = video_offsets(_done_by_chunk(chunks), fps)
     out = []
     for before, run in zip(runs, runs[1:]):
@@ -193,21 +208,29 @@ def slow_chunks(chunks: list[dict]) -> list[Event]:
     if len(per) < 3:
         return []
     median = statistics.median(per.values())
+    slow = sorted((c for c in done if median and per.get(c["chunk"], 0) >= SLOW * median),
+                  key=lambda c: -per[c["chunk"]])[:MAX_SLOW]
     out = []
-    for c in done:
-        p = per.get(c["chunk"])
-        if p and median and p >= SLOW * median:
-            fpf = _fpf(c)
-            why = f", {fpf:.1f} faces per frame" if fpf is not None else ""
-            out.append(Event("slow", f"chunk {c['chunk']}: {1 / p:.1f} frames/s, {p / median:.1f}x the "
-                             f"median time per frame{why}", c["start"], c["end"], chunk=c["chunk"]))
+    for c in slow:
+        p = per[c["chunk"]]
+        fpf = _fpf(c)
+        why = f", {fpf:.1f} faces per frame" if fpf is not None else ""
+        out.append(Event("slow", f"chunk {c['chunk']}: {1 / p:.1f} frames/s, {p / median:.1f}x the "
+                         f"median time per frame{why}", c["start"], c["end"], chunk=c["chunk"]))
     return out
 
 
 def throttled(chunks: list[dict]) -> list[Event]:
+    """Chunks whose GPU was throttled in at least half of their samples; past MAX_THROTTLED
+    chunks one event names them all."""
+    hot = [c for c in _done_by_chunk(chunks) if (c.get("throttled_share") or 0) >= 0.5]
+    if len(hot) > MAX_THROTTLED:
+        names = ", ".join(str(c["chunk"]) for c in hot[:MAX_THROTTLED])
+        return [Event("throttled", f"{len(hot)} chunks ({names} and {len(hot) - MAX_THROTTLED} more): GPU "
+                      "throttled in at least half of their samples", hot[0]["start"], hot[-1]["end"],
+                      chunk=hot[0]["chunk"])]
     return [Event("throttled", f"chunk {c['chunk']}: GPU throttled in {c['throttled_share']:.0%} of samples",
-                  c["start"], c["end"], chunk=c["chunk"])
-            for c in _done_by_chunk(chunks) if (c.get("throttled_share") or 0) >= 0.5]
+                  c["start"], c["end"], chunk=c["chunk"]) for c in hot]
 
 
 def job_events(chunks: list[dict], trend=None, bucket_s: float = 1.0, fps: float | None = None,
