@@ -75,7 +75,11 @@ class Telemetry:
                     self.latest.pop(nid, None)
         if not self._asked and time.time() - self._asked_at >= max(1.0, self.interval):
             self._asked_at = time.time()
-            self._asked = {a.latest.remote(): nid for nid, a in self.actors.items()}
+            for nid, a in self.actors.items():
+                try:
+                    self._asked[a.latest.remote()] = nid
+                except AttributeError:  # an actor of an older ffray shared by another driver
+                    pass
 
     def utilization(self, uuids) -> tuple[float | None, bool | None]:
         return job_utilization(list(self.latest.values()), set(u for u in uuids if u))
