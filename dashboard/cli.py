@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     d.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     d.add_argument("--prices", metavar="FILE", help="$/GPU-hour per GPU class or model (JSON; capacity page)")
     d.add_argument("--gpu-specs", metavar="FILE", help="extra or changed GPU classes (JSON; capacity page)")
+    d.add_argument("--jobs-address", metavar="URL",
+                   help="the cluster's Ray Jobs API (http://HEAD:8265): the Jobs page lists the jobs "
+                        "`ffray submit` sent there, with state and progress, from the moment they are queued")
     d.add_argument("--auth", metavar="USER:PASSWORD",
                    help=f"require HTTP basic auth (needed to bind a non-loopback address; or ${AUTH_ENV})")
     d.add_argument("--allow-host", action="append", default=[], metavar="NAME",
@@ -80,7 +83,13 @@ def run(args) -> int:
     from ffray.analytics.gpus import load_classes
 
     classes = tuple(load_classes(args.gpu_specs, args.prices))  # bad files: one-line errors now
-    data = Data(telemetry_target(args.data_dir), data_dir(args.data_dir), classes=classes)
+    submissions = None
+    if args.jobs_address:
+        from ffray.analytics.submitted import lister
+
+        submissions = lister(args.jobs_address)  # a malformed URL: one line now
+    data = Data(telemetry_target(args.data_dir), data_dir(args.data_dir), classes=classes,
+                submissions=submissions)
     app = create_app(data, auth, hosts)
     print(f"ffray dashboard on http://{args.host}:{args.port}/ over {data.target}"
           + (" (basic auth on)" if auth else "") + f"; hosts allowed: {', '.join(sorted(hosts))}", flush=True)

@@ -5,6 +5,7 @@ which is checked against ``JOB_ID`` and looked up in the store."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -26,6 +27,8 @@ class Data:
     ledgers: Path | None = None  # local data dir holding jobs/<id>/ (reports)
     bound: Store | None = None  # set inside ``session()``: every call shares one connection
     classes: tuple = ()  # GPU classes (ffray.analytics.gpus.load_classes); () = the defaults
+    # lists ffray's Ray Jobs (``ffray.analytics.submitted.lister``, from ``--jobs-address``)
+    submissions: Callable[[], list] | None = None
 
     def missing(self) -> bool:
         """True when there is no data dir at all (a URI is taken as present)."""
@@ -74,8 +77,28 @@ class Data:
 
     # jobs
     def jobs(self) -> list[dict]:
+        """Every job record with its totals and cost (``gpus.with_prices``: GPU-seconds x the
+        class's $/GPU-hour; None where the GPU or its price is unknown)."""
+        from ffray.analytics.gpus import with_prices
+
         with self.store() as s:
-            return job_costs(s).to_pylist()
+            return with_prices(job_costs(s), self.gpu_classes()).to_pylist()
+
+    def submitted(self, records: list[dict] | None = None):
+        """(``analytics.submitted.Submitted`` rows, None) for the cluster's Jobs API, ([], why)
+        when it cannot be read, or None when the dashboard was given no ``--jobs-address``."""
+        from ffray.analytics.submitted import submitted
+
+        if self.submissions is None:
+            return None
+        return submitted(self.submissions, self.jobs() if records is None else records)
+
+    def job_host(self, job_id: str):
+        """(host CPU/memory table of the job's nodes, bucket seconds)."""
+        from ffray.analytics.jobview import job_host_trends
+
+        with self.store() as s:
+            return job_host_trends(s, job_id)
 
     def job_detail(self, job_id: str):
         """(job row, chunk rows, GPU trend table, bucket seconds, {uuid: label}) or None for an

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 import plotly.io as pio
 import pyarrow as pa
-from plotly.subplots import make_subplots
 
-from ffray.analytics.costs import short_node, worker_lanes
+from ffray.analytics.costs import short_node
 
 GIB = 1024 ** 3
 METRICS = {  # key: (column prefix, title, unit, scale)
@@ -34,14 +32,6 @@ def series_groups(table: pa.Table):
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     ends = np.r_[starts[1:], len(keys)]
     return [(keys[a], slice(a, b)) for a, b in zip(starts, ends)]
-
-
-def _base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title={"text": title, "x": 0.01, "font": {"size": 14}}, height=height,
-                      margin={"l": 55, "r": 10, "t": 36, "b": 30}, hovermode="closest",
-                      legend={"orientation": "h", "y": -0.18, "font": {"size": 10}},
-                      template="plotly_white", uirevision="keep")
-    return fig
 
 
 def trend_figure(table: pa.Table, metric: str, labels: dict, throttles=(), height: int = 270) -> dict:
@@ -93,9 +83,9 @@ def lane_label(r: dict, labels: dict, lane: tuple[str, int, int] | None = None) 
     on a device overlap."""
     if r["gpu_uuid"]:
         base = labels.get(r["gpu_uuid"], gpu_label(r["gpu_uuid"], r["node"]))
-    elif r["status"] == "done":
+    elif r["status"] == "done" or r.get("node"):
         base = f"{short_node(r['node'])} · CPU"
-    else:
+    else:  # a failed attempt of an older ledger: it does not say where it ran
         return "failed attempts"
     return f"{base} · {lane[3]}" if lane and lane[2] > 1 and lane[3] else base
 
@@ -112,47 +102,3 @@ def chunk_hover(r: dict) -> str:
                   f"energy {(r.get('energy_j') or 0) / 1000:.2f} kJ",
                   f"peak memory {(mem or 0) / GIB:.2f} GiB, mean util {r.get('mean_util') or 0:.0f} %"]
     return "<br>".join(parts)
-
-
-def job_figure(chunks: list[dict], trend: pa.Table, labels: dict) -> go.Figure:
-    """GPU utilization and memory of the job's GPUs (rows 1-2) over a Gantt of its chunk attempts
-    per GPU (row 3), on one shared time axis."""
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.04,
-                        row_heights=[0.28, 0.22, 0.5],
-                        subplot_titles=("GPU utilization (%)", "GPU memory (GiB)", "Chunks per GPU"))
-    if trend.num_rows:
-        x = _times(trend["bucket"])
-        util = trend["util_mean"].to_numpy(zero_copy_only=False).astype(float)
-        mem = trend["mem_max"].to_numpy(zero_copy_only=False).astype(float) / GIB
-        for key, sl in series_groups(trend):
-            name = labels.get(key, key)
-            fig.add_trace(go.Scatter(x=x[sl], y=np.round(util[sl], 1), mode="lines", name=name,
-                                     legendgroup=name, line={"width": 1.2},
-                                     hovertemplate="%{fullData.name}<br>%{x}<br>%{y} %<extra></extra>"),
-                          row=1, col=1)
-            fig.add_trace(go.Scatter(x=x[sl], y=np.round(mem[sl], 2), mode="lines", name=name,
-                                     legendgroup=name, showlegend=False, line={"width": 1.2},
-                                     hovertemplate="%{fullData.name}<br>%{x}<br>%{y} GiB<extra></extra>"),
-                          row=2, col=1)
-    if not trend.num_rows:
-        fig.add_annotation(text="no GPU samples for this job (CPU workers, or telemetry was off)",
-                           showarrow=False, xref="x domain", yref="y domain", x=0.5, y=0.5, row=1, col=1)
-    lanes = dict(zip([(r["chunk"], r["attempt"]) for r in chunks], worker_lanes(chunks)))
-    for cat, colour in STATUS_COLOURS.items():
-        rows = [r for r in chunks if chunk_category(r) == cat and r["start"] is not None]
-        if not rows:
-            continue
-        fig.add_trace(go.Bar(
-            orientation="h", name=f"chunks: {cat}", marker={"color": colour},
-            base=[r["start"].replace(tzinfo=None).isoformat() for r in rows],
-            x=[max(1.0, r["seconds"] * 1000.0) for r in rows],
-            y=[lane_label(r, labels, lanes[(r["chunk"], r["attempt"])]) for r in rows],
-            text=[str(r["chunk"]) for r in rows], textposition="inside", insidetextanchor="middle",
-            customdata=[[r["chunk"], r["attempt"]] for r in rows],
-            hovertext=[chunk_hover(r) for r in rows], hoverinfo="text"), row=3, col=1)
-    fig.update_layout(barmode="overlay", bargap=0.25)
-    fig.update_yaxes(categoryorder="category descending", row=3, col=1)
-    fig.update_xaxes(type="date")
-    _base_layout(fig, "", 720)
-    fig.update_layout(margin={"l": 190, "r": 10, "t": 30, "b": 30}, legend={"y": -0.08})
-    return fig

@@ -1,10 +1,19 @@
-"""Running a job in a terminal: notes and a live progress line (frames, frames/s, ETA, chunks in
-flight, retries) on stderr, the output's path on stdout. Used by ``ffray swap``, ``ffray resume`` and
-``ffray demo``."""
+"""Running a job in a terminal: notes and a live progress line (frames, frames/s, the job's GPU
+utilization now, ETA, chunks in flight, retries) on stderr, the output's path on stdout. Used by
+``ffray swap``, ``ffray resume`` and ``ffray demo``."""
 
 from __future__ import annotations
 
 import time
+
+
+def gpu_text(p) -> str:
+    """The progress line's utilization field: ``GPU 73 %`` (the job's GPUs now, from its
+    telemetry sampler), ``cpu`` on nodes without GPUs, nothing before the first sample or
+    without telemetry."""
+    if p.gpus is False:
+        return "cpu"
+    return "" if p.gpu_util is None else f"GPU {p.gpu_util:.0f} %"
 
 
 def summary_line(res) -> str:
@@ -17,23 +26,29 @@ def summary_line(res) -> str:
             f"{fps:.1f} frames/s")
 
 
+def progress_bar(console):
+    """The live line: frames, frames/s, the GPUs' utilization (``gpu_text``), ETA, chunks."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                    TextColumn("{task.completed:.0f}/{task.total:.0f} frames"),
+                    TextColumn("{task.fields[fps]:.1f} fps"), TextColumn("{task.fields[gpu]}"),
+                    TimeRemainingColumn(), TextColumn("{task.fields[model_eta]}"),
+                    TextColumn("chunks {task.fields[chunks]} | in flight {task.fields[inflight]} | "
+                               "retries {task.fields[retries]}"),
+                    console=console, transient=False, disable=not console.is_terminal)
+
+
 def run_with_progress(ledger, address: str | None = None, verbose: bool = False) -> int:
     """Run a ledgered job with a live progress line on stderr; prints the output path on stdout."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ffray.cluster.jobs import run_job
 
     lines = _progress_lines()
     console = Console(stderr=True)
     console.print(f"job [bold]{ledger.job_id}[/] (ledger {ledger.root})")
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                   TextColumn("{task.completed:.0f}/{task.total:.0f} frames"),
-                   TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(),
-                   TextColumn("{task.fields[model_eta]}"),
-                   TextColumn("chunks {task.fields[chunks]} | in flight {task.fields[inflight]} | "
-                              "retries {task.fields[retries]}"),
-                   console=console, transient=False, disable=not console.is_terminal)
+    bar = progress_bar(console)
     state = {"t0": None, "f0": 0, "est": None}
 
     def on_progress(p):
@@ -48,13 +63,13 @@ def run_with_progress(ledger, address: str | None = None, verbose: bool = False)
         left = remaining_s(state["est"], p.frames_done, p.total_frames)
         bar.update(task, completed=p.frames_done, total=p.total_frames, inflight=p.inflight,
                    retries=p.retries, chunks=f"{p.chunks_done}/{p.total_chunks}",
-                   fps=(p.frames_done - state["f0"]) / dt,
+                   fps=(p.frames_done - state["f0"]) / dt, gpu=gpu_text(p),
                    model_eta="" if left is None else f"model ETA {left:.0f} s")
         lines(p, (p.frames_done - state["f0"]) / dt)
 
     with bar:
         task = bar.add_task("swap", total=ledger.spec["frames"], fps=0.0, inflight=0, retries=0,
-                            chunks="0", model_eta="")
+                            chunks="0", model_eta="", gpu="")
         res = run_job(ledger, on_progress=on_progress, on_note=lambda s: console.print(s),
                       address=address, verbose=verbose)
     console.print(summary_line(res))

@@ -106,6 +106,7 @@ def gpu_table(gpu_index, node, lanes_here, models_of_lane, uuids, busy, mem, day
         cols["schema_version"].append(np.full(n, SCHEMA_VERSION, np.int16))
         cols["ts"].append(ts)
         cols["node"].append(np.full(n, node, object))
+        cols["ray_node"].append(np.full(n, None, object))
         cols["gpu_uuid"].append(np.full(n, uuids[lane], object))
         cols["gpu_index"].append(np.full(n, gpu_index[lane], np.int16))
         cols["gpu_name"].append(np.full(n, name, object))
@@ -190,6 +191,7 @@ def main() -> None:
                     "schema_version": pa.array(np.full(len(idx), SCHEMA_VERSION, np.int16)),
                     "ts": pa.array(secs * 1_000_000, pa.int64()).cast(GPU_PROC.field("ts").type),
                     "node": pa.array([node] * len(idx)),
+                    "ray_node": pa.nulls(len(idx), pa.string()),
                     "gpu_uuid": pa.array([uuids[lane]] * len(idx)),
                     "gpu_index": pa.array(np.full(len(idx), lanes[lane][1], np.int16)),
                     "pid": pa.array(pid_of[lane][sl][idx]),

@@ -152,10 +152,13 @@ def test_workers_sharing_a_gpu_get_their_own_timeline_lanes():
                 "actor_id": actor, "node": node, "start": t[start]}
 
     chunks = [c(0, "x", 1), c(1, "y", 0), c(2, "x", 3), c(3, "z", 2, gpu="GPU-b"),
-              c(4, None, 4, status="failed"), c(5, "w", 5, gpu=None)]
+              c(4, None, 4, status="failed", node=None), c(5, "w", 5, gpu=None)]
     assert worker_lanes(chunks) == [("GPU-a", 1, 2, "worker 2"), ("GPU-a", 0, 2, "worker 1"),
                                     ("GPU-a", 1, 2, "worker 2"), ("GPU-b", 0, 1, ""),
                                     ("failed", 0, 1, ""), ("cpu:n0", 0, 1, "")]
+    # a failed attempt that says where it ran (newer ledgers) takes a lane of its worker
+    placed = {**chunks[4], "gpu_uuid": "GPU-b", "actor_id": "z", "node": "n0"}
+    assert worker_lanes(chunks[:4] + [placed])[4][0] == "GPU-b"
     from dashboard.figures import lane_label
 
     labels = {"GPU-a": "n0 · GPU0"}

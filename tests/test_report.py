@@ -66,10 +66,14 @@ def test_report_of_a_gpu_job_marks_the_heavy_chunk_and_the_retry(tmp_path):
     assert (t["gpu_seconds"], t["energy_j"], t["peak_mem_process"], t["retries"]) == \
         (70.0, 70.0 * 70, 4_000_000_000, 1)
     assert t["cost"] == pytest.approx(70.0 / 3600 * 0.8)  # the L4's default price
-    texts = [e["text"] for e in summary["events"]]
-    ratio = 30 / (70 / 5)
-    assert texts == [f"chunk 4: 3.0 faces per frame, {ratio:.1f}x the mean GPU-seconds",
-                     "chunk 1: attempt 1 failed after 2.0 s, retried"]
+    texts = {e["kind"]: e["text"] for e in summary["events"]}
+    assert set(texts) == {"faces", "slow", "retry"}  # util 80 %: no saturation
+    # chunk 4 starts after 4 x 100 frames at 30 frames/s: 0:13 of video
+    assert texts["faces"] == "from 0:13 the video has three faces per frame (one before): GPU at 80 %"
+    assert texts["slow"] == f"chunk 4: {100 / 30:.1f} frames/s, 3.0x the median time per frame, " \
+        "3.0 faces per frame"
+    assert texts["retry"] == "chunk 1: attempt 1 failed after 2.0 s, retried on n0 · GPU GPU-r0"
+    texts = list(texts.values())
     md = (folder / "summary.md").read_text()
     assert all(f"- {x}" in md for x in texts) and "| GPU-seconds | 70.00 |" in md
     assert (folder / "trend.png").read_bytes().startswith(PNG)
@@ -86,5 +90,17 @@ def test_a_failed_job_gets_a_report_with_its_failed_attempts(cluster, media, dat
     summary = json.loads((job / "report" / "summary.json").read_text())
     assert summary["totals"]["status"] == "failed" and summary["totals"]["failed_attempts"] == 2
     retries = [e["text"] for e in summary["events"] if e["kind"] == "retry"]
-    assert len(retries) == 2 and retries[0].endswith(", retried") and retries[1].endswith("not retried")
+    assert len(retries) == 2 and ", retried on " in retries[0] and retries[1].endswith("not retried")
+    assert all(" failed on " in t for t in retries)  # the driver recorded where each attempt ran
+    # the failed attempts' spans name their worker, so the timeline draws them on its lane
+    from ffray.analytics.costs import chunk_costs, worker_lanes
+
+    store = Store(data_dir)
+    try:
+        chunks = chunk_costs(store, job.name).to_pylist()
+    finally:
+        store.close()
+    failed = [(c, ln) for c, ln in zip(chunks, worker_lanes(chunks)) if c["status"] == "failed"]
+    assert len(failed) == 2 and all(c["node"] and c["actor_id"] and c["pid"] for c, _ in failed)
+    assert all(ln[0] != "failed" for _, ln in failed)
     assert (job / "report" / "trend.png").read_bytes().startswith(PNG)

@@ -111,6 +111,7 @@ model AS (
 SELECT j.job_id, j.status, j.created, j.started, j.ended, j.input, j.width, j.height, j.fps,
        j.frames, j.chunks, p.chunks_done, coalesce(j.retries, p.failed_attempts) AS retries,
        p.failed_attempts, j.wall_s, j.processor, j.pipeline, j.actors, j.gpu_per_actor, j.error,
+       j.submission_id,
        p.faces_detected, p.faces_swapped,
        p.faces_detected / nullif(p.span_frames, 0) AS faces_per_frame,
        p.gpu_seconds, p.energy_j, p.peak_mem_device, p.peak_mem_process, p.mean_util, p.samples,
@@ -144,14 +145,18 @@ def short_node(node: str | None) -> str:
 
 def worker_lanes(chunks: list[dict]) -> list[tuple[str, int, int, str]]:
     """A timeline lane per chunk attempt (``chunk_costs`` rows, same order): (device, lane, lanes
-    on that device, lane name). The device is the GPU UUID, ``cpu:<node>`` for a finished attempt
-    without a GPU, or ``failed``. Spans never overlap in a lane: workers sharing a device get
+    on that device, lane name). The device is the GPU UUID, ``cpu:<node>`` for an attempt on a
+    worker without a GPU, or ``failed`` for a failed attempt that does not say where it ran
+    (ledgers older than the failure's place in its event). Failed attempts take a lane of their
+    worker like finished ones. Spans never overlap in a lane: workers sharing a device get
     their own lanes (numbered by first start), and a worker running several chunks at once gets
     one lane per chunk slot (the lowest free one when a chunk starts)."""
     def device(c: dict) -> str:
-        if c["status"] != "done":
+        if c["gpu_uuid"]:
+            return c["gpu_uuid"]
+        if c["status"] != "done" and not c.get("node"):
             return "failed"
-        return c["gpu_uuid"] or f"cpu:{c['node'] or '?'}"
+        return f"cpu:{c['node'] or '?'}"
 
     first: dict[str, dict[str, object]] = {}
     sub: dict[int, int] = {}  # index in chunks -> slot lane within its worker

@@ -2,8 +2,9 @@
 
 - ``report/trend.png``: utilization and memory of every GPU the job used (mean per time bucket,
   min..max shaded), chunk boundaries, one lane per GPU (or worker, without GPU telemetry) with
-  every attempt, failed attempts and retries marked, and events annotated
-  ("chunk 12: 3.0 faces per frame, 2.1x the mean GPU-seconds");
+  every attempt, failed attempts and retries marked, and the job's key events annotated in words
+  (``ffray.analytics.events``: "from 3:00 the video has two faces per frame (one before): GPU
+  saturated", "chunk 37: attempt 1 failed on n0 · GPU 1a2b3c4d after 4.0 s, retried on n1 · ...");
 - ``report/summary.json`` and ``report/summary.md``: the job's totals, exactly the
   ``ffray.analytics.costs.job_costs`` row of the job (plus its cost from the GPU class table),
   and the events.
@@ -25,8 +26,7 @@ import numpy as np
 from ffray.analytics.costs import short_node, worker_lanes
 from ffray.errors import FFrayError
 
-HEAVY = 1.5  # a chunk is an event when its GPU-seconds are at least this multiple of the mean
-MAX_EVENTS = 6
+MAX_EVENTS = 8  # annotated on the chart (all of them are listed in summary.md)
 FAILED_LANE = "failed attempts"  # a failed attempt's span does not say where it ran
 GIB = float(1 << 30)
 
@@ -69,40 +69,24 @@ def collect(store, job_id: str, classes: list[dict]) -> dict:
     totals = with_prices(jobs, classes).to_pylist()[0]
     chunks = chunk_costs(store, job_id=job_id).to_pylist()
     trend, bucket = job_trends(store, job_id)
-    summary = {"job_id": job_id, "totals": totals, "events": events(chunks),
+    summary = {"job_id": job_id, "totals": totals,
+               "events": events(chunks, trend, bucket, totals.get("fps")),
                "price_note": "cost = GPU-seconds / 3600 x the class's $/GPU-hour (ffray.analytics.gpus)"}
     return {"summary": summary, "chunks": chunks, "trend": trend, "bucket_s": bucket}
 
 
-def events(chunks: list[dict]) -> list[dict]:
-    """Heavy chunks (GPU-seconds >= 1.5x the mean of the job's chunks; seconds when no GPU time
-    was recorded), failed attempts and throttled chunks, as dicts with a ``text``."""
-    done = [c for c in chunks if c["status"] == "done"]
-    out = []
-    use_gpu = any((c["gpu_seconds"] or 0) > 0 for c in done)
-    key, unit = ("gpu_seconds", "GPU-seconds") if use_gpu else ("seconds", "seconds")
-    vals = np.array([c[key] or 0.0 for c in done], dtype=float)
-    mean = float(vals.mean()) if len(vals) else 0.0
-    heavy = []
-    for c, v in zip(done, vals):
-        if mean > 0 and len(done) > 1 and v >= HEAVY * mean:
-            fpf = (c["faces_detected"] or 0) / c["frames"] if c["frames"] else None
-            faces = f"{fpf:.1f} faces per frame, " if fpf is not None else ""
-            heavy.append({"kind": "heavy_chunk", "chunk": c["chunk"], "ratio": float(v / mean),
-                          "faces_per_frame": fpf, "start": c["start"], "end": c["end"],
-                          "text": f"chunk {c['chunk']}: {faces}{v / mean:.1f}x the mean {unit}"})
-    out += sorted(heavy, key=lambda e: -e["ratio"])[:MAX_EVENTS]
-    for c in chunks:
-        if c["status"] == "failed":
-            again = any(o["chunk"] == c["chunk"] and o["attempt"] > c["attempt"] for o in chunks)
-            out.append({"kind": "retry", "chunk": c["chunk"], "attempt": c["attempt"], "start": c["start"],
-                        "end": c["end"], "text": f"chunk {c['chunk']}: attempt {c['attempt']} failed after "
-                        f"{c['seconds'] or 0:.1f} s, {'retried' if again else 'not retried'}"})
-        elif (c["throttled_share"] or 0) >= 0.5:
-            out.append({"kind": "throttled", "chunk": c["chunk"], "start": c["start"], "end": c["end"],
-                        "text": f"chunk {c['chunk']}: GPU throttled in {c['throttled_share']:.0%} "
-                        "of samples"})
-    return out
+def events(chunks: list[dict], trend=None, bucket_s: float = 1.0, fps: float | None = None) -> list[dict]:
+    """The job's key events (``ffray.analytics.events.job_events``) as JSON-friendly dicts."""
+    from ffray.analytics.events import job_events
+
+    return [e.to_json() for e in job_events(chunks, trend, bucket_s, fps, place=place)]
+
+
+def place(c: dict) -> str:
+    """Where an attempt ran, in the report's words: ``node · GPU <uuid tail>`` or ``node · CPU``."""
+    if c.get("gpu_uuid"):
+        return f"{short_node(c.get('node'))} · GPU {c['gpu_uuid'][-8:]}"
+    return f"{short_node(c.get('node'))} · CPU" if c.get("node") else ""
 
 
 def _prediction(data_dir: Path, summary: dict, classes) -> dict | None:
@@ -226,15 +210,18 @@ def render_png(data: dict) -> bytes:
         if len(chunks) <= 40:
             ax_c.text(x0 + w / 2, y, str(c["chunk"]), ha="center", va="center", fontsize=7,
                       color="white" if not failed else "black")
-    shown = [e for e in s["events"] if e.get("start") is not None][:MAX_EVENTS + 4]
+    for e in s["events"]:  # saturated periods shaded on the utilization chart
+        if e["kind"] == "saturated" and e.get("start") is not None:
+            ax_u.axvspan(rel(e["start"]), rel(e["end"]), color="#ff7f0e", alpha=0.12, lw=0)
+    shown = [e for e in s["events"] if e.get("start") is not None][:MAX_EVENTS]
     top = len(lanes) - 0.6
     for i, e in enumerate(shown):  # texts stacked above the lanes, a line down to the attempt
         lane = next((c for c in chunks if c["chunk"] == e["chunk"] and c["start"] == e["start"]), None)
-        y = y_of.get(_lane(lane), 0) if lane else 0
-        x = rel(e["start"]) + (e["end"] - e["start"]).total_seconds() / 2
+        y = y_of.get(_lane(lane), 0) if lane else top - 0.2
+        x = rel(e["start"]) + ((e["end"] or e["start"]) - e["start"]).total_seconds() / 2
         ax_c.annotate(e["text"], (x, y + 0.38), xytext=(x, top + 0.45 * (i + 1)), textcoords="data",
                       ha="center", va="bottom", fontsize=7,
-                      color="#b22222" if e["kind"] == "retry" else "black",
+                      color={"retry": "#b22222", "saturated": "#c25e00"}.get(e["kind"], "black"),
                       arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
     ax_u.set_ylabel("GPU utilization %")
     ax_u.set_ylim(0, 105)

@@ -57,6 +57,8 @@ class Progress:
     started: float = field(default_factory=time.time)
     workers_ready: float | None = None  # when every first worker had built its engine
     worker_info: list = field(default_factory=list)
+    gpu_util: float | None = None  # the job's GPUs' mean utilization now (telemetry), None unknown
+    gpus: bool | None = None  # whether the job's nodes have GPUs (None: no telemetry sample yet)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class _Actor:
     inflight: int = 0
     alive: bool = True
     capacity: int = 2
+    info: dict = field(default_factory=dict)  # the worker's ``info()``: where its attempts run
 
 
 def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
@@ -93,6 +96,7 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
 
     def join(a: _Actor, info: dict) -> None:
         a.capacity = opts.inflight or int(info.get("slots", 1)) + 1
+        a.info = info
         progress.worker_info.append(info)
         actors.append(a)
 
@@ -164,7 +168,7 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
         progress.retries += 1
         failed_on.setdefault(chunk, set()).add(actor.key)
         on_event(kind="attempt_failed", chunk=chunk, attempt=attempt, actor=actor.key,
-                 reason=reason, submitted=since)
+                 reason=reason, submitted=since, **where(actor.info))
         if deterministic and not fatal:  # the input itself: another attempt would fail the same way
             fatal.append(JobFailed(f"{reason} (not retried: the input is at fault, not the worker)"))
         if attempt >= opts.max_attempts and not fatal:
@@ -238,6 +242,14 @@ def run_pool(make_actor: Callable[[], object], payloads: Iterator[ChunkPayload],
                     pass
     if fatal:
         raise fatal[0]
+
+
+def where(info: dict) -> dict:
+    """Where a worker runs, for a failed attempt's event (its span's lane): node, Ray node id,
+    GPU UUID, process and actor ids, from the worker's ``info()``."""
+    uuids = info.get("gpu_uuids") or [None]
+    return {"node": info.get("node"), "node_id": info.get("node_id"), "gpu_uuid": uuids[0],
+            "pid": info.get("pid"), "actor_id": info.get("actor_id")}
 
 
 def _first_line(e: BaseException) -> str:

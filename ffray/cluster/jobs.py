@@ -211,6 +211,8 @@ def _run_chunks(ledger: JobLedger, job: JobSpec, info, index, todo: list, total_
                                        "workers": p.worker_info})
             if tele:
                 tele.tick()
+                p.gpu_util, p.gpus = tele.utilization(
+                    u for w in p.worker_info for u in (w.get("gpu_uuids") or []))
             if time.time() - published[0] > 15:  # the dashboard sees a running job's spans grow
                 published[0] = time.time()
                 publish(ledger)

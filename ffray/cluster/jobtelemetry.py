@@ -15,6 +15,19 @@ from ffray.telemetry.actor import ensure_actors, stop_and_collect
 log = logging.getLogger("ffray")
 
 
+def job_utilization(latest: list[dict], uuids: set[str]) -> tuple[float | None, bool | None]:
+    """(mean utilization % of the job's GPUs in the nodes' last samples, whether there are GPUs):
+    (None, None) before any sample came, (None, False) on CPU-only nodes. Without GPU UUIDs from
+    the workers (fake GPUs) every sampled GPU counts."""
+    if not latest:
+        return None, None
+    if not any(d.get("gpu_available") for d in latest):
+        return None, False
+    util = {u: v for d in latest for u, v in (d.get("util") or {}).items()}
+    mine = [v for u, v in util.items() if u in uuids] if uuids & set(util) else list(util.values())
+    return (sum(mine) / len(mine) if mine else None), True
+
+
 class Telemetry:
     """The job's telemetry actors: one per alive node, re-synced as nodes join, stopped (and
     node-local files pulled) when the job ends."""
@@ -37,6 +50,9 @@ class Telemetry:
         self.port = prometheus_port
         self.actors = ensure_actors(self.sink_for, self.interval, prometheus_port=self.port)
         self._last = time.time()
+        self._asked: dict = {}  # latest() ref -> node id, answers not in yet
+        self._asked_at = 0.0
+        self.latest: dict[str, dict] = {}  # node id -> its actor's last sample (Recorder.latest)
 
     def sink_for(self, node_id: str) -> Path | str:
         if self.target:  # every node writes to the filesystem URI directly
@@ -46,7 +62,30 @@ class Telemetry:
                 Path(self.local or Path.home() / ".ffray" / "node-telemetry") / node_id
         return self.sinks[node_id]
 
+    def poll(self) -> None:
+        """Ask every actor for its last sample about once a second, never waiting: answers are
+        taken when they are in (``latest``)."""
+        if self._asked:
+            ready, _ = ray.wait(list(self._asked), num_returns=len(self._asked), timeout=0)
+            for ref in ready:
+                nid = self._asked.pop(ref)
+                try:
+                    self.latest[nid] = ray.get(ref)
+                except ray.exceptions.RayError:
+                    self.latest.pop(nid, None)
+        if not self._asked and time.time() - self._asked_at >= max(1.0, self.interval):
+            self._asked_at = time.time()
+            for nid, a in self.actors.items():
+                try:
+                    self._asked[a.latest.remote()] = nid
+                except AttributeError:  # an actor of an older ffray shared by another driver
+                    pass
+
+    def utilization(self, uuids) -> tuple[float | None, bool | None]:
+        return job_utilization(list(self.latest.values()), set(u for u in uuids if u))
+
     def tick(self) -> None:
+        self.poll()
         if time.time() - self._last > 10:  # nodes may have joined
             self._last = time.time()
             self.actors.update(ensure_actors(self.sink_for, self.interval, prometheus_port=self.port,

@@ -44,6 +44,10 @@ class TelemetryActor:
                 "busy_s": r.busy_s, "alerts": r.alert_count, "interval": self.interval,
                 "sink": self.target}
 
+    def latest(self) -> dict:
+        """The last sample's GPU utilization (``Recorder.latest``), for the driver's progress line."""
+        return self.rec.latest()
+
     def flush(self) -> list[str]:
         """Roll the open window to Parquet now."""
         return [str(p) for p in self.rec.roll()]

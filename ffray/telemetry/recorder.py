@@ -14,6 +14,14 @@ from ffray.telemetry.sink import Sink, is_uri, join
 from ffray.telemetry.store import TelemetryStore
 
 
+def latest(rows: dict[str, list[dict]], gpu_available: bool, now: float) -> dict:
+    """What a live progress line needs from one sample: ``{"ts", "gpu_available", "util":
+    {gpu_uuid: util %}}``."""
+    return {"ts": now, "gpu_available": bool(gpu_available),
+            "util": {r["gpu_uuid"]: r["util_gpu"] for r in rows.get("gpu", [])
+                     if r.get("util_gpu") is not None}}
+
+
 class Recorder:
     def __init__(self, data_dir: Path | str, node: str, backend, roll_seconds: float = 60.0,
                  rules=DEFAULT_RULES, prometheus_port: int | None = None,
@@ -41,6 +49,7 @@ class Recorder:
         self.samples = 0
         self.busy_s = 0.0
         self.alert_count = 0
+        self._latest: dict = {}
 
     def step(self, now: float | None = None) -> dict[str, list[dict]]:
         with self._lock:
@@ -57,7 +66,12 @@ class Recorder:
             self.exporter.update(rows["gpu"], self.hostname)
         self.samples += 1
         self.busy_s += time.perf_counter() - t0
+        self._latest = latest(rows, self.sampler.gpu_available, now)
         return rows
+
+    def latest(self) -> dict:
+        """The last sample's GPU utilization (``latest``); {} before the first sample."""
+        return dict(self._latest)
 
     def run(self, interval: float, duration: float | None = None, stop=None) -> None:
         start = nxt = time.time()

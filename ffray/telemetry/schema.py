@@ -59,4 +59,5 @@ JOB = pa.schema([
     ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float32()), ("frames", pa.int32()),
     ("chunks", pa.int32()), ("chunks_done", pa.int32()), ("retries", pa.int32()),
     ("wall_s", pa.float64()), ("processor", pa.string()), ("pipeline", pa.string()),
-    ("actors", pa.int32()), ("gpu_per_actor", pa.float32()), ("error", pa.string())])
+    ("actors", pa.int32()), ("gpu_per_actor", pa.float32()), ("error", pa.string()),
+    ("submission_id", pa.string())])  # the Ray Jobs submission (``ffray submit``); null otherwise

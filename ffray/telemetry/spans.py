@@ -32,8 +32,12 @@ def span_rows(job_id: str, stats: list[dict], events: list[dict]) -> list[dict]:
             "gpus": s.get("gpus")})
     for e in events:
         if e.get("kind") == "attempt_failed":
+            # where it ran (the worker's node, GPU, process), recorded since the failure event
+            # carries it; older ledgers' failures have no place (their lane is "failed attempts")
             rows.append({"schema_version": SCHEMA_VERSION, "job_id": job_id, "chunk": e["chunk"],
                          "attempt": e["attempt"], "status": "failed",
+                         "node": e.get("node") or e.get("node_id"), "ray_node": e.get("node_id"),
+                         "gpu_uuid": e.get("gpu_uuid"), "pid": e.get("pid"), "actor_id": e.get("actor_id"),
                          "start": _ts(e.get("submitted")), "end": _ts(e.get("time"))})
     return rows
 
@@ -67,8 +71,23 @@ def _write_job_file(sink, day: str, name: str, table: pa.Table, job_id: str) -> 
         return sink.write_parquet(table, f"{day}/{name}")
 
 
-def job_record(spec: dict, chunks_done: int) -> dict:
-    """The job's row for ``job_records`` (see ``ffray.telemetry.schema.JOB``) from its ledger spec."""
+def submission_id(environ) -> str | None:
+    """The Ray Jobs submission id of the driver this runs in (``ffray submit``), from the job
+    config Ray's job supervisor hands its driver (``RAY_JOB_CONFIG_JSON_ENV_VAR``: metadata
+    ``job_submission_id``); None outside a Ray Job."""
+    import json
+
+    try:
+        meta = json.loads(environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("metadata") or {}
+    except (ValueError, AttributeError):
+        return None
+    sid = meta.get("job_submission_id") if isinstance(meta, dict) else None
+    return str(sid) if sid else None
+
+
+def job_record(spec: dict, chunks_done: int, submission: str | None = None) -> dict:
+    """The job's row for ``job_records`` (see ``ffray.telemetry.schema.JOB``) from its ledger spec;
+    ``submission``: the Ray Jobs submission id when the driver runs as one (``ffray submit``)."""
     from pathlib import Path
 
     video = spec.get("video") or {}
@@ -87,7 +106,7 @@ def job_record(spec: dict, chunks_done: int) -> dict:
             "processor": proc.get("kind"), "pipeline": spec.get("pipeline"),
             "actors": spec.get("actors_used", spec.get("actors")),
             "gpu_per_actor": spec.get("gpu_per_actor_used", spec.get("gpu_per_actor")),
-            "error": spec.get("error")}
+            "error": spec.get("error"), "submission_id": submission}
 
 
 def eval_rate(rate) -> float:
@@ -114,13 +133,14 @@ def publish(ledger) -> None:
     (the data dir or the job's filesystem URI); rewritten whole each time. Never raises: a job must
     not fail because its analytics copy could not be written."""
     import logging
+    import os
 
     spec = ledger.spec
     target = spec.get("telemetry_target") or ledger.root.parent.parent
     try:
         stats = ledger.chunk_stats()  # also of a done job whose chunk files were deleted
         write_spans(target, ledger.job_id, span_rows(ledger.job_id, stats, ledger.events()))
-        write_job_record(target, job_record(spec, len(stats)))
+        write_job_record(target, job_record(spec, len(stats), submission_id(os.environ)))
     except Exception as e:  # noqa: BLE001
         logging.getLogger("ffray").warning("could not write spans/job record of %s: %s", ledger.job_id, e)
 
