@@ -10,7 +10,7 @@ if ! [ -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 set +e
-python3 -m pytest -q "$@"
+python3 -m pytest -q --durations=15 "$@"
 rc=$?
 set -e
 # pytest exits 5 when no test was collected: that is a failure here, not a pass.
