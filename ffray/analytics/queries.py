@@ -75,6 +75,7 @@ def alerts(store: Store, start=None, end=None, limit: int = 2000) -> list[dict]:
     return store.rows("""
         SELECT ts, node, gpu_index, gpu_uuid, rule, value, threshold, message FROM alerts
         WHERE ($start IS NULL OR ts >= $start) AND ($end IS NULL OR ts <= $end)
+          AND state IS DISTINCT FROM 'resolved'  -- firing rows (resolved ones: alertstate.episodes)
         ORDER BY ts DESC LIMIT $limit""", start=start, end=end, limit=int(limit))
 
 

@@ -55,9 +55,13 @@ class Store:
             self.con.register(f"_{name}_empty", schema.empty_table())
             self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM _{name}_empty")
         elif self.sink.local:
+            # files of an older schema lack its newer columns: the union with an empty table of
+            # the current schema fills them with NULLs of the right type
             glob = self.sink.path(rel).replace("'", "''") + "/**/*.parquet"
-            self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM read_parquet('{glob}', "
-                             f"union_by_name=true, hive_partitioning=false)")
+            self.con.register(f"_{name}_empty", schema.empty_table())
+            self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM (SELECT * FROM _{name}_empty "
+                             f"UNION ALL BY NAME SELECT * FROM read_parquet('{glob}', "
+                             f"union_by_name=true, hive_partitioning=false))")
         else:
             import pyarrow.dataset as ds
 
