@@ -1,10 +1,10 @@
 """Every recorded metric as a time-bucketed trend, for the cluster page and the CLI.
 
 - ``METRICS``: the catalogue (typed ``Metric`` specs): GPU gauges (min/mean/max of the samples in
-  a bucket), GPU counters (PCIe bytes, energy: the counter's rise over the bucket's samples, as a
-  rate), host gauges (CPU, load, memory), and two views of their own: throttle reasons (% of
-  samples with each NVML clock-event reason set) and per-process GPU memory (one line per worker
-  process).
+  a bucket), GPU counters (PCIe bytes, energy: the counter's rises between consecutive samples
+  over the time between them, so a bucket with one sample still has a rate), host gauges (CPU,
+  load, memory), and two views of their own: throttle reasons (% of samples with each NVML
+  clock-event reason set) and per-process GPU memory (one line per worker process).
 - ``gpu_trends``: one DuckDB scan of ``gpu`` per GPU and bucket, with the four panel metrics and
   any extra picked ones; ``by_node`` folds that per-GPU table into one line per node in Arrow
   (no second scan): its mean is the node's sample mean, its min/max the *lowest and highest GPU*
@@ -57,8 +57,8 @@ METRICS = {m.key: m for m in (
     Metric("host_mem", "Host memory used", "GiB", "mem_used_bytes", table="host", scale=1 / GIB),
     Metric("load1", "Host load (1 min)", "", "load1", table="host"),
 )}
-EXTRA = tuple(k for k, m in METRICS.items() if m.key not in PANELS and m.table != "host")
 HOST_PANELS = ("cpu", "host_mem")
+PICKABLE = tuple(k for k in METRICS if k not in PANELS + HOST_PANELS)  # the metric view's choices
 
 # NVML clock event reasons (nvmlClocksEventReason*): bit -> name
 REASONS = {0x1: "GPU idle", 0x2: "applications clocks setting", 0x4: "SW power cap",
@@ -68,24 +68,33 @@ REASONS = {0x1: "GPU idle", 0x2: "applications clocks setting", 0x4: "SW power c
 
 def _aggregates(m: Metric) -> str:
     c, k = m.column, m.key
-    if m.kind == "counter":  # the counter's rise over the bucket's first..last sample, per second
-        rate = (f"(max({c}) - min({c})) * {m.scale} / nullif(epoch(max(ts)) - epoch(min(ts)), 0)")
+    if m.kind == "counter":  # rises since the previous sample, per second (d_/dt_<col>: gpu_trends)
+        rate = f"sum(d_{c}) * {m.scale} / nullif(sum(dt_{c}), 0)"
         return f"{rate} AS {k}_min, {rate} AS {k}_mean, {rate} AS {k}_max"
     s = f" * {m.scale}" if m.scale != 1.0 else ""
     return f"min({c}){s} AS {k}_min, avg({c}){s} AS {k}_mean, max({c}){s} AS {k}_max"
 
 
 def gpu_trends(store: Store, start: datetime, end: datetime, bucket_s: int, uuids=(), nodes=(),
-               extra=()) -> pa.Table:
+               keys=PANELS) -> pa.Table:
     """Per GPU and bucket (whole buckets in [start, end)): series (UUID), node, gpu_index, bucket,
-    min/mean/max of the panel metrics and of ``extra`` GPU metrics, throttled, samples."""
-    keys = list(PANELS) + [k for k in extra if k not in PANELS and METRICS[k].table == "gpu"]
+    min/mean/max of the GPU metrics ``keys`` (default: the four panels), throttled, samples."""
+    keys = [k for k in keys if METRICS[k].table == "gpu"]
     aggs = ",\n       ".join(_aggregates(METRICS[k]) for k in keys)
+    counters = [METRICS[k].column for k in keys if METRICS[k].kind == "counter"]
+    source = "gpu"
+    if counters:  # per-sample rises (a counter reset, a negative rise, counts as none)
+        lag = "OVER (PARTITION BY gpu_uuid ORDER BY ts)"
+        rises = ", ".join(f"CASE WHEN {c} >= lag({c}) {lag} THEN {c} - lag({c}) {lag} END AS d_{c}, "
+                          f"CASE WHEN {c} >= lag({c}) {lag} THEN epoch(ts) - epoch(lag(ts) {lag}) END "
+                          f"AS dt_{c}"
+                          for c in counters)
+        source = f"(SELECT *, {rises} FROM gpu WHERE ts >= $start - INTERVAL 1 MINUTE AND ts < $end)"
     return store.sql(f"""
         SELECT gpu_uuid AS series, any_value(node) AS node, any_value(gpu_index) AS gpu_index,
                to_timestamp(floor(epoch(ts) / $b) * $b) AS bucket,
                {aggs}, bool_or(throttled) AS throttled, count(*) AS samples
-        FROM gpu WHERE ts >= $start AND ts < $end
+        FROM {source} WHERE ts >= $start AND ts < $end
           AND (len($uuids) = 0 OR list_contains($uuids, gpu_uuid))
           AND (len($nodes) = 0 OR list_contains($nodes, node))
         GROUP BY gpu_uuid, bucket ORDER BY series, bucket""",
