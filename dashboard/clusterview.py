@@ -12,6 +12,7 @@ from dashboard.data import Data, preset_window
 from dashboard.figures import gpu_label
 from dashboard.trends import empty_figure, heatmap_figure, line_figure, series_groups
 from dashboard.urlstate import ClusterView
+from ffray.analytics.alertstate import STALE_S
 from ffray.analytics.metrics import HOST_PANELS, METRICS, PANELS, by_node
 from ffray.analytics.queries import bucket_seconds, throttle_periods
 
@@ -76,27 +77,38 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
         return Drawn(msg=f"No GPU or host telemetry in {data.target} yet. {EMPTY_HELP}")
     start, end, note = w
     nodes, gpus = list(view.nodes), list(view.gpus)
-    chosen = [g for g in data.inventory(start, end)
-              if (not nodes or g["node"] in nodes) and (not gpus or g["gpu_uuid"] in gpus)]
-    hosts = [h for h in data.hosts(start, end) if not nodes or h["node"] in nodes]
+    # one scan per table: the GPUs and hosts drawn come from the trends themselves (no inventory
+    # scan first); the bucket allows 600 points per series, coarser only past ~66 lines a chart
+    b = bucket_seconds((end - start).total_seconds(), 600)
+    while True:
+        s0 = datetime.fromtimestamp(start.timestamp() // b * b, tz=timezone.utc)  # whole buckets only,
+        e0 = end if view.range == "custom" else \
+            datetime.fromtimestamp(end.timestamp() // b * b, tz=timezone.utc)  # so live refresh appends
+        per_gpu = data.gpu_trends(s0, e0, b, uuids=gpus, nodes=nodes)
+        ht = data.host_trends(s0, e0, b, nodes=nodes)
+        chosen = gpus_in(per_gpu)
+        by = view.by if view.by != "auto" else ("gpu" if len(chosen) <= 16 else "node")
+        lines = max(len(chosen) if by == "gpu" else len({g["node"] for g in chosen}),
+                    len(set(ht["series"].to_pylist())), 1)
+        coarser = bucket_seconds((end - start).total_seconds(), max(60, POINT_BUDGET // lines))
+        if coarser <= b:
+            break
+        b = coarser
+    start, end = s0, e0
+    hosts = sorted(set(ht["series"].to_pylist()))
     if not chosen and not hosts:
         return Drawn(msg=note or "No samples in this range.", gpu=False, host=False)
-    by = view.by if view.by != "auto" else ("gpu" if len(chosen) <= 16 else "node")
-    n_series = max(1, len(chosen) if by == "gpu" else len({g["node"] for g in chosen}), len(hosts))
-    b = bucket_seconds((end - start).total_seconds(), max(60, min(600, POINT_BUDGET // n_series)))
-    # whole buckets only, so live refresh can append the next ones without duplicates
-    start = datetime.fromtimestamp(start.timestamp() // b * b, tz=timezone.utc)
-    if view.range != "custom":
-        end = datetime.fromtimestamp(end.timestamp() // b * b, tz=timezone.utc)
     figs: dict = {}
-    order, horder, parts = [], [], []
+    order, parts = [], []
     labels = gpu_labels(chosen, by)
     if chosen:
-        per_gpu = data.gpu_trends(start, end, b, uuids=gpus, nodes=nodes)
         table = per_gpu if by == "gpu" else by_node(per_gpu)
         shaded = throttle_periods(table, b)
-        used = {g["gpu_uuid"] for g in chosen}
-        eps = [e for e in data.episodes(now, start, end) if e.gpu_uuid in used or e.gpu_uuid is None]
+        # alert states from the drawn buckets: a GPU's last bucket (its end) stands for its last
+        # sample, so "still sampled" allows for a bucket and the partial one not drawn yet
+        last = {g["gpu_uuid"]: min(g["last"] + timedelta(seconds=b), end) for g in chosen}
+        eps = [e for e in data.episodes(now, start, end, last_seen=last, stale_s=max(STALE_S, 2 * b))
+               if e.gpu_uuid in last or e.gpu_uuid is None]
         for k in PANELS:
             figs[k] = line_figure(table, METRICS[k], labels, spread=SPREAD[by], throttles=shaded,
                                   episodes=eps)
@@ -112,12 +124,11 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
     else:
         parts.append(NO_GPU.format(n=len(hosts)))
     if hosts:
-        ht = data.host_trends(start, end, b, nodes=nodes)
-        hl = {h["node"]: h["node"] for h in hosts}
+        hl = {h: h for h in hosts}
         for k in HOST_PANELS:
             figs[k] = line_figure(ht, METRICS[k], hl, height=230,
                                   note=" · whole node (per-worker CPU is not recorded)" if k == "cpu" else "")
-        horder = [k for k, _ in series_groups(ht)]
+    horder = [k for k, _ in series_groups(ht)]
     parts.insert(1, f"{b}-second buckets")
     if note:
         parts.append(note)
@@ -127,6 +138,17 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
     win = {"start": start.isoformat(), "end": end.isoformat(), "bucket": b, "by": by, "nodes": nodes,
            "gpus": gpus, "labels": labels, "gpu": bool(chosen), "host": bool(hosts)}
     return Drawn(figs, state, win, "; ".join(parts), gpu=bool(chosen), host=bool(hosts))
+
+
+def gpus_in(per_gpu) -> list[dict]:
+    """The GPUs of a per-GPU trend table: UUID, node, index and the end of its last bucket."""
+    if not per_gpu.num_rows:
+        return []
+    grouped = per_gpu.group_by(["series", "node", "gpu_index"], use_threads=False).aggregate(
+        [("bucket", "max")])
+    return sorted(({"gpu_uuid": u, "node": n, "gpu_index": i, "last": t} for u, n, i, t in zip(
+        *(grouped[c].to_pylist() for c in ("series", "node", "gpu_index", "bucket_max")))),
+        key=lambda g: (g["node"] or "", -1 if g["gpu_index"] is None else g["gpu_index"], g["gpu_uuid"]))
 
 
 def gpu_labels(chosen: list[dict], by: str) -> dict:

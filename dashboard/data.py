@@ -81,10 +81,11 @@ class Data:
         with self.store() as s:
             return metrics.proc_trends(s, start, end, bucket_s, uuids, nodes)
 
-    def episodes(self, now: datetime, start=None, end=None) -> list:
+    def episodes(self, now: datetime, start=None, end=None, last_seen=None,
+                 stale_s: float = alertstate.STALE_S) -> list:
         """Alert episodes (``ffray.analytics.alertstate.Episode``), newest first."""
         with self.store() as s:
-            return alertstate.episodes(s, now, start, end)
+            return alertstate.episodes(s, now, start, end, last_seen=last_seen, stale_s=stale_s)
 
     def inventory(self, start=None, end=None) -> list[dict]:
         with self.store() as s:

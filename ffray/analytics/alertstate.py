@@ -43,9 +43,11 @@ def episode_state(fired: datetime, resolved: datetime | None, last_seen: datetim
     return "open", end, (end - fired).total_seconds()
 
 
-def episodes(store: Store, now: datetime, start=None, end=None, limit: int = 2000) -> list[Episode]:
+def episodes(store: Store, now: datetime, start=None, end=None, limit: int = 2000,
+             last_seen: dict | None = None, stale_s: float = STALE_S) -> list[Episode]:
     """Alert episodes that fired in [start, end] (or that were still firing at ``start``), newest
-    first."""
+    first. ``last_seen``: {GPU UUID: its last sample} when the caller has it (the cluster page,
+    from the trends it drew: the last sample *in its window*); else it is read from ``gpu``."""
     rows = store.rows("""
         WITH f AS (SELECT * FROM alerts WHERE state IS DISTINCT FROM 'resolved'),
              r AS (SELECT ts, node, coalesce(gpu_uuid, '') AS g, rule FROM alerts WHERE state = 'resolved'),
@@ -64,12 +66,15 @@ def episodes(store: Store, now: datetime, start=None, end=None, limit: int = 200
             r["resolved"] = None
         seen.add(key)
     open_gpus = sorted({r["gpu_uuid"] for r in rows if r["resolved"] is None and r["gpu_uuid"]})
-    last = {r["gpu_uuid"]: r["last_ts"] for r in store.rows("""
-        SELECT gpu_uuid, max(ts) AS last_ts FROM gpu WHERE list_contains($uuids, gpu_uuid)
-        GROUP BY gpu_uuid""", uuids=open_gpus)} if open_gpus else {}
+    if last_seen is not None:
+        last = last_seen
+    else:
+        last = {r["gpu_uuid"]: r["last_ts"] for r in store.rows("""
+            SELECT gpu_uuid, max(ts) AS last_ts FROM gpu WHERE list_contains($uuids, gpu_uuid)
+            GROUP BY gpu_uuid""", uuids=open_gpus)} if open_gpus else {}
     out = []
     for r in rows:
-        state, stop, dur = episode_state(r["ts"], r["resolved"], last.get(r["gpu_uuid"]), now)
+        state, stop, dur = episode_state(r["ts"], r["resolved"], last.get(r["gpu_uuid"]), now, stale_s)
         out.append(Episode(r["ts"], r["node"], r["gpu_uuid"], r["gpu_index"], r["rule"], r["value"],
                            r["threshold"], r["message"], state, stop, dur))
     return out

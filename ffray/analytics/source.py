@@ -55,13 +55,18 @@ class Store:
             self.con.register(f"_{name}_empty", schema.empty_table())
             self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM _{name}_empty")
         elif self.sink.local:
-            # files of an older schema lack its newer columns: the union with an empty table of
-            # the current schema fills them with NULLs of the right type
             glob = self.sink.path(rel).replace("'", "''") + "/**/*.parquet"
-            self.con.register(f"_{name}_empty", schema.empty_table())
-            self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM (SELECT * FROM _{name}_empty "
-                             f"UNION ALL BY NAME SELECT * FROM read_parquet('{glob}', "
-                             f"union_by_name=true, hive_partitioning=false))")
+            src = f"read_parquet('{glob}', union_by_name=true, hive_partitioning=false)"
+            # files of an older schema lack its newer columns (alerts.state before schema 3):
+            # those are NULLs of the current schema's type (a plain read where none is missing)
+            have = {r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+            if any(f.name not in have for f in schema):
+                self.con.register(f"_{name}_empty", schema.empty_table())
+                types = dict(self.con.execute(f"SELECT column_name, column_type FROM "
+                                              f"(DESCRIBE SELECT * FROM _{name}_empty)").fetchall())
+                cols = ", ".join(f'"{f.name}"' if f.name in have else
+                                 f'CAST(NULL AS {types[f.name]}) AS "{f.name}"' for f in schema)
+            self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM {src}")
         else:
             import pyarrow.dataset as ds
 
