@@ -91,9 +91,6 @@ class Data:
         with self.store() as s:
             return queries.inventory(s, start, end)
 
-    def trends(self, start: datetime, end: datetime, bucket_s: int, uuids=(), nodes=(), by="gpu"):
-        with self.store() as s:
-            return queries.trends(s, start, end, bucket_s, uuids, nodes, by)
 
     def alerts(self, start=None, end=None) -> list[dict]:
         with self.store() as s:
