@@ -111,7 +111,7 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
                if e.gpu_uuid in last or e.gpu_uuid is None]
         for k in PANELS:
             figs[k] = line_figure(table, METRICS[k], labels, spread=SPREAD[by], throttles=shaded,
-                                  episodes=eps)
+                                  episodes=eps, bucket_s=b)
         figs["heat"] = heatmap_figure(per_gpu, gpu_labels(chosen, "gpu"))
         order = [k for k, _ in series_groups(table)]
         per_node = " (lines per node: hover gives the node's lowest and highest GPU)" if by == "node" else ""
@@ -126,7 +126,7 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
     if hosts:
         hl = {h: h for h in hosts}
         for k in HOST_PANELS:
-            figs[k] = line_figure(ht, METRICS[k], hl, height=230,
+            figs[k] = line_figure(ht, METRICS[k], hl, height=230, bucket_s=b,
                                   note=" · whole node (per-worker CPU is not recorded)" if k == "cpu" else "")
     horder = [k for k, _ in series_groups(ht)]
     parts.insert(1, f"{b}-second buckets")
@@ -182,7 +182,7 @@ def draw_metric(data: Data, win: dict | None, key: str) -> dict:
         what = "no clock event reason was set" if m.table == "reasons" else "nothing recorded"
         return empty_figure(f"{m.title}: {what} in this range")
     note = " · counter's rise per second" if m.kind == "counter" else ""
-    return line_figure(table, m, labels, spread=spread, height=300, note=note)
+    return line_figure(table, m, labels, spread=spread, height=300, note=note, bucket_s=b)
 
 
 def extend(data: Data, state: dict, now: datetime):

@@ -48,20 +48,35 @@ def _naive(t):
     return t.replace(tzinfo=None)
 
 
+def _gaps(x: np.ndarray, bucket_s: int | None) -> np.ndarray:
+    """Positions after which a series has no bucket (a GPU, node or process not sampled)."""
+    if bucket_s is None or len(x) < 2:
+        return np.array([], dtype=int)
+    return np.flatnonzero(np.diff(x).astype("timedelta64[s]").astype(np.int64) > bucket_s) + 1
+
+
 def line_figure(table: pa.Table, metric: Metric, labels: dict, *, spread: str = "min/max",
-                throttles=(), episodes=(), height: int = 250, note: str = "") -> dict:
+                throttles=(), episodes=(), height: int = 250, note: str = "",
+                bucket_s: int | None = None) -> dict:
     """One mean line per series; the hover gives the bucket's ``spread`` (min/max of its samples,
-    or for node lines the lowest/highest GPU) in ``customdata``."""
+    or for node lines the lowest/highest GPU) in ``customdata``. With ``bucket_s``, a line breaks
+    where buckets are missing instead of joining across the gap."""
     k, unit = metric.key, metric.unit
     traces = []
     if table.num_rows:
         x = times(table["bucket"])
         mean, lo, hi = (np.round(_num(table, f"{k}_{s}"), 2) for s in ("mean", "min", "max"))
         for key, sl in series_groups(table):
+            xs, ys, cd = x[sl], mean[sl], np.c_[lo[sl], hi[sl]]
+            gaps = _gaps(xs, bucket_s)
+            if len(gaps):  # a point with no value at the start of each gap
+                xs = np.insert(xs, gaps, xs[gaps - 1] + np.timedelta64(int(bucket_s), "s"))
+                ys = np.insert(ys, gaps, np.nan)
+                cd = np.insert(cd, gaps, np.nan, axis=0)
             traces.append({
                 "type": "scatter", "mode": "lines", "name": labels.get(key, key), "uid": str(key),
                 "line": {"width": 1.3, "color": series_colour(key)},
-                "x": x[sl], "y": mean[sl], "customdata": np.c_[lo[sl], hi[sl]],
+                "x": xs, "y": ys, "customdata": cd,
                 "hovertemplate": f"%{{fullData.name}}<br>%{{x|%Y-%m-%d %H:%M:%S}} UTC<br>mean %{{y}} {unit} "
                                  f"({spread} %{{customdata[0]}} to %{{customdata[1]}})<extra></extra>"})
     shapes = [{"type": "rect", "xref": "x", "yref": "paper", "x0": _naive(a), "x1": _naive(b), "y0": 0,
@@ -86,10 +101,12 @@ def alert_marks(episodes) -> dict:
     """Bands from each alert episode's start to its end, and one marker trace at the top of the
     chart (its own hidden 0..1 axis) at the moments they fired."""
     eps = list(episodes)[:MAX_SHAPES]
-    shapes = [{"type": "rect", "xref": "x", "yref": "paper", "x0": _naive(e.fired),
-               "x1": _naive(e.end if e.end is not None and e.end > e.fired else e.fired), "y0": 0, "y1": 1,
-               "fillcolor": ALERT_COLOUR, "opacity": 0.15, "line": {"width": 1, "color": ALERT_COLOUR},
-               "layer": "below"} for e in eps]
+    # a band where the end is known (resolved) or the alert still fires; an open episode (no
+    # resolve recorded) gets its marker only: its end is unknown
+    shapes = [{"type": "rect", "xref": "x", "yref": "paper", "x0": _naive(e.fired), "x1": _naive(e.end),
+               "y0": 0, "y1": 1, "fillcolor": ALERT_COLOUR, "opacity": 0.15,
+               "line": {"width": 1, "color": ALERT_COLOUR}, "layer": "below"}
+              for e in eps if e.state != "open" and e.end is not None and e.end > e.fired]
     if not eps:
         return {"shapes": [], "trace": None}
     trace = {"type": "scatter", "mode": "markers", "name": "alerts", "uid": "alerts", "yaxis": "y2",

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -95,8 +96,13 @@ def test_every_recorded_metric_has_a_view_with_the_recorded_values(data):
     names = sorted(t["name"] for t in figs["proc_mem"]["data"])
     assert names == sorted(f"{n} · GPU{g} · pid {sd.pid(n, g)} ({'job-a' if n == 'n0' else 'job-b'})"
                            for n, g in sd.PROC_MEM)
-    peak = max(next(t for t in figs["proc_mem"]["data"] if "pid 1011" in t["name"])["customdata"][:, 1])
+    peak = np.nanmax(next(t for t in figs["proc_mem"]["data"] if "pid 1011" in t["name"])["customdata"][:, 1])
     assert peak == pytest.approx(sd.PROC_MEM[("n1", 1)] / 2 ** 30, abs=0.01)
+    # n0 GPU0's worker held memory during its chunks [10, 30] and [40, 60] only: the line breaks
+    # between them (a point without a value) instead of joining across the gap
+    fine = clusterview.draw_metric(data, {**win, "bucket": 2}, "proc_mem")
+    y = next(t for t in fine["data"] if "pid 1000" in t["name"])["y"]
+    assert np.isnan(y).sum() == 1 and not np.isnan(y[0]) and not np.isnan(y[-1])
 
 
 def test_cluster_figures_colours_alerts_heatmap_and_host_panels(data):
@@ -213,6 +219,10 @@ def test_alert_episodes_firing_resolved_open(data, tmp_path):
         # while the GPU is still sampled, an unresolved episode is firing, for as long as now - fired
         e = {x.rule: x for x in data.episodes(_t(SECONDS_LAST + 30))}["old"]
         assert e.state == "firing" and e.duration_s == SECONDS_LAST + 30 - 20
+        # on the charts: a marker for each; a band only for the resolved one (an open one's end
+        # is unknown), beside the throttled period's
+        util = clusterview.draw(data, ClusterView(range="all"), NOW).figures["util"]
+        assert len(util["data"][-1]["x"]) == 2 and len(util["layout"]["shapes"]) == 2
     finally:
         (folder / "part-old.parquet").unlink()
     assert episode_state(_t(0), None, None, _t(10)) == ("open", _t(0), 0.0)

@@ -206,5 +206,8 @@ def proc_trends(store: Store, start: datetime, end: datetime, bucket_s: int, uui
     for key, node, pid, idx in sorted(set(zip(t["series"].to_pylist(), t["node"].to_pylist(),
                                               t["pid"].to_pylist(), t["gpu_index"].to_pylist()))):
         job = jobs.get((node, pid))
+        if job and job.count(", ") >= 3:  # a long-lived worker: its first jobs, and how many more
+            names = job.split(", ")
+            job = f"{', '.join(names[:2])} +{len(names) - 2} more"
         labels[key] = f"{node} · GPU{idx} · pid {pid}" + (f" ({job})" if job else "")
     return t.drop_columns(["node", "pid", "gpu_index"]), labels
