@@ -163,6 +163,15 @@ def heatmap_figure(per_gpu: pa.Table, labels: dict, key: str = "util", unit: str
                        "xaxis": X_AXIS, "yaxis": {"autorange": "reversed", "type": "category"}}}
 
 
+def zoomed(fig: dict, zoom, revision=None) -> dict:
+    """``fig`` shown over the time range ``zoom`` (x0, x1) when given (a zoom from the URL), with
+    ``uirevision`` = ``revision`` (plotly keeps a user's zoom across redraws of one revision)."""
+    layout = {**fig["layout"], "uirevision": revision or "keep"}
+    if zoom and "xaxis" in layout and layout["xaxis"].get("visible", True):
+        layout["xaxis"] = {**layout["xaxis"], "range": list(zoom), "autorange": False}
+    return {**fig, "layout": layout}
+
+
 def empty_figure(text: str) -> dict:
     return {"data": [], "layout": {
         "annotations": [{"text": text, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper",

@@ -20,7 +20,7 @@ from dashboard import clusterview
 from dashboard.colours import PALETTE, series_colour
 from dashboard.data import Data
 from dashboard.pages import alerts, jobs
-from dashboard.urlstate import ClusterView, format_view, parse_view
+from dashboard.urlstate import ClusterView, format_view, parse_view, zoom_of
 from ffray.analytics.alertstate import episode_state
 from ffray.analytics.metrics import PICKABLE, by_node
 from ffray.analytics.queries import throttle_periods
@@ -238,8 +238,16 @@ def test_url_state_round_trips_and_survives_junk():
     q = format_view(v)
     assert q.startswith("?") and parse_view(q, PICKABLE) == v
     assert format_view(ClusterView()) == "" and parse_view("", PICKABLE) == ClusterView()
-    junk = parse_view("?range=99y&by=<script>&metric=rm%20-rf&from=" + "x" * 500 + "&nodes=,,", PICKABLE)
+    junk = parse_view("?range=99y&by=<script>&metric=rm%20-rf&from=" + "x" * 500 + "&nodes=,,"
+                      "&zoom=2026-11-18 11:08,2026-11-18 11:07", PICKABLE)  # (a zoom must run forward)
     assert junk == ClusterView()
+    z = ClusterView(zoom=("2026-11-18 11:07:00", "2026-11-18 11:07:30.5"))
+    assert parse_view(format_view(z), PICKABLE) == z
+    # plotly relayout events: a new x range, a reset, or something else (the zoom stays)
+    assert zoom_of({"xaxis.range[0]": "2026-11-18 11:07", "xaxis.range[1]": "2026-11-18 11:09"}, ()) == (
+        "2026-11-18 11:07", "2026-11-18 11:09")
+    assert zoom_of({"xaxis.autorange": True}, z.zoom) == () and zoom_of({"autosize": True}, z.zoom) == z.zoom
+    assert zoom_of({"xaxis.range": ["bad", "2026-11-18 11:09"]}, z.zoom) == z.zoom
 
 
 def test_colours_are_stable_across_processes():

@@ -90,6 +90,14 @@ def test_metric_view_heatmap_linked_zoom_and_crosshair(served, page):
     page.wait_for_function("() => ['mem', 'temp', 'cpu', 'extra'].every(k => { const r = document"
                            ".querySelector('#c-' + k + ' .js-plotly-plot').layout.xaxis.range;"
                            " return r && String(r[0]).startsWith('2026-11-18 11:07:00'); })", timeout=20000)
+    # the zoom is in the URL: a reload (or a colleague) gets the same range on every chart
+    page.wait_for_function("() => new URLSearchParams(location.search).get('zoom') || false", timeout=20000)
+    assert parse_qs(urlsplit(page.url).query)["zoom"][0].startswith("2026-11-18 11:07:00,2026-11-18 11:07:30")
+    page.reload()
+    page.wait_for_function("() => ['util', 'mem', 'cpu'].every(k => { const gd = document"
+                           ".querySelector('#c-' + k + ' .js-plotly-plot');"
+                           " const r = gd && gd.layout.xaxis.range;"
+                           " return r && String(r[0]).startsWith('2026-11-18 11:07:00'); })", timeout=20000)
     # hover on one chart: the others show their hover label (the shared crosshair)
     page.locator("#c-util").scroll_into_view_if_needed()
     x, y = page.evaluate(POINT_XY)  # a point of the first line, inside the zoomed range

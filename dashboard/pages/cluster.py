@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
+from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard.clusterview import CHARTS, draw, draw_metric, extend
 from dashboard.data import Data
 from dashboard.figures import gpu_label
-from dashboard.urlstate import ClusterView, format_view, parse_view
+from dashboard.trends import zoomed
+from dashboard.urlstate import ClusterView, format_view, parse_view, zoom_of
 from ffray.analytics.metrics import METRICS, PICKABLE
 
 PRESETS = [("last 15 min", "15m"), ("last hour", "1h"), ("last 6 h", "6h"), ("last 24 h", "24h"),
@@ -22,6 +23,7 @@ PRESETS = [("last 15 min", "15m"), ("last hour", "1h"), ("last 6 h", "6h"), ("la
 CONTROLS = [("c-range", "value"), ("c-from", "value"), ("c-to", "value"), ("c-nodes", "value"),
             ("c-gpus", "value"), ("c-by", "value"), ("c-metric", "value")]
 HIDDEN = {"display": "none"}
+WINDOW_IDS = ("c-range", "c-from", "c-to")
 
 
 def _graph(key: str):
@@ -66,12 +68,13 @@ def layout(data: Data, search: str | None = None) -> html.Div:
                   _graph("extra")], id="c-extra-sec"),
         dcc.Interval(id="c-tick", interval=5000),
         dcc.Store(id="c-state"), dcc.Store(id="c-window"), dcc.Store(id="c-link"),
+        dcc.Store(id="c-zoom", data=list(v.zoom)),
     ])
 
 
-def view_of(preset, t_from, t_to, nodes, gpus, by, metric) -> ClusterView:
+def view_of(preset, t_from, t_to, nodes, gpus, by, metric, zoom=()) -> ClusterView:
     return ClusterView(preset or "1h", t_from or None, t_to or None, tuple(nodes or ()), tuple(gpus or ()),
-                       by or "auto", metric or ClusterView.metric)
+                       by or "auto", metric or ClusterView.metric, tuple(zoom or ()))
 
 
 def register(app, data: Data) -> None:
@@ -85,23 +88,35 @@ def register(app, data: Data) -> None:
         return nodes, [{"label": f"{gpu_label(g['gpu_uuid'], g['node'], g['gpu_index'])} "
                                  f"({g['gpu_name']})", "value": g["gpu_uuid"]} for g in inv]
 
-    @app.callback(Output("c-url", "search"), *[Input(i, p) for i, p in CONTROLS], prevent_initial_call=True)
+    # the zoom comes from the GPU utilization chart, or the host CPU chart on a CPU-only cluster
+    # (every chart zooms together: assets/sync.js)
+    @app.callback(Output("c-url", "search"), Output("c-zoom", "data"), *[Input(i, p) for i, p in CONTROLS],
+                  Input("c-util", "relayoutData"), Input("c-cpu", "relayoutData"), State("c-zoom", "data"),
+                  prevent_initial_call=True)
     def _url(*values):
-        return format_view(view_of(*values))
+        *controls, gpu_zoom, host_zoom, zoom = values
+        event = {"c-cpu": host_zoom, "c-util": gpu_zoom}.get(ctx.triggered_id)
+        # a new time window starts unzoomed; a filter or metric change keeps the zoom
+        zoom = () if ctx.triggered_id in WINDOW_IDS else zoom_of(event, tuple(zoom or ()))
+        return format_view(view_of(*controls, zoom)), list(zoom)
 
     @app.callback(*[Output(f"c-{k}", "figure") for k in (*CHARTS, "heat")],
                   Output("c-gpu-sec", "style"), Output("c-host-sec", "style"), Output("c-extra-sec", "style"),
                   Output("c-state", "data"), Output("c-window", "data"), Output("c-msg", "children"),
-                  *[Input(i, p) for i, p in CONTROLS[:-1]])
-    def _draw(preset, t_from, t_to, nodes, gpus, by):
+                  *[Input(i, p) for i, p in CONTROLS[:-1]], State("c-zoom", "data"))
+    def _draw(preset, t_from, t_to, nodes, gpus, by, zoom):
         d = draw(data, view_of(preset, t_from, t_to, nodes, gpus, by, None), datetime.now(timezone.utc))
-        figs = [d.figures.get(k, no_update) for k in (*CHARTS, "heat")]
+        if ctx.triggered_id in WINDOW_IDS:
+            zoom = ()  # as _url decides (its c-zoom may not be written yet)
+        rev = f"{preset}|{t_from}|{t_to}"  # plotly keeps a user's zoom across redraws of one window only
+        figs = [zoomed(d.figures[k], zoom, rev) if k in d.figures else no_update for k in (*CHARTS, "heat")]
         styles = [None if d.gpu else HIDDEN, None if d.host else HIDDEN, None if d.gpu or d.host else HIDDEN]
         return *figs, *styles, d.state, d.window, d.msg
 
-    @app.callback(Output("c-extra", "figure"), Input("c-metric", "value"), Input("c-window", "data"))
-    def _metric(key, win):
-        return draw_metric(data, win, key)
+    @app.callback(Output("c-extra", "figure"), Input("c-metric", "value"), Input("c-window", "data"),
+                  State("c-zoom", "data"))
+    def _metric(key, win, zoom):
+        return zoomed(draw_metric(data, win, key), zoom, win and f"{win['start']}|{win['end']}")
 
     @app.callback(*[Output(f"c-{k}", "extendData") for k in CHARTS],
                   Output("c-state", "data", allow_duplicate=True),
