@@ -23,6 +23,7 @@ X_AXIS = {"type": "date", "title": {"text": "time (UTC)", "font": {"size": 11}},
           "spikedash": "dot"}
 ALERT_COLOUR = "#f59e0b"
 MAX_SHAPES = 300
+MARGIN_L = 110  # one left margin on every chart (the heatmap's row names fit), so times line up
 
 
 def times(arr) -> np.ndarray:
@@ -90,7 +91,7 @@ def line_figure(table: pa.Table, metric: Metric, labels: dict, *, spread: str = 
     title = f"{metric.title} ({unit or 'value'}, bucket mean; hover for {spread}){''.join(legend)}{note}"
     return {"data": traces, "layout": {
         "title": {"text": title, "x": 0.01, "font": {"size": 14}}, "height": height,
-        "margin": {"l": 55, "r": 10, "t": 36, "b": 40}, "hovermode": "closest",
+        "margin": {"l": MARGIN_L, "r": 10, "t": 36, "b": 40}, "hovermode": "closest",
         "legend": {"orientation": "h", "y": -0.25, "font": {"size": 10}}, "template": TEMPLATE,
         "uirevision": "keep", "shapes": shapes, "xaxis": X_AXIS,
         "yaxis": {"title": {"text": unit}}, "yaxis2": {"overlaying": "y", "range": [0, 1], "visible": False,
@@ -153,14 +154,17 @@ def heatmap_figure(per_gpu: pa.Table, labels: dict, key: str = "util", unit: str
     names = [labels.get(s, s) for _, _, s in rows]
     height = 80 + max(4, len(rows)) * (22 if len(rows) <= 16 else 10)
     return {"data": [{"type": "heatmap", "x": xs, "y": names, "z": z, "colorscale": "Viridis", "zmin": 0,
-                      "zmax": zmax, "colorbar": {"title": {"text": unit}, "thickness": 12},
+                      "zmax": zmax, "colorbar": {"thickness": 8,  # (the unit is in the title)
+                                                 "orientation": "h", "len": 0.25, "x": 1, "xanchor": "right",
+                                                 "y": 1.0, "yanchor": "bottom"},
                       "hovertemplate": f"%{{y}}<br>%{{x|%Y-%m-%d %H:%M:%S}} UTC<br>%{{z}} {unit}"
                                        "<extra></extra>"}],
             "layout": {"title": {"text": "GPU utilization per GPU (bucket mean, %): a saturated GPU "
                                          "stands out", "x": 0.01, "font": {"size": 14}},
                        "height": height, "template": TEMPLATE,
-                       "margin": {"l": 150, "r": 10, "t": 36, "b": 40}, "uirevision": "keep",
-                       "xaxis": X_AXIS, "yaxis": {"autorange": "reversed", "type": "category"}}}
+                       "margin": {"l": MARGIN_L, "r": 10, "t": 36, "b": 40}, "uirevision": "keep",
+                       "xaxis": X_AXIS,
+                       "yaxis": {"autorange": "reversed", "type": "category", "tickfont": {"size": 10}}}}
 
 
 def zoomed(fig: dict, zoom, revision=None) -> dict:

@@ -99,6 +99,8 @@ def test_metric_view_heatmap_linked_zoom_and_crosshair(served, page):
                            " const r = gd && gd.layout.xaxis.range;"
                            " return r && String(r[0]).startsWith('2026-11-18 11:07:00'); })", timeout=20000)
     # hover on one chart: the others show their hover label (the shared crosshair)
+    page.wait_for_function("() => ['util', 'power', 'temp'].every(k => document"
+                           ".querySelector('#c-' + k + ' .js-plotly-plot').__ffrayLinked)", timeout=20000)
     page.locator("#c-util").scroll_into_view_if_needed()
     x, y = page.evaluate(POINT_XY)  # a point of the first line, inside the zoomed range
     page.mouse.move(x, y)

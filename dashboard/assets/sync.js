@@ -44,7 +44,7 @@
   }
 
   function attach(gd) {
-    if (gd.__ffrayLinked) return;
+    if (gd.__ffrayLinked || typeof gd.on !== 'function') return;  // (not drawn yet: a later pass)
     gd.__ffrayLinked = true;
     gd.on('plotly_relayout', function (ev) {
       if (gd.__ffraySyncing) return;
@@ -65,7 +65,12 @@
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     ffray: {
       link: function () {
-        setTimeout(function () { plots().forEach(attach); }, 0);
+        // charts are drawn asynchronously after their figures arrive: attach now and again later
+        [0, 300, 1500].forEach(function (ms) {
+          setTimeout(function () {
+            document.querySelectorAll('.linked .js-plotly-plot').forEach(attach);
+          }, ms);
+        });
         return window.dash_clientside.no_update;
       }
     }
