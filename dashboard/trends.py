@@ -152,17 +152,17 @@ def heatmap_figure(per_gpu: pa.Table, labels: dict, key: str = "util", unit: str
     c_idx = np.array([col[t] for t in x_all])
     z[r_idx, c_idx] = vals
     names = [labels.get(s, s) for _, _, s in rows]
-    height = 80 + max(4, len(rows)) * (22 if len(rows) <= 16 else 10)
+    height = 104 + max(4, len(rows)) * (22 if len(rows) <= 16 else 10)
     return {"data": [{"type": "heatmap", "x": xs, "y": names, "z": z, "colorscale": "Viridis", "zmin": 0,
                       "zmax": zmax, "colorbar": {"thickness": 8,  # (the unit is in the title)
                                                  "orientation": "h", "len": 0.25, "x": 1, "xanchor": "right",
-                                                 "y": 1.0, "yanchor": "bottom"},
+                                                 "y": 1.03, "yanchor": "bottom"},
                       "hovertemplate": f"%{{y}}<br>%{{x|%Y-%m-%d %H:%M:%S}} UTC<br>%{{z}} {unit}"
                                        "<extra></extra>"}],
             "layout": {"title": {"text": "GPU utilization per GPU (bucket mean, %): a saturated GPU "
                                          "stands out", "x": 0.01, "font": {"size": 14}},
                        "height": height, "template": TEMPLATE,
-                       "margin": {"l": MARGIN_L, "r": 10, "t": 36, "b": 40}, "uirevision": "keep",
+                       "margin": {"l": MARGIN_L, "r": 10, "t": 60, "b": 40}, "uirevision": "keep",
                        "xaxis": X_AXIS,
                        "yaxis": {"autorange": "reversed", "type": "category", "tickfont": {"size": 10}}}}
 
