@@ -15,7 +15,7 @@ RANGES = [("last 24 h", "24h"), ("last 7 days", "7d"), ("everything", "all")]
 NO_ALERTS = "No alerts recorded. Rules (temperature, memory, throttling, ...) fire while telemetry " \
             "records; add your own with `ffray telemetry record --alert NAME:FIELD>VALUE[@S]`."
 STATES = {"firing": "firing now", "resolved": "resolved",
-          "open": "no resolve recorded (telemetry stopped while firing)"}
+          "open": "no resolve recorded (telemetry stopped while it fired, or an older file)"}
 
 
 def layout(data: Data, search: str | None = None) -> html.Div:
