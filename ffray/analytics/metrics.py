@@ -1,8 +1,8 @@
 """Every recorded metric as a time-bucketed trend, for the cluster page and the CLI.
 
 - ``METRICS``: the catalogue (typed ``Metric`` specs): GPU gauges (min/mean/max of the samples in
-  a bucket), GPU counters (PCIe bytes, energy: the counter's rises between consecutive samples
-  over the time between them, so a bucket with one sample still has a rate), host gauges (CPU,
+  a bucket), GPU counters (PCIe bytes, energy: the rise from the previous bucket's last sample to
+  this bucket's last, per second, so a bucket with one sample still has a rate), host gauges (CPU,
   load, memory), and two views of their own: throttle reasons (% of samples with each NVML
   clock-event reason set) and per-process GPU memory (one line per worker process).
 - ``gpu_trends``: one DuckDB scan of ``gpu`` per GPU and bucket, with the four panel metrics and
@@ -68,11 +68,25 @@ REASONS = {0x1: "GPU idle", 0x2: "applications clocks setting", 0x4: "SW power c
 
 def _aggregates(m: Metric) -> str:
     c, k = m.column, m.key
-    if m.kind == "counter":  # rises since the previous sample, per second (d_/dt_<col>: gpu_trends)
-        rate = f"sum(d_{c}) * {m.scale} / nullif(sum(dt_{c}), 0)"
-        return f"{rate} AS {k}_min, {rate} AS {k}_mean, {rate} AS {k}_max"
+    if m.kind == "counter":  # its first and last value in the bucket: gpu_trends makes the rate
+        return f"arg_min({c}, ts) AS {k}_first, arg_max({c}, ts) AS {k}_last"
     s = f" * {m.scale}" if m.scale != 1.0 else ""
     return f"min({c}){s} AS {k}_min, avg({c}){s} AS {k}_mean, max({c}){s} AS {k}_max"
+
+
+def _rate(m: Metric) -> str:
+    """A counter's rise per second over a bucket: from the previous bucket's last sample to this
+    one's last (so one sample per bucket is enough and no interval is lost between buckets), or
+    within the bucket where there is no adjacent previous bucket or the counter went back (a
+    reset); a window over the per-bucket rows, not over the samples."""
+    k = m.key
+    prev = f"lag({k}_last) OVER w"
+    across = (f"CASE WHEN bucket - lag(bucket) OVER w <= to_seconds($b) AND {k}_last >= {prev} "
+              f"THEN ({k}_last - {prev}) / nullif(epoch(t_last) - epoch(lag(t_last) OVER w), 0) END")
+    within = (f"CASE WHEN {k}_last >= {k}_first "
+              f"THEN ({k}_last - {k}_first) / nullif(epoch(t_last) - epoch(t_first), 0) END")
+    rate = f"coalesce({across}, {within}) * {m.scale}"
+    return f"{rate} AS {k}_min, {rate} AS {k}_mean, {rate} AS {k}_max"
 
 
 def gpu_trends(store: Store, start: datetime, end: datetime, bucket_s: int, uuids=(), nodes=(),
@@ -81,24 +95,23 @@ def gpu_trends(store: Store, start: datetime, end: datetime, bucket_s: int, uuid
     min/mean/max of the GPU metrics ``keys`` (default: the four panels), throttled, samples."""
     keys = [k for k in keys if METRICS[k].table == "gpu"]
     aggs = ",\n       ".join(_aggregates(METRICS[k]) for k in keys)
-    counters = [METRICS[k].column for k in keys if METRICS[k].kind == "counter"]
-    source = "gpu"
-    if counters:  # per-sample rises (a counter reset, a negative rise, counts as none)
-        lag = "OVER (PARTITION BY gpu_uuid ORDER BY ts)"
-        rises = ", ".join(f"CASE WHEN {c} >= lag({c}) {lag} THEN {c} - lag({c}) {lag} END AS d_{c}, "
-                          f"CASE WHEN {c} >= lag({c}) {lag} THEN epoch(ts) - epoch(lag(ts) {lag}) END "
-                          f"AS dt_{c}"
-                          for c in counters)
-        source = f"(SELECT *, {rises} FROM gpu WHERE ts >= $start - INTERVAL 1 MINUTE AND ts < $end)"
-    return store.sql(f"""
+    counters = [METRICS[k] for k in keys if METRICS[k].kind == "counter"]
+    times = ", min(ts) AS t_first, max(ts) AS t_last" if counters else ""
+    sql = f"""
         SELECT gpu_uuid AS series, any_value(node) AS node, any_value(gpu_index) AS gpu_index,
                to_timestamp(floor(epoch(ts) / $b) * $b) AS bucket,
-               {aggs}, bool_or(throttled) AS throttled, count(*) AS samples
-        FROM {source} WHERE ts >= $start AND ts < $end
+               {aggs}, bool_or(throttled) AS throttled, count(*) AS samples{times}
+        FROM gpu WHERE ts >= $start AND ts < $end
           AND (len($uuids) = 0 OR list_contains($uuids, gpu_uuid))
           AND (len($nodes) = 0 OR list_contains($nodes, node))
-        GROUP BY gpu_uuid, bucket ORDER BY series, bucket""",
-        b=int(bucket_s), start=start, end=end, uuids=list(uuids), nodes=list(nodes))
+        GROUP BY gpu_uuid, bucket"""
+    params = {"b": int(bucket_s), "start": start, "end": end, "uuids": list(uuids), "nodes": list(nodes)}
+    if not counters:
+        return store.sql(sql + " ORDER BY series, bucket", **params)
+    raw = ["t_first", "t_last"] + [f"{m.key}_{e}" for m in counters for e in ("first", "last")]
+    rates = "".join(f", {_rate(m)}" for m in counters)
+    return store.sql(f"""SELECT * EXCLUDE ({", ".join(raw)}){rates} FROM ({sql})
+        WINDOW w AS (PARTITION BY series ORDER BY bucket) ORDER BY series, bucket""", **params)
 
 
 def by_node(per_gpu: pa.Table) -> pa.Table:
