@@ -259,3 +259,31 @@ def test_colours_are_stable_across_processes():
     assert got == {",".join(series_colour(k) for k in keys)}
     assert len(PALETTE) >= 200 and series_colour(None) not in PALETTE
     assert len({series_colour(f"GPU-{i:04x}") for i in range(64)}) > 40  # a large palette: few repeats
+
+
+def test_counter_rates_survive_a_counter_reset(tmp_path):
+    """PCIe counters rise 1e6 bytes/s (FakeGpus); the GPU resets its counters at sample 55: no
+    bucket shows a negative or wild rate, only the reset's bucket has none."""
+    from ffray.analytics.metrics import gpu_trends
+    from ffray.analytics.source import Store
+    from ffray.telemetry.sampler import Sampler
+    from ffray.telemetry.store import TelemetryStore
+    from tests.fake_nvml import FakeGpus
+
+    gpus = FakeGpus(1, "r")
+    store = TelemetryStore(tmp_path / "telemetry", "r", roll_seconds=3600)
+    sampler = Sampler("r", gpus)
+    for i in range(100):
+        if i == 55:
+            gpus.t = 0.0  # the counter starts again from zero
+        store.append(sampler.sample(sd.T0 + i), sd.T0 + i)
+        gpus.advance(1.0)
+    store.close()
+    s = Store(str(tmp_path))
+    try:
+        t = gpu_trends(s, _t(0), _t(100), 10, keys=("pcie_tx",))
+    finally:
+        s.close()
+    rates = dict(zip(t["bucket"].to_pylist(), t["pcie_tx_mean"].to_pylist()))
+    assert len(rates) == 10 and rates[_t(50)] is None  # samples 50..54 then 0..4 after the reset
+    assert all(r == pytest.approx(1.0) for b, r in rates.items() if b != _t(50))
