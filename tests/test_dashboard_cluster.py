@@ -213,6 +213,10 @@ def test_alert_episodes_firing_resolved_open(data, tmp_path):
     row = {"schema_version": 2, "ts": _t(20), "node": "n0", "gpu_uuid": sd.uuid("n0", 0), "gpu_index": 0,
            "rule": "old", "value": 1.0, "threshold": 0.5, "message": "old rule"}
     pq.write_table(pa.Table.from_pylist([row], schema=old), folder / "part-old.parquet")
+    only_old = tmp_path / "old" / "telemetry" / "alerts" / "date=2026-11-18" / "node=n0"
+    only_old.mkdir(parents=True)  # a store whose alert files all predate the column
+    pq.write_table(pa.Table.from_pylist([row], schema=old), only_old / "part-old.parquet")
+    assert [e.state for e in Data(str(tmp_path / "old")).episodes(NOW)] == ["open"]
     try:
         e = {x.rule: x for x in data.episodes(NOW)}["old"]
         assert e.state == "open" and e.end == _t(SECONDS_LAST) and e.duration_s == SECONDS_LAST - 20

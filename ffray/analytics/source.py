@@ -47,6 +47,8 @@ class Store:
             self._view(name, rel, schema)
 
     def _view(self, name: str, rel: str, schema: pa.Schema) -> None:
+        import duckdb
+
         cols = ", ".join(f'"{f.name}"' for f in schema)
         files = None if self.sink.local else self.sink.list(rel)
         has = _any_parquet(self.sink.path(rel)) if self.sink.local else bool(files)
@@ -59,14 +61,16 @@ class Store:
             src = f"read_parquet('{glob}', union_by_name=true, hive_partitioning=false)"
             # files of an older schema lack its newer columns (alerts.state before schema 3):
             # those are NULLs of the current schema's type (a plain read where none is missing)
-            have = {r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
-            if any(f.name not in have for f in schema):
+            try:
+                self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM {src}")
+            except duckdb.BinderException:  # a column no file has yet: look at what they have
+                have = {r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
                 self.con.register(f"_{name}_empty", schema.empty_table())
                 types = dict(self.con.execute(f"SELECT column_name, column_type FROM "
                                               f"(DESCRIBE SELECT * FROM _{name}_empty)").fetchall())
                 cols = ", ".join(f'"{f.name}"' if f.name in have else
                                  f'CAST(NULL AS {types[f.name]}) AS "{f.name}"' for f in schema)
-            self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM {src}")
+                self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM {src}")
         else:
             import pyarrow.dataset as ds
 
