@@ -141,7 +141,7 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
 
 
 def gpus_in(per_gpu) -> list[dict]:
-    """The GPUs of a per-GPU trend table: UUID, node, index and the end of its last bucket."""
+    """The GPUs of a per-GPU trend table: UUID, node, index and the start of its last bucket."""
     if not per_gpu.num_rows:
         return []
     grouped = per_gpu.group_by(["series", "node", "gpu_index"], use_threads=False).aggregate(
