@@ -27,6 +27,13 @@ POINT_XY = """() => { const gd = document.querySelector('#c-util .js-plotly-plot
             r.top + L.yaxis._offset + L.yaxis.d2p(t.y[k])]; }"""
 
 
+def _text(response) -> str:
+    try:
+        return response.text()
+    except Exception:  # noqa: BLE001 - a response of a page already gone
+        return ""
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = sd.build(tmp_path_factory.mktemp("store"))
@@ -55,6 +62,9 @@ def test_cpu_only_cluster_shows_host_panels(cpu_served, page):
 
 
 def test_view_is_in_the_url_and_survives_a_reload(served, page):
+    routed = []  # page renders (the route callback's responses)
+    page.on("response", lambda r: routed.append(r.url) if "_dash-update-component" in r.url and
+            '"page":{"children"' in _text(r) else None)
     page.goto(served.url + "/?range=all&nodes=n1&metric=pcie_tx")
     page.wait_for_function(
         f"() => {{ const n = ({SERIES})(); return n.length == 2 && n[0] == 'n1 · GPU0'; }}", timeout=20000)
@@ -63,6 +73,7 @@ def test_view_is_in_the_url_and_survives_a_reload(served, page):
     page.wait_for_function("() => location.search.includes('by=node')", timeout=20000)
     q = parse_qs(urlsplit(page.url).query)
     assert q == {"range": ["all"], "nodes": ["n1"], "by": ["node"], "metric": ["pcie_tx"]}
+    assert len(routed) == 1  # the URL follows the controls without rendering the page again
     page.reload()
     page.wait_for_function(f"() => {{ const n = ({SERIES})(); return n.length == 1 && n[0] == 'n1'; }}",
                            timeout=20000)
