@@ -140,17 +140,17 @@ def heatmap_figure(per_gpu: pa.Table, labels: dict, key: str = "util", unit: str
     if not per_gpu.num_rows:
         return empty_figure("no GPU samples")
     x_all = times(per_gpu["bucket"])
-    xs = np.unique(x_all)
-    col = {t: i for i, t in enumerate(xs)}
-    rows = sorted({(n, i, s) for s, n, i in zip(per_gpu["series"].to_pylist(), per_gpu["node"].to_pylist(),
-                                                per_gpu["gpu_index"].to_pylist())},
+    xs, c_idx = np.unique(x_all, return_inverse=True)
+    gpus = per_gpu.select(["series", "node", "gpu_index"]).group_by(["series", "node", "gpu_index"],
+                                                                   use_threads=False).aggregate([])
+    rows = sorted(zip(gpus["node"].to_pylist(), gpus["gpu_index"].to_pylist(), gpus["series"].to_pylist()),
                   key=lambda r: (r[0] or "", -1 if r[1] is None else r[1], r[2]))
-    row_of = {s: j for j, (_, _, s) in enumerate(rows)}
+    order = np.array([s for _, _, s in rows], dtype=object)
+    keys = per_gpu["series"].to_numpy(zero_copy_only=False)
+    sorter = np.argsort(order)
+    r_idx = sorter[np.searchsorted(order, keys, sorter=sorter)]  # each row's GPU -> its heatmap row
     z = np.full((len(rows), len(xs)), np.nan)
-    vals = np.round(_num(per_gpu, f"{key}_mean"), 1)
-    r_idx = np.array([row_of[s] for s in per_gpu["series"].to_pylist()])
-    c_idx = np.array([col[t] for t in x_all])
-    z[r_idx, c_idx] = vals
+    z[r_idx, c_idx] = np.round(_num(per_gpu, f"{key}_mean"), 1)
     names = [labels.get(s, s) for _, _, s in rows]
     height = 104 + max(4, len(rows)) * (22 if len(rows) <= 16 else 10)
     return {"data": [{"type": "heatmap", "x": xs, "y": names, "z": z, "colorscale": "Viridis", "zmin": 0,

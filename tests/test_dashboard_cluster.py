@@ -121,6 +121,8 @@ def test_cluster_figures_colours_alerts_heatmap_and_host_panels(data):
     assert all(c == series_colour(u) and c in PALETTE for u, c in colours[0].items())
     heat = d.figures["heat"]["data"][0]
     assert heat["z"].shape[0] == 4 and list(heat["y"]) == ["n0 · GPU0", "n0 · GPU1", "n1 · GPU0", "n1 · GPU1"]
+    col = [str(x)[:19] for x in heat["x"]].index(_t(75).strftime("%Y-%m-%dT%H:%M:%S"))
+    assert list(heat["z"][:, col]) == [0.0, 0.0, 100.0, 90.0]  # n1: GPU0 saturated, GPU1 busy
     assert [len(_series(d.figures[k])) for k in ("cpu", "host_mem")] == [2, 2]
     assert d.state["order"] == sorted(d.state["order"]) and d.state["horder"] == ["n0", "n1"]
     d = clusterview.draw(data, ClusterView(range="all", nodes=("n1",)), NOW)

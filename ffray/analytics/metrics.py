@@ -142,16 +142,10 @@ def by_node(per_gpu: pa.Table) -> pa.Table:
     return pa.table(out).sort_by([("series", "ascending"), ("bucket", "ascending")])
 
 
-def host_extent(store: Store):
-    row = store.rows("SELECT min(ts) AS lo, max(ts) AS hi FROM host")[0]
-    return None if row["lo"] is None else (row["lo"], row["hi"])
-
-
 def cluster_extent(store: Store):
     """(first, last) sample over GPU and host telemetry; None when neither has any."""
-    row = store.rows("""SELECT min(lo) AS lo, max(hi) AS hi FROM (
-        SELECT min(ts) AS lo, max(ts) AS hi FROM gpu UNION ALL SELECT min(ts), max(ts) FROM host)""")[0]
-    return None if row["lo"] is None else (row["lo"], row["hi"])
+    got = [e for e in (store.ts_extent("gpu"), store.ts_extent("host")) if e is not None]
+    return (min(e[0] for e in got), max(e[1] for e in got)) if got else None
 
 
 def host_inventory(store: Store, start=None, end=None) -> list[dict]:

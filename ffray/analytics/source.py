@@ -79,6 +79,22 @@ class Store:
             self.con.register(f"_{name}_ds", dataset)
             self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM _{name}_ds")
 
+    def ts_extent(self, name: str):
+        """(first, last) ``ts`` of a table, or None when it has no rows. For a local folder from
+        the Parquet files' column statistics (a footer read, ~10x faster than a scan of ``ts``);
+        by a query where a file lacks them, or for a URI."""
+        rel = VIEWS[name][0]
+        if self.present.get(name) and self.sink.local:
+            glob = self.sink.path(rel).replace("'", "''") + "/**/*.parquet"
+            row = self.con.execute(f"""
+                SELECT min(stats_min_value::TIMESTAMPTZ), max(stats_max_value::TIMESTAMPTZ),
+                       bool_and(stats_min_value IS NOT NULL AND stats_max_value IS NOT NULL)
+                FROM parquet_metadata('{glob}') WHERE path_in_schema = 'ts'""").fetchall()[0]
+            if row[2]:
+                return row[0], row[1]
+        row = self.rows(f"SELECT min(ts) AS lo, max(ts) AS hi FROM {name}")[0]
+        return None if row["lo"] is None else (row["lo"], row["hi"])
+
     @property
     def empty(self) -> bool:
         return not any(self.present.values())
