@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 import pyarrow as pa
 from plotly.subplots import make_subplots
 
 from ffray.analytics.costs import short_node, worker_lanes
 
 GIB = 1024 ** 3
+TEMPLATE = pio.templates["plotly_white"].to_plotly_json()  # plotly.js needs the template itself
 STATUS_COLOURS = {"done": "#1f77b4", "retried": "#ff7f0e", "failed": "#d62728"}
 
 

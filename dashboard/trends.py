@@ -11,13 +11,12 @@ throttled periods stay red.
 from __future__ import annotations
 
 import numpy as np
-import plotly.io as pio
 import pyarrow as pa
 
 from dashboard.colours import series_colour
+from dashboard.figures import TEMPLATE
 from ffray.analytics.metrics import Metric
 
-TEMPLATE = pio.templates["plotly_white"].to_plotly_json()  # plotly.js needs the template itself
 X_AXIS = {"type": "date", "title": {"text": "time (UTC)", "font": {"size": 11}}, "showspikes": True,
           "spikemode": "across", "spikesnap": "cursor", "spikethickness": 1, "spikecolor": "#555",
           "spikedash": "dot"}
