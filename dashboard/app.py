@@ -24,17 +24,18 @@ log = logging.getLogger("ffray.dashboard")
 NAV = [("/", "Cluster"), ("/jobs", "Jobs"), ("/alerts", "Alerts"), ("/capacity", "Capacity")]
 
 
-def page_for(data: Data, path: str | None):
-    """The page component for a URL path (unknown paths get a short message, not an error)."""
+def page_for(data: Data, path: str | None, search: str | None = None):
+    """The page component for a URL path and query string (the cluster and alerts pages take
+    their controls from it); unknown paths get a short message, not an error."""
     path = (path or "/").rstrip("/") or "/"
     if path == "/":
-        return cluster.layout(data)
+        return cluster.layout(data, search)
     if path == "/jobs":
         return jobs.jobs_layout(data)
     if path.startswith("/job/"):
         return jobs.job_layout(data, path[len("/job/"):])
     if path == "/alerts":
-        return alerts.layout(data)
+        return alerts.layout(data, search)
     if path == "/capacity":
         return capacity.layout(data)
     return html.P(f"No page at {path}.", className="empty")
@@ -60,9 +61,11 @@ def create_app(data: Data, auth: tuple[str, str] | None = None,
         html.Div([html.Div(id="page-error"), html.Div(id="page")], className="page"),
     ])
 
-    @app.callback(Output("page", "children"), Output("page-error", "children"), Input("url", "pathname"))
-    def _route(path):
-        return page_for(data, path), None
+    # the query string is an input too: back/forward between views of a page re-renders it
+    @app.callback(Output("page", "children"), Output("page-error", "children"), Input("url", "pathname"),
+                  Input("url", "search"))
+    def _route(path, search):
+        return page_for(data, path, search), None
 
     cluster.register(app, data)
     jobs.register(app, data)

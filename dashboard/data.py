@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from dashboard.figures import gpu_label
-from ffray.analytics import queries
+from ffray.analytics import alertstate, metrics, queries
 from ffray.analytics.costs import chunk_costs, job_costs
 from ffray.analytics.source import VIEWS, Store, target_missing
 
@@ -60,16 +60,40 @@ class Data:
 
     # cluster page
     def extent(self) -> tuple[datetime, datetime] | None:
+        """First and last sample of GPU or host telemetry (a CPU-only cluster has host rows only)."""
         with self.store() as s:
-            return queries.time_extent(s)
+            return metrics.cluster_extent(s)
+
+    def gpu_trends(self, start, end, bucket_s: int, uuids=(), nodes=(), keys=metrics.PANELS):
+        with self.store() as s:
+            return metrics.gpu_trends(s, start, end, bucket_s, uuids, nodes, keys)
+
+    def hosts(self, start=None, end=None) -> list[dict]:
+        with self.store() as s:
+            return metrics.host_inventory(s, start, end)
+
+    def host_trends(self, start, end, bucket_s: int, nodes=()):
+        with self.store() as s:
+            return metrics.host_trends(s, start, end, bucket_s, nodes)
+
+    def reason_trends(self, start, end, bucket_s: int, uuids=(), nodes=()):
+        with self.store() as s:
+            return metrics.reason_trends(s, start, end, bucket_s, uuids, nodes)
+
+    def proc_trends(self, start, end, bucket_s: int, uuids=(), nodes=()):
+        with self.store() as s:
+            return metrics.proc_trends(s, start, end, bucket_s, uuids, nodes)
+
+    def episodes(self, now: datetime, start=None, end=None, last_seen=None,
+                 stale_s: float = alertstate.STALE_S) -> list:
+        """Alert episodes (``ffray.analytics.alertstate.Episode``), newest first."""
+        with self.store() as s:
+            return alertstate.episodes(s, now, start, end, last_seen=last_seen, stale_s=stale_s)
 
     def inventory(self, start=None, end=None) -> list[dict]:
         with self.store() as s:
             return queries.inventory(s, start, end)
 
-    def trends(self, start: datetime, end: datetime, bucket_s: int, uuids=(), nodes=(), by="gpu"):
-        with self.store() as s:
-            return queries.trends(s, start, end, bucket_s, uuids, nodes, by)
 
     def alerts(self, start=None, end=None) -> list[dict]:
         with self.store() as s:

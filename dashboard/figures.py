@@ -9,12 +9,6 @@ import pyarrow as pa
 from ffray.analytics.costs import short_node
 
 GIB = 1024 ** 3
-METRICS = {  # key: (column prefix, title, unit, scale)
-    "util": ("util", "GPU utilization", "%", 1.0),
-    "mem": ("mem", "GPU memory used", "GiB", 1 / GIB),
-    "power": ("power", "Power", "W", 1.0),
-    "temp": ("temp", "Temperature", "°C", 1.0),
-}
 TEMPLATE = pio.templates["plotly_white"].to_plotly_json()  # plotly.js needs the template itself
 STATUS_COLOURS = {"done": "#1f77b4", "retried": "#ff7f0e", "failed": "#d62728"}
 
@@ -34,33 +28,6 @@ def series_groups(table: pa.Table):
     return [(keys[a], slice(a, b)) for a, b in zip(starts, ends)]
 
 
-def trend_figure(table: pa.Table, metric: str, labels: dict, throttles=(), height: int = 270) -> dict:
-    """One mean line per series; hover gives the bucket's min and max; throttled periods shaded.
-    Built as a plain figure dict: plotly's validating objects cost more than the query here."""
-    col, title, unit, scale = METRICS[metric]
-    traces = []
-    if table.num_rows:
-        x = _times(table["bucket"])
-        mean = table[f"{col}_mean"].to_numpy(zero_copy_only=False).astype(float) * scale
-        lo = table[f"{col}_min"].to_numpy(zero_copy_only=False).astype(float) * scale
-        hi = table[f"{col}_max"].to_numpy(zero_copy_only=False).astype(float) * scale
-        for key, sl in series_groups(table):
-            traces.append({
-                "type": "scatter", "mode": "lines", "name": labels.get(key, key), "line": {"width": 1.3},
-                "x": x[sl], "y": np.round(mean[sl], 2), "customdata": np.round(np.c_[lo[sl], hi[sl]], 2),
-                "hovertemplate": f"%{{fullData.name}}<br>%{{x}}<br>mean %{{y}} {unit} "
-                                 f"(min %{{customdata[0]}}, max %{{customdata[1]}})<extra></extra>"})
-    shapes = [{"type": "rect", "xref": "x", "yref": "paper", "x0": a.replace(tzinfo=None),
-               "x1": b.replace(tzinfo=None), "y0": 0, "y1": 1, "fillcolor": "#d62728", "opacity": 0.12,
-               "line": {"width": 0}, "layer": "below"} for a, b in list(throttles)[:300]]
-    shaded = " · red: throttled" if throttles else ""
-    return {"data": traces, "layout": {
-        "title": {"text": f"{title} ({unit}, bucket mean; hover for min/max){shaded}", "x": 0.01,
-                  "font": {"size": 14}},
-        "height": height, "margin": {"l": 55, "r": 10, "t": 36, "b": 30}, "hovermode": "closest",
-        "legend": {"orientation": "h", "y": -0.18, "font": {"size": 10}}, "template": TEMPLATE,
-        "uirevision": "keep", "shapes": shapes, "xaxis": {"type": "date"},
-        "yaxis": {"title": {"text": unit}}}}
 
 
 def chunk_category(row: dict) -> str:

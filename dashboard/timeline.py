@@ -9,12 +9,12 @@ time; notes are placed in paper coordinates inside their panel (an annotation on
 
 from __future__ import annotations
 
-import zlib
 from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
 
+from dashboard.colours import series_colour
 from dashboard.figures import (
     GIB,
     STATUS_COLOURS,
@@ -26,19 +26,10 @@ from dashboard.figures import (
 )
 from ffray.analytics.costs import worker_lanes
 
-# 24 distinguishable colours (plotly's Dark24); a GPU's colour follows from its label alone
-PALETTE = ["#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86",
-           "#EB663B", "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE",
-           "#862A16", "#A777F1", "#620042", "#1616A7", "#DA60CA", "#6C4516", "#0D2A63", "#AF0038"]
 NO_SAMPLES = "no GPU or host samples for this job (telemetry was off)"
 CPU_NOTE = "no GPU samples for this job (CPU workers): host CPU and memory of its nodes"
 MAX_EVENT_LABELS = 8
 LANE_PX = 26
-
-
-def gpu_colour(label: str) -> str:
-    """A stable colour for a GPU (or node) label: the same on every panel and page."""
-    return PALETTE[zlib.crc32(label.encode()) % len(PALETTE)]
 
 
 def _times(arr) -> np.ndarray:
@@ -51,7 +42,7 @@ def _naive(t: datetime) -> str:
 
 def _lines(table: pa.Table, labels: dict, cols: list[tuple[str, str, float, str, str]]) -> list[dict]:
     """Per series one line per (column, y axis, scale, unit, min/max prefix) in ``cols``, coloured
-    by the series' label."""
+    by the series' key (GPU UUID or node: ``dashboard.colours``, the cluster page's colours)."""
     traces = []
     if not table.num_rows:
         return traces
@@ -61,7 +52,7 @@ def _lines(table: pa.Table, labels: dict, cols: list[tuple[str, str, float, str,
         for i, (col, axis, scale, unit, mm) in enumerate(cols):
             y = np.round(table[col].to_numpy(zero_copy_only=False).astype(float)[sl] * scale, 2)
             tr = {"type": "scatter", "mode": "lines", "name": name, "legendgroup": name, "xaxis": "x",
-                  "yaxis": axis, "x": x[sl], "y": y, "line": {"width": 1.3, "color": gpu_colour(name)},
+                  "yaxis": axis, "x": x[sl], "y": y, "line": {"width": 1.3, "color": series_colour(key)},
                   "showlegend": i == 0,
                   "hovertemplate": f"%{{fullData.name}}<br>%{{x}} UTC<br>%{{y}} {unit}<extra></extra>"}
             if mm:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ffray.telemetry.schema import ALERT, GPU, GPU_PROC, SCHEMA_VERSION  # noqa: E402
+from ffray.telemetry.schema import ALERT, GPU, GPU_PROC, HOST, SCHEMA_VERSION  # noqa: E402
 from ffray.telemetry.sink import Sink  # noqa: E402
 from ffray.telemetry.spans import write_job_record, write_spans  # noqa: E402
 
@@ -127,6 +127,9 @@ def gpu_table(gpu_index, node, lanes_here, models_of_lane, uuids, busy, mem, day
         cols["dec_util"].append(np.where(b, 12, 0).astype(np.float32))
     arrays = []
     for f in GPU:
+        if not cols[f.name]:  # ray_node: a generated store has no Ray
+            arrays.append(pa.nulls(sum(len(c) for c in cols["ts"]), f.type))
+            continue
         v = np.concatenate(cols[f.name])
         arrays.append(pa.array(v, type=f.type) if f.name != "ts" else
                       pa.array(v, type=pa.int64()).cast(f.type))
@@ -197,6 +200,21 @@ def main() -> None:
                     "pid": pa.array(pid_of[lane][sl][idx]),
                     "used_bytes": pa.array(mem[lane][sl][idx].astype(np.int64)),
                     "sm_util": pa.array(np.full(len(idx), 80.0, np.float32))}, schema=GPU_PROC))
+            # the node's host row every second: CPU follows its busy GPUs, memory its jobs
+            nbusy = np.sum([busy[lane][lo - t0:hi - t0] for lane in here], axis=0)
+            secs = np.arange(lo, hi)
+            cpu = (5 + 20 * nbusy + rng.normal(0, 2, hi - lo)).clip(0, 100)
+            host = pa.table({
+                "schema_version": pa.array(np.full(hi - lo, SCHEMA_VERSION, np.int16)),
+                "ts": pa.array(secs * 1_000_000, pa.int64()).cast(HOST.field("ts").type),
+                "node": pa.array([node] * (hi - lo)), "ray_node": pa.nulls(hi - lo, pa.string()),
+                "gpu_available": pa.array(np.ones(hi - lo, bool)),
+                "cpu_percent": pa.array(cpu.astype(np.float32)),
+                "load1": pa.array((cpu / 100 * 32).astype(np.float32)),
+                "mem_used_bytes": pa.array((8e9 + 6e9 * nbusy).astype(np.int64)),
+                "mem_total_bytes": pa.array(np.full(hi - lo, 256 << 30, np.int64))}, schema=HOST)
+            sink.write_parquet(host, f"host/date={date}/node={node}/part-{stamp}.parquet")
+            rows += host.num_rows
             pt = pa.concat_tables(proc)
             sink.write_parquet(pt, f"gpu_proc/date={date}/node={node}/part-{stamp}.parquet")
             rows += pt.num_rows

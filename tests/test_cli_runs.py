@@ -57,6 +57,17 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     assert audio_packets(out) == audio_packets(tmp_path / "demo" / "sample.mp4")
     jobs = list((tmp_path / "jobs").iterdir())
     assert len(jobs) == 1 and json.loads((jobs[0] / "job.json").read_text())["status"] == "done"
+    # right after the demo the cluster page has something to show: this machine's host panels
+    # (its GPU panels too where NVML sees a GPU), never the "Record some" advice
+    from datetime import datetime, timezone
+
+    from dashboard.clusterview import draw
+    from dashboard.data import Data
+    from dashboard.urlstate import ClusterView
+
+    view = draw(Data(str(tmp_path), tmp_path), ClusterView(), datetime.now(timezone.utc))
+    assert view.host and "cpu" in view.figures and "Record some" not in view.msg, view.msg
+    assert view.gpu or "No GPU telemetry in this range" in view.msg
 
 
 def _free_port() -> int:

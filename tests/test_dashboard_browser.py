@@ -92,18 +92,18 @@ def shot(page, name: str) -> None:
 
 def test_cluster_page_draws_a_trace_per_gpu_on_each_chart(served, page):
     page.goto(served.url + "/")
-    page.locator("#c-util g.trace.scatter").nth(3).wait_for(timeout=20000)
-    for g in ("util", "mem", "power", "temp"):
-        assert page.locator(f"#c-{g} g.trace.scatter").count() == 4
+    page.locator("#c-util g.trace.scatter").nth(4).wait_for(timeout=20000)
+    for g in ("util", "mem", "power", "temp"):  # a line per GPU, and the alert markers
+        assert page.locator(f"#c-{g} g.trace.scatter").count() == 5
     assert "4 GPU(s) on 2 node(s)" in page.locator("#c-msg").inner_text()
     assert page.locator("#c-util .shapelayer path").count() >= 1  # throttled period shaded
     shot(page, "cluster")
     # filter to one node: the charts redraw with its two GPUs
     page.locator("#c-nodes").click()
     page.get_by_role("option", name="n1").click()
-    page.wait_for_function("() => document.querySelectorAll('#c-util g.trace.scatter').length == 2",
+    page.wait_for_function("() => document.querySelectorAll('#c-util g.trace.scatter').length == 3",
                            timeout=20000)
-    assert page.locator("#c-mem g.trace.scatter").count() == 2
+    assert page.locator("#c-mem g.trace.scatter").count() == 3  # its alert is on n1
 
 
 def test_pages_render_and_call_back_under_the_csp(served, page):
@@ -164,7 +164,7 @@ def test_empty_data_dir_says_what_to_do(browser, tmp_path):
     page = ctx.new_page()
     try:
         page.goto(s.url + "/")
-        page.get_by_text("No GPU telemetry").wait_for(timeout=20000)
+        page.get_by_text("No GPU or host telemetry").wait_for(timeout=20000)
         assert "ffray telemetry record" in page.locator("#c-msg").inner_text()
         shot(page, "empty-cluster")
         page.goto(s.url + "/jobs")
@@ -309,7 +309,7 @@ def test_live_refresh_appends_new_points_without_redrawing(browser, tmp_path):
         assert trace["x"][-1] > first["x"][-1]  # new points at the end, old ones left at the front
         assert _check_hover(tmp_path, trace) == len(trace["x"]) >= len(first["x"]) - 1
         # appended, not redrawn: the new points came as extendData, and no figure was sent again
-        figures = [u for u in updates if '"figure"' in u]
+        figures = [u for u in updates if '"c-util":{"figure"' in u]  # (the metric view draws once too)
         extends = [u for u in updates if '"extendData"' in u]
         assert len(figures) == 1 and extends and all('"customdata"' in u for u in extends)
         shot(page, "live")

@@ -8,8 +8,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from dashboard.data import Data
-from dashboard.pages import cluster, jobs
-from ffray.analytics.queries import throttle_periods
 from tests import store_data as sd
 
 
@@ -51,77 +49,6 @@ def test_job_detail_has_every_attempt_with_its_gpu_and_cost(data):
     assert set(trend["series"].to_pylist()) == {sd.uuid("n0", 0), sd.uuid("n0", 1)}
     assert min(trend["bucket"].to_pylist()) <= _t(10) and max(trend["bucket"].to_pylist()) >= _t(55)
     assert data.job_detail("nope") is None and data.job_detail("../etc") is None
-
-
-def test_trends_buckets_and_throttle_periods(data):
-    t = data.trends(_t(0), _t(120), 10)
-    by = {}
-    for s, b, u, n in zip(t["series"].to_pylist(), t["bucket"].to_pylist(), t["util_mean"].to_pylist(),
-                          t["samples"].to_pylist()):
-        by[(s, b)] = (u, n)
-    assert len({s for s, _ in by}) == 4 and all(n == 10 for _, n in by.values())
-    assert by[(sd.uuid("n0", 0), _t(10))] == (pytest.approx(90.0), 10)  # busy 10..30
-    assert by[(sd.uuid("n1", 1), _t(100))][0] == 0.0  # idle after 80
-    assert throttle_periods(t, 10) == [(_t(70), _t(90))]  # samples 70..80 -> buckets 70 and 80
-    per_node = data.trends(_t(0), _t(120), 60, by="node")
-    assert sorted(set(per_node["series"].to_pylist())) == ["n0", "n1"]
-    only = data.trends(_t(0), _t(120), 60, uuids=[sd.uuid("n1", 0)])
-    assert set(only["series"].to_pylist()) == {sd.uuid("n1", 0)}
-
-
-def test_cluster_page_draws_one_trace_per_gpu_and_filters(data):
-    figs, state, msg = cluster.draw(data, "all")
-    assert len(figs) == 4 and all(len(f["data"]) == 4 for f in figs)
-    assert "4 GPU(s) on 2 node(s)" in msg and state["order"] == sorted(state["order"])
-    assert len(figs[0]["layout"]["shapes"]) == 1  # the throttled period
-    figs, _, _ = cluster.draw(data, "all", nodes=["n1"])
-    assert all(len(f["data"]) == 2 for f in figs)
-    figs, _, _ = cluster.draw(data, "all", by="node")
-    assert [tr["name"] for tr in figs[0]["data"]] == ["n0", "n1"]
-    figs, _, msg = cluster.draw(data, "custom", "2026-11-18 07:33", "nonsense")
-    assert "custom range" in msg and len(figs[0]["data"]) == 4
-
-
-def test_live_refresh_appends_only_the_buckets_after_the_last_draw(data):
-    _, state, _ = cluster.draw(data, "all")
-    state = {**state, "end": _t(60).isoformat(), "bucket": 10}
-    payloads, new_state = cluster.extend(data, state)
-    upd, idx, max_points = payloads[0]
-    assert sorted(idx) == list(range(4)) and max_points == state["points"] == 121  # whole window
-    assert all(len(x) == 6 for x in upd["x"])  # buckets 60, 70, ..., 110
-    assert upd["x"][0][0] == _t(60).replace(tzinfo=None).isoformat()
-    assert datetime.fromisoformat(new_state["end"]) > _t(110)
-    # every appended mean comes with its bucket's min and max, in the same order
-    truth = data.trends(_t(60), datetime.fromisoformat(new_state["end"]), 10, by=state["by"])
-    cols = [truth[c].to_pylist() for c in ("series", "bucket", "util_min", "util_max")]
-    want = {(k, b): (lo, hi) for k, b, lo, hi in zip(*cols)}
-    spread = 0
-    for k, xs, ys, cds in zip(idx, upd["x"], upd["y"], upd["customdata"]):
-        assert len(cds) == len(xs) == len(ys)
-        for x, y, (lo, hi) in zip(xs, ys, cds):
-            b = datetime.fromisoformat(x).replace(tzinfo=timezone.utc)
-            assert (lo, hi) == tuple(round(v, 2) for v in want[(state["order"][k], b)])
-            assert lo <= y <= hi
-            spread += hi > lo
-    assert spread  # buckets where the GPU went busy or idle: min and max differ from the mean
-    again, _ = cluster.extend(data, new_state)
-    assert again is None  # nothing new since
-
-
-def test_alerts_and_empty_states(data, tmp_path):
-    alerts = data.alerts()
-    assert [(a["node"], a["gpu_index"], a["rule"]) for a in alerts] == [("n1", 0, "throttle")]
-    assert data.status()["missing"] is False
-    missing = Data(str(tmp_path / "nothing"), tmp_path / "nothing")
-    assert missing.status()["missing"] is True
-    _, state, msg = cluster.draw(missing)
-    assert state is None and "No data directory" in msg
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    _, state, msg = cluster.draw(Data(str(empty), empty))
-    assert state is None and "No GPU telemetry" in msg
-    assert Data(str(empty), empty).jobs() == []
-    assert "No jobs yet" in str(jobs.jobs_layout(Data(str(empty), empty)))
 
 
 def test_report_files_only_for_known_jobs_and_names(data, tmp_path):

@@ -128,6 +128,9 @@ def test_cpu_job_figure_is_on_real_time_with_worker_lanes(tmp_path):
         assert all(t0 <= datetime.fromisoformat(b) <= t0 + timedelta(seconds=60) for b in t["base"])
     lines = [t for t in fig["data"] if t["type"] == "scatter"]
     assert {t["yaxis"] for t in lines} == {"y", "y2"} and max(lines[0]["y"]) == pytest.approx(95.0)
+    from dashboard.colours import series_colour  # a series has the cluster page's colour
+    keys = {labels.get(k, k): k for k in host["series"].to_pylist()}
+    assert all(t["line"]["color"] == series_colour(keys[t["name"]]) for t in lines)
     texts = [a["text"] for a in fig["layout"]["annotations"]]
     assert any(CPU_NOTE in t for t in texts)
     assert all(a["xref"] in ("x", "paper") for a in fig["layout"]["annotations"])  # never "x domain"

@@ -190,12 +190,15 @@ def test_alert_rules_fire_after_their_duration_once_per_episode(tmp_path):
     fired = []
     for i in range(40):
         gpus.util[0] = 100.0 if 5 <= i < 30 else 40.0  # busy (and throttled) for 25 s
-        fired += [(i, a["rule"]) for a in eng.check(s.sample(T0 + i)["gpu"])]
-    assert (5, "gpu_throttled") in fired and (15, "gpu_util_high") in fired
-    assert len(fired) == 2  # once per episode
+        fired += [(i, a["rule"], a["state"]) for a in eng.check(s.sample(T0 + i)["gpu"])]
+    assert (5, "gpu_throttled", "firing") in fired and (15, "gpu_util_high", "firing") in fired
+    # once per episode, and closed by a resolved row when the condition clears (at 30)
+    assert (30, "gpu_throttled", "resolved") in fired and (30, "gpu_util_high", "resolved") in fired
+    assert len(fired) == 4
     hot = AlertEngine(parse_rules(["hot:temp_c>55@2"]))
     got = [a for i in range(4) for a in hot.check(s.sample(T0 + i)["gpu"])]
     assert len(got) == 1 and got[0]["rule"] == "hot" and got[0]["value"] == 60.0
+    assert got[0]["state"] == "firing"
     from ffray.errors import FFrayError
 
     with pytest.raises(FFrayError):

@@ -1,166 +1,80 @@
-"""Cluster page: per-GPU (or per-node) trends of utilization, memory, power and temperature with
-throttled periods shaded; range presets or a custom range, node/GPU filters, and live refresh that
-appends the buckets completed since the last draw (``extendData``) instead of redrawing."""
+"""Cluster page: GPU panels (utilization, memory, power, temperature per GPU or per node, a GPU x
+time heatmap), host panels (CPU, memory per node; the only panels on a CPU-only cluster), and a
+metric view for every other recorded metric. Range presets or a custom range, node/GPU filters,
+all in the URL's query string (shareable, reload-safe); live refresh appends the buckets completed
+since the last draw (``extendData``) instead of redrawing; zoom and crosshair are linked across
+the charts in the browser (assets/sync.js)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from dash import Input, Output, State, dcc, html, no_update
+from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
-from dashboard.data import Data, preset_window
-from dashboard.figures import METRICS, gpu_label, series_groups, trend_figure
-from ffray.analytics.queries import bucket_seconds, throttle_periods
+from dashboard.clusterview import CHARTS, draw, draw_metric, extend
+from dashboard.data import Data
+from dashboard.figures import gpu_label
+from dashboard.trends import zoomed
+from dashboard.urlstate import ClusterView, format_view, parse_view, zoom_of
+from ffray.analytics.metrics import METRICS, PICKABLE
 
 PRESETS = [("last 15 min", "15m"), ("last hour", "1h"), ("last 6 h", "6h"), ("last 24 h", "24h"),
            ("last 7 days", "7d"), ("everything", "all"), ("custom (UTC)", "custom")]
-GRAPHS = list(METRICS)
-POINT_BUDGET = 40_000  # points per chart across all series
-EMPTY_HELP = ("Record some: `ffray demo`, `ffray swap …` (telemetry is on by default) or "
-              "`ffray telemetry record --data-dir DIR` on each node.")
+CONTROLS = [("c-range", "value"), ("c-from", "value"), ("c-to", "value"), ("c-nodes", "value"),
+            ("c-gpus", "value"), ("c-by", "value"), ("c-metric", "value")]
+HIDDEN = {"display": "none"}
+WINDOW_IDS = ("c-range", "c-from", "c-to")
 
 
-def layout(data: Data) -> html.Div:
+def _graph(key: str):
+    return dcc.Graph(id=f"c-{key}", config={"displaylogo": False}, className="linked")
+
+
+def layout(data: Data, search: str | None = None) -> html.Div:
+    v = parse_view(search, PICKABLE)
     return html.Div([
+        dcc.Location(id="c-url", refresh=False),
         html.Div([
             html.Div([html.Label("Range"), dcc.Dropdown(id="c-range", options=[
-                {"label": a, "value": b} for a, b in PRESETS], value="1h", clearable=False)],
+                {"label": a, "value": b} for a, b in PRESETS], value=v.range, clearable=False)],
                 className="ctl"),
             html.Div([html.Label("From / to (UTC)"),
-                      dcc.Input(id="c-from", type="text", placeholder="from YYYY-MM-DD HH:MM", debounce=True),
-                      dcc.Input(id="c-to", type="text", placeholder="to YYYY-MM-DD HH:MM", debounce=True)],
+                      dcc.Input(id="c-from", type="text", placeholder="from YYYY-MM-DD HH:MM", debounce=True,
+                                value=v.t_from),
+                      dcc.Input(id="c-to", type="text", placeholder="to YYYY-MM-DD HH:MM", debounce=True,
+                                value=v.t_to)],
                      className="ctl"),
-            html.Div([html.Label("Nodes"), dcc.Dropdown(id="c-nodes", multi=True, placeholder="all")],
+            html.Div([html.Label("Nodes"), dcc.Dropdown(id="c-nodes", multi=True, placeholder="all",
+                                                        options=list(v.nodes), value=list(v.nodes))],
                      className="ctl wide"),
-            html.Div([html.Label("GPUs"), dcc.Dropdown(id="c-gpus", multi=True, placeholder="all")],
+            html.Div([html.Label("GPUs"), dcc.Dropdown(id="c-gpus", multi=True, placeholder="all",
+                                                       options=list(v.gpus), value=list(v.gpus))],
                      className="ctl wide"),
             html.Div([html.Label("Lines"), dcc.RadioItems(id="c-by", options=[
                 {"label": "auto", "value": "auto"}, {"label": "per GPU", "value": "gpu"},
-                {"label": "per node", "value": "node"}], value="auto", inline=True)], className="ctl"),
+                {"label": "per node", "value": "node"}], value=v.by, inline=True)], className="ctl"),
             html.Div([dcc.Checklist(id="c-live", options=[{"label": " live", "value": "live"}],
                                     value=["live"])], className="ctl"),
         ], className="controls"),
         html.Div(id="c-msg", className="msg"),
-        *[dcc.Graph(id=f"c-{g}", config={"displaylogo": False}) for g in GRAPHS],
+        html.Div([html.H4("GPUs"), *[_graph(k) for k in ("util", "mem", "power", "temp")], _graph("heat")],
+                 id="c-gpu-sec"),
+        html.Div([html.H4("Hosts"), _graph("cpu"), _graph("host_mem")], id="c-host-sec"),
+        html.Div([html.H4("Metric view"),
+                  html.Div([html.Label("Metric"), dcc.Dropdown(
+                      id="c-metric", clearable=False, value=v.metric,
+                      options=[{"label": f"{METRICS[k].title} ({METRICS[k].unit or 'value'})", "value": k}
+                               for k in PICKABLE])], className="ctl wide", style={"maxWidth": 480}),
+                  _graph("extra")], id="c-extra-sec"),
         dcc.Interval(id="c-tick", interval=5000),
-        dcc.Store(id="c-state"),
+        dcc.Store(id="c-state"), dcc.Store(id="c-window"), dcc.Store(id="c-link"),
+        dcc.Store(id="c-zoom", data=list(v.zoom)),
     ])
 
 
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        t = datetime.fromisoformat(text.strip().replace(" ", "T"))
-    except ValueError:
-        return None
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
-
-
-def window(data: Data, preset: str, t_from: str | None, t_to: str | None):
-    """(start, end, note) for the controls; None when there is no telemetry at all."""
-    ext = data.extent()
-    if ext is None:
-        return None
-    lo, hi = ext
-    hi = hi + timedelta(seconds=1)
-    if preset == "all":
-        return lo, hi, ""
-    if preset == "custom":
-        a, b = _parse(t_from), _parse(t_to)
-        if a is None or b is None or a >= b:
-            return lo, hi, "custom range: give From and To as YYYY-MM-DD HH:MM (UTC), From before To; " \
-                           "showing everything"
-        return a, b, ""
-    a, b = preset_window(preset, hi)
-    return a, b, ""
-
-
-def draw(data: Data, preset="1h", t_from=None, t_to=None, nodes=(), gpus=(), by="auto"):
-    """Figures for the four charts, the live-refresh state and a message (the cluster page's
-    server-side work)."""
-    if data.missing():
-        return [_empty(f"No data directory at {data.target}. {EMPTY_HELP}")] * 4, None, \
-            f"No data directory at {data.target} yet. {EMPTY_HELP}"
-    with data.session() as d:
-        return _draw(d, preset, t_from, t_to, nodes, gpus, by)
-
-
-def _draw(data: Data, preset, t_from, t_to, nodes, gpus, by):
-    w = window(data, preset, t_from, t_to)
-    if w is None:
-        return [_empty("no telemetry yet")] * 4, None, f"No GPU telemetry in {data.target} yet. {EMPTY_HELP}"
-    start, end, note = w
-    inv = data.inventory(start, end)
-    chosen = [g for g in inv if (not nodes or g["node"] in nodes) and (not gpus or g["gpu_uuid"] in gpus)]
-    if not chosen:
-        return [_empty("no samples in this range")] * 4, None, note or "No samples in this range."
-    if by == "auto":
-        by = "gpu" if len(chosen) <= 16 else "node"
-    n_series = len(chosen) if by == "gpu" else len({g["node"] for g in chosen})
-    b = bucket_seconds((end - start).total_seconds(), max(60, min(600, POINT_BUDGET // n_series)))
-    # whole buckets only, so live refresh can append the next ones without duplicates
-    start = datetime.fromtimestamp(start.timestamp() // b * b, tz=timezone.utc)
-    end = datetime.fromtimestamp(end.timestamp() // b * b, tz=timezone.utc) if preset != "custom" else end
-    table = data.trends(start, end, b, uuids=gpus or (), nodes=nodes or (), by=by)
-    labels = _labels(chosen, by)
-    shaded = throttle_periods(table, b)
-    figs = [trend_figure(table, m, labels, shaded) for m in GRAPHS]
-    order = [k for k, _ in series_groups(table)]
-    state = {"bucket": b, "end": end.isoformat(), "order": order, "by": by, "nodes": nodes or [],
-             "gpus": gpus or [], "points": int((end - start).total_seconds() // b) + 1,  # the window slides
-             "live": preset not in ("all", "custom")}
-    msg = f"{len(chosen)} GPU(s) on {len({g['node'] for g in chosen})} node(s), {b}-second buckets" + \
-        (f"; {note}" if note else "") + (f"; {len(shaded)} throttled period(s)" if shaded else "")
-    return figs, state, msg
-
-
-def extend(data: Data, state: dict):
-    """extendData payloads for the buckets completed since ``state['end']`` (None if none)."""
-    b = state["bucket"]
-    start = datetime.fromisoformat(state["end"])
-    now = datetime.now(timezone.utc)
-    end = datetime.fromtimestamp(now.timestamp() // b * b, tz=timezone.utc)
-    if end <= start:
-        return None, state
-    table = data.trends(start, end, b, uuids=state["gpus"], nodes=state["nodes"], by=state["by"])
-    if not table.num_rows:
-        return None, state
-    index = {k: i for i, k in enumerate(state["order"])}
-    payloads = []
-    for metric in GRAPHS:
-        col, _, _, scale = METRICS[metric]
-        xs, ys, cds, idx = [], [], [], []
-        for key, sl in series_groups(table):
-            if key in index:
-                idx.append(index[key])
-                xs.append([t.replace(tzinfo=None).isoformat() for t in table["bucket"][sl].to_pylist()])
-                ys.append(_scaled(table[f"{col}_mean"][sl], scale))
-                # the hover's min/max travel with their means, so maxPoints trims all three alike
-                cds.append([list(p) for p in zip(_scaled(table[f"{col}_min"][sl], scale),
-                                                 _scaled(table[f"{col}_max"][sl], scale))])
-        payloads.append(({"x": xs, "y": ys, "customdata": cds}, idx, state["points"]) if idx else no_update)
-    return payloads, {**state, "end": end.isoformat()}
-
-
-def _scaled(values, scale: float) -> list:
-    return [round(v * scale, 2) if v is not None else None for v in values.to_pylist()]
-
-
-def _labels(chosen: list[dict], by: str) -> dict:
-    if by == "node":
-        return {g["node"]: g["node"] for g in chosen}
-    return {g["gpu_uuid"]: gpu_label(g["gpu_uuid"], g["node"], g["gpu_index"]) for g in chosen}
-
-
-def _empty(text: str):
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(height=140, template="plotly_white", xaxis={"visible": False},
-                      yaxis={"visible": False}, margin={"l": 10, "r": 10, "t": 10, "b": 10})
-    return fig
+def view_of(preset, t_from, t_to, nodes, gpus, by, metric, zoom=()) -> ClusterView:
+    return ClusterView(preset or "1h", t_from or None, t_to or None, tuple(nodes or ()), tuple(gpus or ()),
+                       by or "auto", metric or ClusterView.metric, tuple(zoom or ()))
 
 
 def register(app, data: Data) -> None:
@@ -168,27 +82,55 @@ def register(app, data: Data) -> None:
     def _options(_preset):
         if data.missing():
             return [], []
-        inv = data.inventory()
-        nodes = sorted({g["node"] for g in inv})
+        with data.session() as d:
+            inv, hosts = d.inventory(), d.hosts()
+        nodes = sorted({g["node"] for g in inv} | {h["node"] for h in hosts})
         return nodes, [{"label": f"{gpu_label(g['gpu_uuid'], g['node'], g['gpu_index'])} "
                                  f"({g['gpu_name']})", "value": g["gpu_uuid"]} for g in inv]
 
-    @app.callback(*[Output(f"c-{g}", "figure") for g in GRAPHS], Output("c-state", "data"),
-                  Output("c-msg", "children"),
-                  Input("c-range", "value"), Input("c-from", "value"), Input("c-to", "value"),
-                  Input("c-nodes", "value"), Input("c-gpus", "value"), Input("c-by", "value"))
-    def _draw(preset, t_from, t_to, nodes, gpus, by):
-        figs, state, msg = draw(data, preset, t_from, t_to, nodes or [], gpus or [], by)
-        return *figs, state, msg
+    # the zoom comes from the GPU utilization chart, or the host CPU chart on a CPU-only cluster
+    # (every chart zooms together: assets/sync.js)
+    @app.callback(Output("c-url", "search"), Output("c-zoom", "data"), *[Input(i, p) for i, p in CONTROLS],
+                  Input("c-util", "relayoutData"), Input("c-cpu", "relayoutData"), State("c-zoom", "data"),
+                  prevent_initial_call=True)
+    def _url(*values):
+        *controls, gpu_zoom, host_zoom, zoom = values
+        event = {"c-cpu": host_zoom, "c-util": gpu_zoom}.get(ctx.triggered_id)
+        # a new time window starts unzoomed; a filter or metric change keeps the zoom
+        zoom = () if ctx.triggered_id in WINDOW_IDS else zoom_of(event, tuple(zoom or ()))
+        return format_view(view_of(*controls, zoom)), list(zoom)
 
-    @app.callback(*[Output(f"c-{g}", "extendData") for g in GRAPHS],
+    @app.callback(*[Output(f"c-{k}", "figure") for k in (*CHARTS, "heat")],
+                  Output("c-gpu-sec", "style"), Output("c-host-sec", "style"), Output("c-extra-sec", "style"),
+                  Output("c-state", "data"), Output("c-window", "data"), Output("c-msg", "children"),
+                  *[Input(i, p) for i, p in CONTROLS[:-1]], State("c-zoom", "data"))
+    def _draw(preset, t_from, t_to, nodes, gpus, by, zoom):
+        d = draw(data, view_of(preset, t_from, t_to, nodes, gpus, by, None), datetime.now(timezone.utc))
+        if ctx.triggered_id in WINDOW_IDS:
+            zoom = ()  # as _url decides (its c-zoom may not be written yet)
+        rev = f"{preset}|{t_from}|{t_to}"  # plotly keeps a user's zoom across redraws of one window only
+        figs = [zoomed(d.figures[k], zoom, rev) if k in d.figures else no_update for k in (*CHARTS, "heat")]
+        styles = [None if d.gpu else HIDDEN, None if d.host else HIDDEN, None if d.gpu or d.host else HIDDEN]
+        return *figs, *styles, d.state, d.window, d.msg
+
+    @app.callback(Output("c-extra", "figure"), Input("c-metric", "value"), Input("c-window", "data"),
+                  State("c-zoom", "data"))
+    def _metric(key, win, zoom):
+        return zoomed(draw_metric(data, win, key), zoom, win and f"{win['start']}|{win['end']}")
+
+    @app.callback(*[Output(f"c-{k}", "extendData") for k in CHARTS],
                   Output("c-state", "data", allow_duplicate=True),
                   Input("c-tick", "n_intervals"), State("c-live", "value"), State("c-state", "data"),
                   prevent_initial_call=True)
     def _live(_n, live, state):
+        nothing = [no_update] * (len(CHARTS) + 1)
         if not live or not state or not state.get("live"):
-            return *[no_update] * 4, no_update
-        payloads, state = extend(data, state)
+            return nothing
+        payloads, state = extend(data, state, datetime.now(timezone.utc))
         if payloads is None:
-            return *[no_update] * 4, no_update
-        return *payloads, state
+            return nothing
+        return *[payloads.get(k, no_update) for k in CHARTS], state
+
+    # linked zoom and crosshair across the charts (assets/sync.js), re-attached on every redraw
+    app.clientside_callback(ClientsideFunction("ffray", "link"), Output("c-link", "data"),
+                            *[Input(f"c-{k}", "figure") for k in (*CHARTS, "heat", "extra")])

@@ -61,7 +61,10 @@ def trends(store: Store, start: datetime, end: datetime, bucket_s: int, uuids=()
 
 def throttle_periods(table: pa.Table, bucket_s: int) -> list[tuple[datetime, datetime]]:
     """Merged [start, end) periods in which any series was throttled (from ``trends`` output)."""
-    marks = sorted({b for b, t in zip(table["bucket"].to_pylist(), table["throttled"].to_pylist()) if t})
+    import pyarrow.compute as pc
+
+    hot = table.filter(pc.fill_null(table["throttled"], False)) if table.num_rows else table
+    marks = sorted(set(hot["bucket"].to_pylist()))
     step, out = timedelta(seconds=bucket_s), []
     for b in marks:
         if out and b <= out[-1][1]:
@@ -75,6 +78,7 @@ def alerts(store: Store, start=None, end=None, limit: int = 2000) -> list[dict]:
     return store.rows("""
         SELECT ts, node, gpu_index, gpu_uuid, rule, value, threshold, message FROM alerts
         WHERE ($start IS NULL OR ts >= $start) AND ($end IS NULL OR ts <= $end)
+          AND state IS DISTINCT FROM 'resolved'  -- firing rows (resolved ones: alertstate.episodes)
         ORDER BY ts DESC LIMIT $limit""", start=start, end=end, limit=int(limit))
 
 

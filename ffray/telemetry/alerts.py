@@ -1,6 +1,8 @@
 """Alert rules over GPU samples: a rule fires when its condition has held for ``for_s`` seconds,
-once per episode (it re-arms when the condition clears). Fired alerts become ``alerts`` rows and a
-log line."""
+once per episode (it re-arms when the condition clears). A fired alert becomes an ``alerts`` row
+with ``state='firing'`` and a log line; when its condition clears, a second row with
+``state='resolved'`` (same node, GPU and rule) closes the episode, so readers can tell firing from
+resolved and how long each episode lasted."""
 
 from __future__ import annotations
 
@@ -59,7 +61,10 @@ class AlertEngine:
                 on = v is not None and (bool(v) if r.op == "is_true" else v > r.threshold)
                 if not on:
                     self._since.pop(key, None)
-                    self._fired.discard(key)
+                    if key in self._fired:
+                        self._fired.discard(key)
+                        out.append(_row(row, r, v, "resolved", f"{r.name}: GPU {row['gpu_index']} "
+                                        f"({row['gpu_uuid']}) on {row['node']}: resolved"))
                     continue
                 start = self._since.setdefault(key, t)
                 if t - start >= r.for_s and key not in self._fired:
@@ -68,11 +73,14 @@ class AlertEngine:
                            f"{r.field}={float(v):g}" + (f" > {r.threshold:g}" if r.op == ">" else "")
                            + (f" for {r.for_s:g} s" if r.for_s else ""))
                     log.warning("alert %s", msg)
-                    out.append({k: row[k] for k in ("schema_version", "ts", "node", "gpu_uuid",
-                                                     "gpu_index")}
-                               | {"rule": r.name, "value": float(v), "threshold": r.threshold,
-                                  "message": msg})
+                    out.append(_row(row, r, v, "firing", msg))
         return out
+
+
+def _row(row: dict, rule: Rule, value, state: str, message: str) -> dict:
+    return {k: row.get(k) for k in ("schema_version", "ts", "node", "ray_node", "gpu_uuid", "gpu_index")} | {
+        "rule": rule.name, "value": None if value is None else float(value), "threshold": rule.threshold,
+        "state": state, "message": message}
 
 
 def _value(row: dict, field: str):

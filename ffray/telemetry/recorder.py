@@ -60,7 +60,7 @@ class Recorder:
         now = time.time() if now is None else now
         rows = self.sampler.sample(now)
         rows["alerts"] = self.alerts.check(rows["gpu"])
-        self.alert_count += len(rows["alerts"])
+        self.alert_count += sum(a["state"] == "firing" for a in rows["alerts"])
         self.store.append(rows, now)
         if self.exporter is not None:
             self.exporter.update(rows["gpu"], self.hostname)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: ``node`` names the host (ffray.telemetry.nodes); ``ray_node`` added
+SCHEMA_VERSION = 3  # 2: ``node`` names the host (ffray.telemetry.nodes); ``ray_node`` added
+# 3: ``alerts.state`` ('firing' | 'resolved'; null in older files: a firing row)
 TS = pa.timestamp("us", tz="UTC")
 
 _COMMON = [("schema_version", pa.int16()), ("ts", TS), ("node", pa.string()), ("ray_node", pa.string())]
@@ -46,7 +47,8 @@ SPAN = pa.schema([
 
 ALERT = pa.schema(_COMMON + [
     ("gpu_uuid", pa.string()), ("gpu_index", pa.int16()), ("rule", pa.string()),
-    ("value", pa.float64()), ("threshold", pa.float64()), ("message", pa.string())])
+    ("value", pa.float64()), ("threshold", pa.float64()), ("message", pa.string()),
+    ("state", pa.string())])
 
 TABLES = {"gpu": GPU, "gpu_util": GPU_UTIL, "gpu_proc": GPU_PROC, "host": HOST, "alerts": ALERT}
 
