@@ -7,6 +7,8 @@ a submission is refused in one line while the other is submitted; `cancel` ends 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -98,6 +100,24 @@ def test_submit_jobs_cancel_wait_on_a_ray_start_head(head, tmp_path):
     ledgers = [json.loads(p.read_text()) for p in head.home.glob("jobs/*/job.json")]
     by_input = {j["input"]: j["status"] for j in ledgers if j["input"].startswith(str(clips))}
     assert by_input == {str(a): "done", str(b): "done", str(c): "interrupted"}, by_input
+
+    # the dashboard's Jobs page over this head: its Ray Jobs, each joined to the record its driver
+    # published (the driver found its submission id in Ray's job config)
+    code = ("import json, sys; from pathlib import Path; from dashboard.data import Data; "
+            "from ffray.analytics.submitted import lister; "
+            "d = Data(sys.argv[1], Path(sys.argv[1]), submissions=lister(sys.argv[2])); "
+            "rows, err = d.submitted(); "
+            "print(json.dumps([err, [[r.submission_id, r.state, r.job_id, r.frames_done] for r in rows]]))")
+    r = subprocess.run(head.argv(sys.executable, "-c", code, str(head.home), head.url), capture_output=True,
+                       text=True, timeout=60, env=head.env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    err, rows = json.loads(r.stdout)
+    by_sub = {sid: (state, job, done) for sid, state, job, done in rows}
+    assert err is None and set(ids + [slow]) <= set(by_sub), r.stdout
+    job_of = {json.loads(p.read_text())["input"]: p.parent.name for p in head.home.glob("jobs/*/job.json")}
+    assert by_sub[ids[0]] == ("succeeded", job_of[str(a)], 30), by_sub
+    assert by_sub[ids[1]] == ("succeeded", job_of[str(b)], 40), by_sub
+    assert by_sub[slow][:2] == ("cancelled", job_of[str(c)]), by_sub
 
 
 def test_batch_folder_with_max_running_one_runs_one_at_a_time(head, tmp_path):
