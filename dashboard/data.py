@@ -130,11 +130,12 @@ class Data:
         if not JOB_ID.match(job_id or ""):
             return None
         with self.store() as s:
-            rows = job_costs(s, job_id=job_id).to_pylist()
+            attempts = chunk_costs(s, job_id)
+            rows = job_costs(s, job_id=job_id, chunks=attempts).to_pylist()
             if not rows:
                 return None
-            chunks = chunk_costs(s, job_id).to_pylist()
-            w = queries.job_window(s, job_id)
+            chunks = attempts.to_pylist()
+            w = queries.window_of(chunks)
             trend, bucket = queries.job_trends(s, job_id, window=w or {"gpu_uuids": None})
             inv = queries.inventory(s, w["start"], w["end"]) if w else []
         used = set(w["gpu_uuids"] or []) if w else set()

@@ -123,9 +123,11 @@ ORDER BY j.created DESC, j.job_id
 """
 
 
-def job_costs(store: Store, since=None, job_id: str | None = None) -> pa.Table:
-    """One row per job record (the newest first) with its totals; see ``JOBS_SQL``."""
-    chunks = chunk_costs(store, job_id=job_id, since=since)
+def job_costs(store: Store, since=None, job_id: str | None = None,
+              chunks: pa.Table | None = None) -> pa.Table:
+    """One row per job record (the newest first) with its totals; see ``JOBS_SQL``. ``chunks``:
+    the same selection's ``chunk_costs`` when the caller has it already (not computed twice)."""
+    chunks = chunk_costs(store, job_id=job_id, since=since) if chunks is None else chunks
     store.con.register("chunk_costs_t", chunks)
     try:
         q = JOBS_SQL if job_id is None else \

@@ -90,6 +90,16 @@ def job_window(store: Store, job_id: str) -> dict | None:
     return None if row["start"] is None else row
 
 
+def window_of(chunks: list[dict]) -> dict | None:
+    """``job_window`` from a job's ``chunk_costs`` rows (its spans, one per attempt), no query."""
+    starts = [c["start"] for c in chunks if c.get("start") is not None]
+    if not starts:
+        return None
+    ends = [c["end"] for c in chunks if c.get("end") is not None]
+    uuids = sorted({c["gpu_uuid"] for c in chunks if c.get("gpu_uuid")})
+    return {"start": min(starts), "end": max(ends) if ends else max(starts), "gpu_uuids": uuids or None}
+
+
 def job_trends(store: Store, job_id: str, max_points: int = 600, pad_s: float = 5.0,
                window: dict | None = None) -> tuple[pa.Table, int]:
     """The utilization/memory curves of the GPUs a job used, over its time window (padded);
