@@ -1,7 +1,8 @@
 """The cluster page's server work: a view (``urlstate.ClusterView``) in, figures, live-refresh
 state and a message out. GPU panels (utilization, memory, power, temperature, a GPU x time
 heatmap) where GPUs were sampled; host panels (CPU, memory) for every node with host samples,
-so a CPU-only cluster sees its hosts; a metric view for everything else that is recorded."""
+so a CPU-only cluster sees its hosts, and CPU per worker process where workers were sampled; a
+metric view for everything else that is recorded."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from dashboard.figures import gpu_label
 from dashboard.trends import empty_figure, heatmap_figure, line_figure, series_groups
 from dashboard.urlstate import ClusterView
 from ffray.analytics.alertstate import STALE_S
-from ffray.analytics.metrics import HOST_PANELS, METRICS, PANELS, by_node
+from ffray.analytics.metrics import HOST_PANELS, METRICS, PANELS, WORKER_PANELS, by_node
 from ffray.analytics.queries import bucket_seconds, throttle_periods
 
-CHARTS = (*PANELS, *HOST_PANELS)  # line charts, live-refreshed; ids c-<key>
+CHARTS = (*PANELS, *HOST_PANELS, *WORKER_PANELS)  # line charts, live-refreshed; ids c-<key>
 POINT_BUDGET = 40_000  # points per chart across all series
 EMPTY_HELP = ("Record some: `ffray demo`, `ffray swap …` (telemetry is on by default) or "
               "`ffray telemetry record --data-dir DIR` on each node.")
@@ -86,10 +87,11 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
             datetime.fromtimestamp(end.timestamp() // b * b, tz=timezone.utc)  # so live refresh appends
         per_gpu = data.gpu_trends(s0, e0, b, uuids=gpus, nodes=nodes)
         ht = data.host_trends(s0, e0, b, nodes=nodes)
+        wt, wl = data.worker_trends(s0, e0, b, nodes=nodes)
         chosen = gpus_in(per_gpu)
         by = view.by if view.by != "auto" else ("gpu" if len(chosen) <= 16 else "node")
         lines = max(len(chosen) if by == "gpu" else len({g["node"] for g in chosen}),
-                    len(set(ht["series"].to_pylist())), 1)
+                    len(set(ht["series"].to_pylist())), len(wl), 1)
         coarser = bucket_seconds((end - start).total_seconds(), max(60, POINT_BUDGET // lines))
         if coarser <= b:
             break
@@ -127,13 +129,17 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
         hl = {h: h for h in hosts}
         for k in HOST_PANELS:
             figs[k] = line_figure(ht, METRICS[k], hl, height=230, bucket_s=b,
-                                  note=" · whole node (per-worker CPU is not recorded)" if k == "cpu" else "")
+                                  note=" · whole node, % of all its cores" if k == "cpu" else "")
+        figs["worker_cpu"] = (line_figure(wt, METRICS["worker_cpu"], wl, height=260, bucket_s=b)
+                              if wt.num_rows else empty_figure("CPU per worker: no ffray worker sampled "
+                                                               "in this range"))
     horder = [k for k, _ in series_groups(ht)]
+    worder = [k for k, _ in series_groups(wt)] if hosts else []
     parts.insert(1, f"{b}-second buckets")
     if note:
         parts.append(note)
-    state = {"bucket": b, "end": end.isoformat(), "order": order, "horder": horder, "by": by,
-             "nodes": nodes, "gpus": gpus, "points": int((end - start).total_seconds() // b) + 1,
+    state = {"bucket": b, "end": end.isoformat(), "order": order, "horder": horder, "worder": worder,
+             "by": by, "nodes": nodes, "gpus": gpus, "points": int((end - start).total_seconds() // b) + 1,
              "live": view.range not in ("all", "custom")}
     win = {"start": start.isoformat(), "end": end.isoformat(), "bucket": b, "by": by, "nodes": nodes,
            "gpus": gpus, "labels": labels, "gpu": bool(chosen), "host": bool(hosts)}
@@ -202,6 +208,9 @@ def extend(data: Data, state: dict, now: datetime):
         if state.get("horder"):
             ht = d.host_trends(start, end, b, nodes=state["nodes"])
             out.update({k: _payload(ht, k, state["horder"], state["points"]) for k in HOST_PANELS})
+        if state.get("worder"):
+            wt, _ = d.worker_trends(start, end, b, nodes=state["nodes"])
+            out.update({k: _payload(wt, k, state["worder"], state["points"]) for k in WORKER_PANELS})
     out = {k: v for k, v in out.items() if v is not None}
     if not out:
         return None, state

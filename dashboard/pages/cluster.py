@@ -1,5 +1,6 @@
 """Cluster page: GPU panels (utilization, memory, power, temperature per GPU or per node, a GPU x
-time heatmap), host panels (CPU, memory per node; the only panels on a CPU-only cluster), and a
+time heatmap), host panels (CPU, memory per node; CPU per worker process; the only panels on a
+CPU-only cluster), and a
 metric view for every other recorded metric. Range presets or a custom range, node/GPU filters,
 all in the URL's query string (shareable, reload-safe); live refresh appends the buckets completed
 since the last draw (``extendData``) instead of redrawing; zoom and crosshair are linked across
@@ -59,7 +60,8 @@ def layout(data: Data, search: str | None = None) -> html.Div:
         html.Div(id="c-msg", className="msg"),
         html.Div([html.H4("GPUs"), *[_graph(k) for k in ("util", "mem", "power", "temp")], _graph("heat")],
                  id="c-gpu-sec"),
-        html.Div([html.H4("Hosts"), _graph("cpu"), _graph("host_mem")], id="c-host-sec"),
+        html.Div([html.H4("Hosts"), _graph("cpu"), _graph("host_mem"), _graph("worker_cpu")],
+                 id="c-host-sec"),
         html.Div([html.H4("Metric view"),
                   html.Div([html.Label("Metric"), dcc.Dropdown(
                       id="c-metric", clearable=False, value=v.metric,

@@ -12,6 +12,7 @@ from ffray.telemetry.alerts import DEFAULT_RULES, AlertEngine
 from ffray.telemetry.sampler import Sampler
 from ffray.telemetry.sink import Sink, is_uri, join
 from ffray.telemetry.store import TelemetryStore
+from ffray.telemetry.workers import WorkerScanner
 
 
 def latest(rows: dict[str, list[dict]], gpu_available: bool, now: float) -> dict:
@@ -28,7 +29,7 @@ class Recorder:
                  prometheus_host: str = "127.0.0.1", ray_node: str | None = None):
         """``node``: the telemetry name (a host); ``ray_node``: the Ray node id, also the
         journals' writer id (several writers may share a host name)."""
-        self.sampler = Sampler(node, backend, ray_node=ray_node)
+        self.sampler = Sampler(node, backend, ray_node=ray_node, workers=WorkerScanner())
         writer = ray_node or ""
         if is_uri(data_dir):  # journals stay on the node; closed files go to the filesystem URI
             from ffray.settings import data_dir as local_data_dir
