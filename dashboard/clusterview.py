@@ -130,9 +130,8 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
         for k in HOST_PANELS:
             figs[k] = line_figure(ht, METRICS[k], hl, height=230, bucket_s=b,
                                   note=" · whole node, % of all its cores" if k == "cpu" else "")
-        figs["worker_cpu"] = (line_figure(wt, METRICS["worker_cpu"], wl, height=260, bucket_s=b)
-                              if wt.num_rows else empty_figure("CPU per worker: no ffray worker sampled "
-                                                               "in this range"))
+        figs["worker_cpu"] = (worker_figure(wt, wl, b) if wt.num_rows else
+                              empty_figure("CPU per worker: no ffray worker sampled in this range"))
     horder = [k for k, _ in series_groups(ht)]
     worder = [k for k, _ in series_groups(wt)] if hosts else []
     parts.insert(1, f"{b}-second buckets")
@@ -144,6 +143,17 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
     win = {"start": start.isoformat(), "end": end.isoformat(), "bucket": b, "by": by, "nodes": nodes,
            "gpus": gpus, "labels": labels, "gpu": bool(chosen), "host": bool(hosts)}
     return Drawn(figs, state, win, "; ".join(parts), gpu=bool(chosen), host=bool(hosts))
+
+
+def worker_figure(wt, labels: dict, bucket_s: int) -> dict:
+    """CPU per worker: its labels (node · actor · pid (jobs)) are long, so the legend sits lower,
+    below the axis title."""
+    fig = line_figure(wt, METRICS["worker_cpu"], labels, height=300, bucket_s=bucket_s,
+                      note=" · worker process + its codec processes")
+    lay = fig["layout"]
+    lay["legend"] = {**lay["legend"], "y": -0.32}
+    lay["margin"] = {**lay["margin"], "b": 60}
+    return fig
 
 
 def gpus_in(per_gpu) -> list[dict]:

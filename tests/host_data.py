@@ -13,12 +13,12 @@ from ffray.telemetry.store import TelemetryStore
 
 
 def build_cpu(root: Path, t0: float, seconds: int = 90, nodes=("cpu0", "cpu1")) -> Path:
-    for node in nodes:
+    for n, node in enumerate(nodes):
         store = TelemetryStore(root / "telemetry", node, roll_seconds=30)
         sampler = Sampler(node, None)
         for i in range(seconds):
             rows = sampler.sample(t0 + i)
-            rows["worker_cpu"] = [_worker(r, pid, busy, i) for r in rows["host"][:1]
+            rows["worker_cpu"] = [_worker(r, pid, busy + 40 * n, i) for r in rows["host"][:1]
                                   for pid, busy in ((1000, 180.0), (2000, 60.0))]
             store.append(rows, t0 + i)
         store.close()

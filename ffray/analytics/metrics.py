@@ -58,7 +58,7 @@ METRICS = {m.key: m for m in (
     Metric("cpu", "Host CPU", "%", "cpu_percent", table="host"),
     Metric("host_mem", "Host memory used", "GiB", "mem_used_bytes", table="host", scale=1 / GIB),
     Metric("load1", "Host load (1 min)", "", "load1", table="host"),
-    Metric("worker_cpu", "CPU per worker (with its codec processes)", "% of a core", "cpu_percent",
+    Metric("worker_cpu", "CPU per worker", "% of a core", "cpu_percent",
            table="worker"),
 )}
 HOST_PANELS = ("cpu", "host_mem")
