@@ -61,6 +61,10 @@ def test_scan_sums_a_workers_children_and_rows_reach_the_store(tmp_path):
         first = {r["pid"]: r for r in sampler.sample()["worker_cpu"]}
         time.sleep(1.0)
         rows = sampler.sample()
+        # inside Ray only the raylet's own workers: here, children of this test process
+        mine = WorkerScanner(lambda n: n in (burn, idle), parent=os.getpid()).scan()
+        assert {r["pid"] for r in mine} == {procs[0].pid, procs[1].pid}
+        assert WorkerScanner(lambda n: n in (burn, idle), parent=procs[0].pid).scan() == []
     finally:
         for p in procs:
             p.stdin.close()

@@ -7,6 +7,12 @@ processes ``python -m ffray.engine.codec_child``, started by the worker) are sum
 so one row per worker per sample: CPU % (of one core, psutil's convention: 16 busy codec
 processes read ~1600 %) and RSS of the worker with its descendants, and of the worker alone.
 
+Which workers: where the scanner runs inside Ray (the TelemetryActor), those of its own raylet
+(``parent``: Ray workers, the telemetry actor included, are the raylet's children), so two Ray
+instances on one machine (or several raylets of ``cluster_utils.Cluster``) each record their own
+workers under their own node name; ``ffray telemetry record`` (no raylet) records every worker of
+the machine.
+
 One pass over the process table per sample (``psutil.process_iter`` with name and ppid, both
 from ``/proc/<pid>/stat``); CPU and memory are read for the workers' families only. CPU % comes
 from psutil's ``cpu_percent(None)`` on the instances ``process_iter`` caches (the CPU time since
@@ -53,10 +59,11 @@ def families(workers: list[int], kids: dict[int, list[int]]) -> dict[int, list[i
 
 class WorkerScanner:
     """``scan()`` -> one row per worker process on this machine (WORKER_CPU columns without the
-    common ones). ``is_worker``: which process names are workers (tests pass their own)."""
+    common ones). ``is_worker``: which process names are workers (tests pass their own);
+    ``parent``: only workers that are this process's children (a raylet's pid), None: all."""
 
-    def __init__(self, is_worker: Callable[[str], bool] = is_worker):
-        self.is_worker = is_worker
+    def __init__(self, is_worker: Callable[[str], bool] = is_worker, parent: int | None = None):
+        self.is_worker, self.parent = is_worker, parent
         self._primed: set[tuple[int, float]] = set()  # (pid, start time) with a previous CPU read
 
     def scan(self) -> list[dict]:
@@ -68,7 +75,7 @@ class WorkerScanner:
             procs[p.pid] = p
             if ppid is not None:
                 kids.setdefault(ppid, []).append(p.pid)
-            if name and self.is_worker(name):
+            if name and self.is_worker(name) and (self.parent is None or ppid == self.parent):
                 names[p.pid] = name
         rows, primed = [], set()
         for w, members in families(sorted(names), kids).items():
@@ -101,3 +108,12 @@ class WorkerScanner:
             rows.append(row)
         self._primed = primed
         return rows
+
+
+def raylet_pid() -> int | None:
+    """This process's raylet (its parent, for a Ray worker), or None outside Ray."""
+    try:
+        parent = psutil.Process().parent()
+        return parent.pid if parent is not None and parent.name() == "raylet" else None
+    except GONE:
+        return None
