@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dashboard.app import create_app  # noqa: E402
 from dashboard.data import Data  # noqa: E402
 
-GRAPHS = ["util", "mem", "power", "temp", "cpu", "host_mem", "heat"]  # the cluster draw's figures
+GRAPHS = ["util", "mem", "power", "temp", "cpu", "host_mem", "worker_cpu", "heat"]  # the draw's figures
 
 
 def _post(client, outputs, inputs, changed, state=()):
@@ -87,6 +87,7 @@ def main() -> None:
         points = sum(len(t["x"]) for t in js["response"]["c-util"]["figure"]["data"])
         results[name] = {"median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
                          "traces_per_chart": traces, "points_per_chart": points, "response_kb": size // 1024,
+                         "worker_lines": len(js["response"]["c-worker_cpu"]["figure"]["data"]),
                          "msg": js["response"]["c-msg"]["children"]}
         win = js["response"]["c-window"]["data"]
         for metric in ("sm_clock", "pcie_tx", "reasons", "proc_mem"):  # the metric view: its own callback
