@@ -1,8 +1,9 @@
 """The cluster page's server work: a view (``urlstate.ClusterView``) in, figures, live-refresh
 state and a message out. GPU panels (utilization, memory, power, temperature, a GPU x time
 heatmap) where GPUs were sampled; host panels (CPU, memory) for every node with host samples,
-so a CPU-only cluster sees its hosts, and CPU per worker process where workers were sampled; a
-metric view for everything else that is recorded."""
+so a CPU-only cluster sees its hosts, and CPU per worker process (its own callback over the
+drawn window, like the metric view: its labels read the spans); a metric view for everything
+else that is recorded."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ffray.analytics.alertstate import STALE_S
 from ffray.analytics.metrics import HOST_PANELS, METRICS, PANELS, WORKER_PANELS, by_node
 from ffray.analytics.queries import bucket_seconds, throttle_periods
 
-CHARTS = (*PANELS, *HOST_PANELS, *WORKER_PANELS)  # line charts, live-refreshed; ids c-<key>
+CHARTS = (*PANELS, *HOST_PANELS)  # line charts of the panels' callback, live-refreshed; ids c-<key>
 POINT_BUDGET = 40_000  # points per chart across all series
 EMPTY_HELP = ("Record some: `ffray demo`, `ffray swap …` (telemetry is on by default) or "
               "`ffray telemetry record --data-dir DIR` on each node.")
@@ -87,11 +88,10 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
             datetime.fromtimestamp(end.timestamp() // b * b, tz=timezone.utc)  # so live refresh appends
         per_gpu = data.gpu_trends(s0, e0, b, uuids=gpus, nodes=nodes)
         ht = data.host_trends(s0, e0, b, nodes=nodes)
-        wt, wl = data.worker_trends(s0, e0, b, nodes=nodes)
         chosen = gpus_in(per_gpu)
         by = view.by if view.by != "auto" else ("gpu" if len(chosen) <= 16 else "node")
         lines = max(len(chosen) if by == "gpu" else len({g["node"] for g in chosen}),
-                    len(set(ht["series"].to_pylist())), len(wl), 1)
+                    len(set(ht["series"].to_pylist())), 1)
         coarser = bucket_seconds((end - start).total_seconds(), max(60, POINT_BUDGET // lines))
         if coarser <= b:
             break
@@ -130,15 +130,12 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
         for k in HOST_PANELS:
             figs[k] = line_figure(ht, METRICS[k], hl, height=230, bucket_s=b,
                                   note=" · whole node, % of all its cores" if k == "cpu" else "")
-        figs["worker_cpu"] = (worker_figure(wt, wl, b) if wt.num_rows else
-                              empty_figure("CPU per worker: no ffray worker sampled in this range"))
     horder = [k for k, _ in series_groups(ht)]
-    worder = [k for k, _ in series_groups(wt)] if hosts else []
     parts.insert(1, f"{b}-second buckets")
     if note:
         parts.append(note)
-    state = {"bucket": b, "end": end.isoformat(), "order": order, "horder": horder, "worder": worder,
-             "by": by, "nodes": nodes, "gpus": gpus, "points": int((end - start).total_seconds() // b) + 1,
+    state = {"bucket": b, "end": end.isoformat(), "order": order, "horder": horder, "by": by,
+             "nodes": nodes, "gpus": gpus, "points": int((end - start).total_seconds() // b) + 1,
              "live": view.range not in ("all", "custom")}
     win = {"start": start.isoformat(), "end": end.isoformat(), "bucket": b, "by": by, "nodes": nodes,
            "gpus": gpus, "labels": labels, "gpu": bool(chosen), "host": bool(hosts)}
@@ -201,9 +198,23 @@ def draw_metric(data: Data, win: dict | None, key: str) -> dict:
     return line_figure(table, m, labels, spread=spread, height=300, note=note, bucket_s=b)
 
 
-def extend(data: Data, state: dict, now: datetime):
+def draw_workers(data: Data, win: dict | None) -> tuple[dict, list]:
+    """The CPU-per-worker panel over the window the panels drew: (figure, its series order, for
+    live refresh)."""
+    if not win or not win.get("host"):
+        return empty_figure("CPU per worker: no host samples in this range"), []
+    start, end = datetime.fromisoformat(win["start"]), datetime.fromisoformat(win["end"])
+    with data.session() as d:
+        wt, labels = d.worker_trends(start, end, win["bucket"], nodes=win["nodes"])
+    if not wt.num_rows:
+        return empty_figure("CPU per worker: no ffray worker sampled in this range"), []
+    return worker_figure(wt, labels, win["bucket"]), [k for k, _ in series_groups(wt)]
+
+
+def extend(data: Data, state: dict, now: datetime, worder=()):
     """({chart key: extendData payload}, new state) for the buckets completed since
-    ``state['end']``; (None, state) when there are none."""
+    ``state['end']`` (the worker panel's too, for its series ``worder``); (None, state) when
+    there are none."""
     b = state["bucket"]
     start = datetime.fromisoformat(state["end"])
     end = datetime.fromtimestamp(now.timestamp() // b * b, tz=timezone.utc)
@@ -218,9 +229,9 @@ def extend(data: Data, state: dict, now: datetime):
         if state.get("horder"):
             ht = d.host_trends(start, end, b, nodes=state["nodes"])
             out.update({k: _payload(ht, k, state["horder"], state["points"]) for k in HOST_PANELS})
-        if state.get("worder"):
-            wt, _ = d.worker_trends(start, end, b, nodes=state["nodes"])
-            out.update({k: _payload(wt, k, state["worder"], state["points"]) for k in WORKER_PANELS})
+        if worder:
+            wt, _ = d.worker_trends(start, end, b, nodes=state["nodes"], labelled=False)
+            out.update({k: _payload(wt, k, list(worder), state["points"]) for k in WORKER_PANELS})
     out = {k: v for k, v in out.items() if v is not None}
     if not out:
         return None, state

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dashboard.app import create_app  # noqa: E402
 from dashboard.data import Data  # noqa: E402
 
-GRAPHS = ["util", "mem", "power", "temp", "cpu", "host_mem", "worker_cpu", "heat"]  # the draw's figures
+GRAPHS = ["util", "mem", "power", "temp", "cpu", "host_mem", "heat"]  # the cluster draw's figures
 
 
 def _post(client, outputs, inputs, changed, state=()):
@@ -87,9 +87,16 @@ def main() -> None:
         points = sum(len(t["x"]) for t in js["response"]["c-util"]["figure"]["data"])
         results[name] = {"median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
                          "traces_per_chart": traces, "points_per_chart": points, "response_kb": size // 1024,
-                         "worker_lines": len(js["response"]["c-worker_cpu"]["figure"]["data"]),
                          "msg": js["response"]["c-msg"]["children"]}
         win = js["response"]["c-window"]["data"]
+        wt = []  # the CPU-per-worker panel: its own callback over the same window
+        for _ in range(a.repeat):
+            dt, wsize, wjs = _post(client, [("c-worker_cpu", "figure"), ("c-worder", "data")],
+                                   [("c-window", "data", win)], ["c-window.data"], [("c-zoom", "data", [])])
+            wt.append(dt)
+        results[f"{name} + CPU per worker"] = {
+            "median_s": round(statistics.median(wt), 3), "max_s": round(max(wt), 3),
+            "traces": len(wjs["response"]["c-worker_cpu"]["figure"]["data"]), "response_kb": wsize // 1024}
         for metric in ("sm_clock", "pcie_tx", "reasons", "proc_mem"):  # the metric view: its own callback
             mt = []
             for _ in range(a.repeat):

@@ -77,7 +77,9 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     busy = {r["pid"]: r["cpu"] for r in store.rows(
         "SELECT pid, max(cpu_percent) AS cpu FROM worker_cpu WHERE actor = 'ChunkWorker' GROUP BY pid")}
     assert ran and ran <= set(busy) and all(busy[p] > 0 for p in ran), (ran, busy)
-    names = [t["name"] for t in view.figures["worker_cpu"]["data"]]
+    from dashboard.clusterview import draw_workers
+
+    names = [t["name"] for t in draw_workers(Data(str(tmp_path), tmp_path), view.window)[0]["data"]]
     assert any(jobs[0].name in n for n in names), names
 
 

@@ -138,7 +138,7 @@ def test_cluster_figures_colours_alerts_heatmap_and_host_panels(data):
 
 def test_cpu_only_cluster_gets_host_panels_not_record_some(cpu):
     d = clusterview.draw(cpu, ClusterView(range="all"), NOW)
-    assert d.host and not d.gpu and set(d.figures) == {"cpu", "host_mem", "worker_cpu"}
+    assert d.host and not d.gpu and set(d.figures) == {"cpu", "host_mem"}
     assert "No GPU telemetry in this range" in d.msg and "2 node(s)" in d.msg and "Record some" not in d.msg
     got = {t["name"]: t for t in _series(d.figures["cpu"])}
     assert set(got) == {"cpu0", "cpu1"}
@@ -152,7 +152,9 @@ def test_cpu_only_cluster_gets_host_panels_not_record_some(cpu):
     for y, cd, (_, mean, hi) in zip(tr["y"], tr["customdata"], truth):
         assert y == pytest.approx(round(mean, 2)) and cd[1] == pytest.approx(round(hi, 2))
     # CPU per worker: a line per worker process, named by node and pid, means as recorded
-    workers = {t["name"]: t for t in _series(d.figures["worker_cpu"])}
+    wfig, worder = clusterview.draw_workers(cpu, d.window)  # its own callback, over the drawn window
+    workers = {t["name"]: t for t in _series(wfig)}
+    assert sorted(worder) == sorted(t["uid"] for t in _series(wfig))
     assert sorted(workers) == [f"{n} · ChunkWorker · pid {p}" for n in ("cpu0", "cpu1") for p in (1000, 2000)]
     truth = duckdb.sql(f"""SELECT avg(cpu_percent), min(cpu_percent), max(cpu_percent)
         FROM read_parquet('{cpu.target}/telemetry/worker_cpu/**/*.parquet') WHERE node = 'cpu1' AND pid = 2000
@@ -167,7 +169,7 @@ def test_cpu_only_cluster_gets_host_panels_not_record_some(cpu):
     assert len(_series(clusterview.draw_metric(cpu, d.window, "load1"))) == 2  # host metrics still drawn
     # live refresh extends the host panels
     state = {**d.state, "end": datetime.fromtimestamp(sd.T0 + 30, tz=timezone.utc).isoformat()}
-    payloads, _ = clusterview.extend(cpu, state, NOW)
+    payloads, _ = clusterview.extend(cpu, state, NOW, worder)
     assert set(payloads) == {"cpu", "host_mem", "worker_cpu"} and sorted(payloads["cpu"][1]) == [0, 1]
     assert sorted(payloads["worker_cpu"][1]) == [0, 1, 2, 3]
 
