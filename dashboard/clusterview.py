@@ -143,13 +143,15 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
 
 
 def worker_figure(wt, labels: dict, bucket_s: int) -> dict:
-    """CPU per worker: its labels (node · actor · pid (jobs)) are long, so the legend sits lower,
-    below the axis title."""
-    fig = line_figure(wt, METRICS["worker_cpu"], labels, height=300, bucket_s=bucket_s,
+    """CPU per worker: its labels (node · actor · pid (jobs)) are long and up to 32, so the legend
+    has a bottom margin of its own (about 3 labels a row), below the axis title, and the chart
+    grows with it instead of squashing the plot."""
+    rows = -(-len(labels) // 3)
+    fig = line_figure(wt, METRICS["worker_cpu"], labels, height=250 + 20 * rows, bucket_s=bucket_s,
                       note=" · worker process + its codec processes")
     lay = fig["layout"]
-    lay["legend"] = {**lay["legend"], "y": -0.32}
-    lay["margin"] = {**lay["margin"], "b": 60}
+    lay["legend"] = {**lay["legend"], "yref": "container", "y": 0, "yanchor": "bottom"}
+    lay["margin"] = {**lay["margin"], "b": 64 + 20 * rows}
     return fig
 
 
