@@ -17,7 +17,9 @@ One pass over the process table per sample (``psutil.process_iter`` with name an
 from ``/proc/<pid>/stat``); CPU and memory are read for the workers' families only. CPU % comes
 from psutil's ``cpu_percent(None)`` on the instances ``process_iter`` caches (the CPU time since
 the previous call); a process seen for the first time has no previous call: a new worker's row
-has no CPU value, a new descendant adds nothing until its second sample.
+has no CPU value, a new descendant adds nothing until its second sample. Those instances are
+psutil's, one per process of the Python process: two scanners in one process would each see the
+CPU since the other's read (the product has one per telemetry actor / ``telemetry record``).
 """
 
 from __future__ import annotations
