@@ -1,7 +1,9 @@
 """The cluster page's server work: a view (``urlstate.ClusterView``) in, figures, live-refresh
 state and a message out. GPU panels (utilization, memory, power, temperature, a GPU x time
 heatmap) where GPUs were sampled; host panels (CPU, memory) for every node with host samples,
-so a CPU-only cluster sees its hosts; a metric view for everything else that is recorded."""
+so a CPU-only cluster sees its hosts, and CPU per worker process (its own callback over the
+drawn window, like the metric view: its labels read the spans); a metric view for everything
+else that is recorded."""
 
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from dashboard.figures import gpu_label
 from dashboard.trends import empty_figure, heatmap_figure, line_figure, series_groups
 from dashboard.urlstate import ClusterView
 from ffray.analytics.alertstate import STALE_S
-from ffray.analytics.metrics import HOST_PANELS, METRICS, PANELS, by_node
+from ffray.analytics.metrics import HOST_PANELS, METRICS, PANELS, WORKER_PANELS, by_node
 from ffray.analytics.queries import bucket_seconds, throttle_periods
 
-CHARTS = (*PANELS, *HOST_PANELS)  # line charts, live-refreshed; ids c-<key>
+CHARTS = (*PANELS, *HOST_PANELS)  # line charts of the panels' callback, live-refreshed; ids c-<key>
 POINT_BUDGET = 40_000  # points per chart across all series
 EMPTY_HELP = ("Record some: `ffray demo`, `ffray swap …` (telemetry is on by default) or "
               "`ffray telemetry record --data-dir DIR` on each node.")
@@ -127,7 +129,7 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
         hl = {h: h for h in hosts}
         for k in HOST_PANELS:
             figs[k] = line_figure(ht, METRICS[k], hl, height=230, bucket_s=b,
-                                  note=" · whole node (per-worker CPU is not recorded)" if k == "cpu" else "")
+                                  note=" · whole node, % of all its cores" if k == "cpu" else "")
     horder = [k for k, _ in series_groups(ht)]
     parts.insert(1, f"{b}-second buckets")
     if note:
@@ -138,6 +140,19 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
     win = {"start": start.isoformat(), "end": end.isoformat(), "bucket": b, "by": by, "nodes": nodes,
            "gpus": gpus, "labels": labels, "gpu": bool(chosen), "host": bool(hosts)}
     return Drawn(figs, state, win, "; ".join(parts), gpu=bool(chosen), host=bool(hosts))
+
+
+def worker_figure(wt, labels: dict, bucket_s: int) -> dict:
+    """CPU per worker: its labels (node · actor · pid (jobs)) are long and up to 32, so the legend
+    has a bottom margin of its own (about 3 labels a row), below the axis title, and the chart
+    grows with it instead of squashing the plot."""
+    rows = -(-len(labels) // 3)
+    fig = line_figure(wt, METRICS["worker_cpu"], labels, height=250 + 20 * rows, bucket_s=bucket_s,
+                      note=" · worker process + its codec processes")
+    lay = fig["layout"]
+    lay["legend"] = {**lay["legend"], "yref": "container", "y": 0, "yanchor": "bottom"}
+    lay["margin"] = {**lay["margin"], "b": 64 + 20 * rows}
+    return fig
 
 
 def gpus_in(per_gpu) -> list[dict]:
@@ -185,9 +200,23 @@ def draw_metric(data: Data, win: dict | None, key: str) -> dict:
     return line_figure(table, m, labels, spread=spread, height=300, note=note, bucket_s=b)
 
 
-def extend(data: Data, state: dict, now: datetime):
+def draw_workers(data: Data, win: dict | None) -> tuple[dict, list]:
+    """The CPU-per-worker panel over the window the panels drew: (figure, its series order, for
+    live refresh)."""
+    if not win or not win.get("host"):
+        return empty_figure("CPU per worker: no host samples in this range"), []
+    start, end = datetime.fromisoformat(win["start"]), datetime.fromisoformat(win["end"])
+    with data.session() as d:
+        wt, labels = d.worker_trends(start, end, win["bucket"], nodes=win["nodes"])
+    if not wt.num_rows:
+        return empty_figure("CPU per worker: no ffray worker sampled in this range"), []
+    return worker_figure(wt, labels, win["bucket"]), [k for k, _ in series_groups(wt)]
+
+
+def extend(data: Data, state: dict, now: datetime, worder=()):
     """({chart key: extendData payload}, new state) for the buckets completed since
-    ``state['end']``; (None, state) when there are none."""
+    ``state['end']`` (the worker panel's too, for its series ``worder``); (None, state) when
+    there are none."""
     b = state["bucket"]
     start = datetime.fromisoformat(state["end"])
     end = datetime.fromtimestamp(now.timestamp() // b * b, tz=timezone.utc)
@@ -202,6 +231,9 @@ def extend(data: Data, state: dict, now: datetime):
         if state.get("horder"):
             ht = d.host_trends(start, end, b, nodes=state["nodes"])
             out.update({k: _payload(ht, k, state["horder"], state["points"]) for k in HOST_PANELS})
+        if worder:
+            wt, _ = d.worker_trends(start, end, b, nodes=state["nodes"], labelled=False)
+            out.update({k: _payload(wt, k, list(worder), state["points"]) for k in WORKER_PANELS})
     out = {k: v for k, v in out.items() if v is not None}
     if not out:
         return None, state

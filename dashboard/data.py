@@ -76,6 +76,10 @@ class Data:
         with self.store() as s:
             return metrics.host_trends(s, start, end, bucket_s, nodes)
 
+    def worker_trends(self, start, end, bucket_s: int, nodes=(), labelled: bool = True):
+        with self.store() as s:
+            return metrics.worker_trends(s, start, end, bucket_s, nodes, labelled=labelled)
+
     def reason_trends(self, start, end, bucket_s: int, uuids=(), nodes=()):
         with self.store() as s:
             return metrics.reason_trends(s, start, end, bucket_s, uuids, nodes)

@@ -89,6 +89,14 @@ def main() -> None:
                          "traces_per_chart": traces, "points_per_chart": points, "response_kb": size // 1024,
                          "msg": js["response"]["c-msg"]["children"]}
         win = js["response"]["c-window"]["data"]
+        wt = []  # the CPU-per-worker panel: its own callback over the same window
+        for _ in range(a.repeat):
+            dt, wsize, wjs = _post(client, [("c-worker_cpu", "figure"), ("c-worder", "data")],
+                                   [("c-window", "data", win)], ["c-window.data"], [("c-zoom", "data", [])])
+            wt.append(dt)
+        results[f"{name} + CPU per worker"] = {
+            "median_s": round(statistics.median(wt), 3), "max_s": round(max(wt), 3),
+            "traces": len(wjs["response"]["c-worker_cpu"]["figure"]["data"]), "response_kb": wsize // 1024}
         for metric in ("sm_clock", "pcie_tx", "reasons", "proc_mem"):  # the metric view: its own callback
             mt = []
             for _ in range(a.repeat):

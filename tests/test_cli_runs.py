@@ -68,6 +68,19 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     view = draw(Data(str(tmp_path), tmp_path), ClusterView(), datetime.now(timezone.utc))
     assert view.host and "cpu" in view.figures and "Record some" not in view.msg, view.msg
     assert view.gpu or "No GPU telemetry in this range" in view.msg
+    # CPU per worker: this instance's ChunkWorker processes (the ones that ran the chunks), named
+    # with the job in the cluster page's worker panel
+    from ffray.analytics.source import Store
+
+    store = Store(tmp_path)
+    ran = {r["pid"] for r in store.rows("SELECT DISTINCT pid FROM spans")}
+    busy = {r["pid"]: r["cpu"] for r in store.rows(
+        "SELECT pid, max(cpu_percent) AS cpu FROM worker_cpu WHERE actor = 'ChunkWorker' GROUP BY pid")}
+    assert ran and ran <= set(busy) and all(busy[p] > 0 for p in ran), (ran, busy)
+    from dashboard.clusterview import draw_workers
+
+    names = [t["name"] for t in draw_workers(Data(str(tmp_path), tmp_path), view.window)[0]["data"]]
+    assert any(jobs[0].name in n for n in names), names
 
 
 def _free_port() -> int:

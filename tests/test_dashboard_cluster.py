@@ -151,14 +151,27 @@ def test_cpu_only_cluster_gets_host_panels_not_record_some(cpu):
     assert len(tr["x"]) == len(truth)
     for y, cd, (_, mean, hi) in zip(tr["y"], tr["customdata"], truth):
         assert y == pytest.approx(round(mean, 2)) and cd[1] == pytest.approx(round(hi, 2))
+    # CPU per worker: a line per worker process, named by node and pid, means as recorded
+    wfig, worder = clusterview.draw_workers(cpu, d.window)  # its own callback, over the drawn window
+    workers = {t["name"]: t for t in _series(wfig)}
+    assert sorted(worder) == sorted(t["uid"] for t in _series(wfig))
+    assert sorted(workers) == [f"{n} · ChunkWorker · pid {p}" for n in ("cpu0", "cpu1") for p in (1000, 2000)]
+    truth = duckdb.sql(f"""SELECT avg(cpu_percent), min(cpu_percent), max(cpu_percent)
+        FROM read_parquet('{cpu.target}/telemetry/worker_cpu/**/*.parquet') WHERE node = 'cpu1' AND pid = 2000
+        GROUP BY to_timestamp(floor(epoch(ts) / {b}) * {b}) ORDER BY 1""").fetchall()
+    w = workers["cpu1 · ChunkWorker · pid 2000"]
+    got_w = sorted(zip(w["y"], (c[0] for c in w["customdata"]), (c[1] for c in w["customdata"])))
+    assert got_w == pytest.approx(sorted(tuple(round(v, 2) for v in r) for r in truth))
+    assert len(w["y"]) > 1 and min(workers["cpu1 · ChunkWorker · pid 1000"]["y"]) > max(w["y"])
     mem = _series(d.figures["host_mem"])[0]
     assert 0 < max(mem["y"]) < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30 + 1
     assert "no GPU samples" in str(clusterview.draw_metric(cpu, d.window, "sm_clock"))
     assert len(_series(clusterview.draw_metric(cpu, d.window, "load1"))) == 2  # host metrics still drawn
     # live refresh extends the host panels
     state = {**d.state, "end": datetime.fromtimestamp(sd.T0 + 30, tz=timezone.utc).isoformat()}
-    payloads, _ = clusterview.extend(cpu, state, NOW)
-    assert set(payloads) == {"cpu", "host_mem"} and sorted(payloads["cpu"][1]) == [0, 1]
+    payloads, _ = clusterview.extend(cpu, state, NOW, worder)
+    assert set(payloads) == {"cpu", "host_mem", "worker_cpu"} and sorted(payloads["cpu"][1]) == [0, 1]
+    assert sorted(payloads["worker_cpu"][1]) == [0, 1, 2, 3]
 
 
 def test_empty_states_say_what_is_there(data, tmp_path):

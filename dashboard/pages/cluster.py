@@ -1,5 +1,6 @@
 """Cluster page: GPU panels (utilization, memory, power, temperature per GPU or per node, a GPU x
-time heatmap), host panels (CPU, memory per node; the only panels on a CPU-only cluster), and a
+time heatmap), host panels (CPU, memory per node; CPU per worker process; the only panels on a
+CPU-only cluster), and a
 metric view for every other recorded metric. Range presets or a custom range, node/GPU filters,
 all in the URL's query string (shareable, reload-safe); live refresh appends the buckets completed
 since the last draw (``extendData``) instead of redrawing; zoom and crosshair are linked across
@@ -11,7 +12,7 @@ from datetime import datetime, timezone
 
 from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
-from dashboard.clusterview import CHARTS, draw, draw_metric, extend
+from dashboard.clusterview import CHARTS, draw, draw_metric, draw_workers, extend
 from dashboard.data import Data
 from dashboard.figures import gpu_label
 from dashboard.trends import zoomed
@@ -59,7 +60,8 @@ def layout(data: Data, search: str | None = None) -> html.Div:
         html.Div(id="c-msg", className="msg"),
         html.Div([html.H4("GPUs"), *[_graph(k) for k in ("util", "mem", "power", "temp")], _graph("heat")],
                  id="c-gpu-sec"),
-        html.Div([html.H4("Hosts"), _graph("cpu"), _graph("host_mem")], id="c-host-sec"),
+        html.Div([html.H4("Hosts"), _graph("cpu"), _graph("host_mem"), _graph("worker_cpu")],
+                 id="c-host-sec"),
         html.Div([html.H4("Metric view"),
                   html.Div([html.Label("Metric"), dcc.Dropdown(
                       id="c-metric", clearable=False, value=v.metric,
@@ -67,7 +69,7 @@ def layout(data: Data, search: str | None = None) -> html.Div:
                                for k in PICKABLE])], className="ctl wide", style={"maxWidth": 480}),
                   _graph("extra")], id="c-extra-sec"),
         dcc.Interval(id="c-tick", interval=5000),
-        dcc.Store(id="c-state"), dcc.Store(id="c-window"), dcc.Store(id="c-link"),
+        dcc.Store(id="c-state"), dcc.Store(id="c-window"), dcc.Store(id="c-link"), dcc.Store(id="c-worder"),
         dcc.Store(id="c-zoom", data=list(v.zoom)),
     ])
 
@@ -118,19 +120,29 @@ def register(app, data: Data) -> None:
     def _metric(key, win, zoom):
         return zoomed(draw_metric(data, win, key), zoom, win and f"{win['start']}|{win['end']}")
 
-    @app.callback(*[Output(f"c-{k}", "extendData") for k in CHARTS],
+    # CPU per worker: its own callback over the drawn window (its labels read the spans), so the
+    # panels' callback does not wait for it
+    @app.callback(Output("c-worker_cpu", "figure"), Output("c-worder", "data"), Input("c-window", "data"),
+                  State("c-zoom", "data"))
+    def _workers(win, zoom):
+        fig, order = draw_workers(data, win)
+        return zoomed(fig, zoom, win and f"{win['start']}|{win['end']}"), order
+
+    live_charts = (*CHARTS, "worker_cpu")
+
+    @app.callback(*[Output(f"c-{k}", "extendData") for k in live_charts],
                   Output("c-state", "data", allow_duplicate=True),
                   Input("c-tick", "n_intervals"), State("c-live", "value"), State("c-state", "data"),
-                  prevent_initial_call=True)
-    def _live(_n, live, state):
-        nothing = [no_update] * (len(CHARTS) + 1)
+                  State("c-worder", "data"), prevent_initial_call=True)
+    def _live(_n, live, state, worder):
+        nothing = [no_update] * (len(live_charts) + 1)
         if not live or not state or not state.get("live"):
             return nothing
-        payloads, state = extend(data, state, datetime.now(timezone.utc))
+        payloads, state = extend(data, state, datetime.now(timezone.utc), worder or ())
         if payloads is None:
             return nothing
-        return *[payloads.get(k, no_update) for k in CHARTS], state
+        return *[payloads.get(k, no_update) for k in live_charts], state
 
     # linked zoom and crosshair across the charts (assets/sync.js), re-attached on every redraw
     app.clientside_callback(ClientsideFunction("ffray", "link"), Output("c-link", "data"),
-                            *[Input(f"c-{k}", "figure") for k in (*CHARTS, "heat", "extra")])
+                            *[Input(f"c-{k}", "figure") for k in (*CHARTS, "heat", "extra", "worker_cpu")])

@@ -12,12 +12,13 @@ from __future__ import annotations
 import pyarrow as pa
 
 from ffray.errors import FFrayError
-from ffray.telemetry.schema import ALERT, GPU, GPU_PROC, GPU_UTIL, HOST, JOB, SPAN
+from ffray.telemetry.schema import ALERT, GPU, GPU_PROC, GPU_UTIL, HOST, JOB, SPAN, WORKER_CPU
 from ffray.telemetry.sink import Sink, is_uri
 
 VIEWS = {"gpu": ("telemetry/gpu", GPU), "gpu_util": ("telemetry/gpu_util", GPU_UTIL),
          "gpu_proc": ("telemetry/gpu_proc", GPU_PROC), "host": ("telemetry/host", HOST),
-         "alerts": ("telemetry/alerts", ALERT), "spans": ("spans", SPAN),
+         "alerts": ("telemetry/alerts", ALERT), "worker_cpu": ("telemetry/worker_cpu", WORKER_CPU),
+         "spans": ("spans", SPAN),
          "jobs": ("job_records", JOB)}
 
 

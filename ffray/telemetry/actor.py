@@ -17,6 +17,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ffray.telemetry.recorder import Recorder
 from ffray.telemetry.sampler import open_backend
 from ffray.telemetry.sink import is_uri
+from ffray.telemetry.workers import raylet_pid
 
 NAMESPACE = "ffray"
 
@@ -31,7 +32,8 @@ class TelemetryActor:
         self.sink = Path(sink) if not is_uri(sink) else None
         self.interval = max(0.2, float(interval))
         self.rec = Recorder(self.target, self.node, open_backend(), roll_seconds,
-                            prometheus_port=prometheus_port, ray_node=self.ray_node)
+                            prometheus_port=prometheus_port, ray_node=self.ray_node,
+                            workers_of=raylet_pid())  # this raylet's workers only
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.rec.run, args=(self.interval,),
                                         kwargs={"stop": self._stop}, daemon=True)

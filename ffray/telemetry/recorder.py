@@ -12,6 +12,7 @@ from ffray.telemetry.alerts import DEFAULT_RULES, AlertEngine
 from ffray.telemetry.sampler import Sampler
 from ffray.telemetry.sink import Sink, is_uri, join
 from ffray.telemetry.store import TelemetryStore
+from ffray.telemetry.workers import WorkerScanner
 
 
 def latest(rows: dict[str, list[dict]], gpu_available: bool, now: float) -> dict:
@@ -25,10 +26,12 @@ def latest(rows: dict[str, list[dict]], gpu_available: bool, now: float) -> dict
 class Recorder:
     def __init__(self, data_dir: Path | str, node: str, backend, roll_seconds: float = 60.0,
                  rules=DEFAULT_RULES, prometheus_port: int | None = None,
-                 prometheus_host: str = "127.0.0.1", ray_node: str | None = None):
+                 prometheus_host: str = "127.0.0.1", ray_node: str | None = None,
+                 workers_of: int | None = None):
         """``node``: the telemetry name (a host); ``ray_node``: the Ray node id, also the
-        journals' writer id (several writers may share a host name)."""
-        self.sampler = Sampler(node, backend, ray_node=ray_node)
+        journals' writer id (several writers may share a host name); ``workers_of``: record only
+        the ffray workers that are children of this pid (the node's raylet), None: all."""
+        self.sampler = Sampler(node, backend, ray_node=ray_node, workers=WorkerScanner(parent=workers_of))
         writer = ray_node or ""
         if is_uri(data_dir):  # journals stay on the node; closed files go to the filesystem URI
             from ffray.settings import data_dir as local_data_dir

@@ -142,9 +142,13 @@ def open_backend():
 class Sampler:
     """Turns one sampling instant into rows for every table."""
 
-    def __init__(self, node: str, backend=None, proc_util_every_s: float = 5.0, ray_node: str | None = None):
+    def __init__(self, node: str, backend=None, proc_util_every_s: float = 5.0, ray_node: str | None = None,
+                 workers=None):
+        """``workers``: a ``workers.WorkerScanner`` for per-worker CPU rows (the Recorder's), or
+        None (no ``worker_cpu`` rows: generated stores sample without scanning processes)."""
         self.node, self.ray_node = node, ray_node
         self.backend = backend
+        self.workers = workers
         self.proc_util_every_s = proc_util_every_s
         self._last_proc_util = 0.0
         self.devices = backend.devices() if backend is not None else []
@@ -183,4 +187,6 @@ class Sampler:
                              "cpu_percent": psutil.cpu_percent(None),
                              "load1": psutil.getloadavg()[0], "mem_used_bytes": int(vm.used),
                              "mem_total_bytes": int(vm.total)})
+        if self.workers is not None:
+            rows["worker_cpu"] = [{**base, **r} for r in self.workers.scan()]
         return rows

@@ -5,6 +5,8 @@ Tables and their hive folders under ``<data-dir>/telemetry``:
 - ``gpu_util``: the driver's sub-second utilization samples (``nvmlDeviceGetSamples``);
 - ``gpu_proc``: per-process GPU memory and SM utilization;
 - ``host``: the node's CPU and memory;
+- ``worker_cpu``: CPU % and RSS per ffray worker process with its codec processes summed
+  (``ffray.telemetry.workers``);
 - ``alerts``: alert events (rule, value, threshold);
 and under ``<data-dir>/spans``: one row per chunk attempt.
 """
@@ -13,8 +15,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3  # 2: ``node`` names the host (ffray.telemetry.nodes); ``ray_node`` added
+SCHEMA_VERSION = 4  # 2: ``node`` names the host (ffray.telemetry.nodes); ``ray_node`` added
 # 3: ``alerts.state`` ('firing' | 'resolved'; null in older files: a firing row)
+# 4: the ``worker_cpu`` table (older stores have none: an empty table)
 TS = pa.timestamp("us", tz="UTC")
 
 _COMMON = [("schema_version", pa.int16()), ("ts", TS), ("node", pa.string()), ("ray_node", pa.string())]
@@ -37,6 +40,14 @@ HOST = pa.schema(_COMMON + [
     ("gpu_available", pa.bool_()), ("cpu_percent", pa.float32()), ("load1", pa.float32()),
     ("mem_used_bytes", pa.int64()), ("mem_total_bytes", pa.int64())])
 
+# CPU % is of one core (psutil's convention: may exceed 100); ``cpu_percent``/``rss_bytes`` are
+# the worker with its descendants (codec processes), ``self_*`` the worker process alone; RSS
+# counts shared pages (the codec processes' frame rings) in every process that maps them.
+WORKER_CPU = pa.schema(_COMMON + [
+    ("pid", pa.int64()), ("actor", pa.string()), ("started", TS), ("cpu_percent", pa.float32()),
+    ("self_cpu_percent", pa.float32()), ("rss_bytes", pa.int64()), ("self_rss_bytes", pa.int64()),
+    ("procs", pa.int16())])
+
 SPAN = pa.schema([
     ("schema_version", pa.int16()), ("job_id", pa.string()), ("chunk", pa.int32()),
     ("attempt", pa.int16()), ("status", pa.string()), ("node", pa.string()),
@@ -50,7 +61,8 @@ ALERT = pa.schema(_COMMON + [
     ("value", pa.float64()), ("threshold", pa.float64()), ("message", pa.string()),
     ("state", pa.string())])
 
-TABLES = {"gpu": GPU, "gpu_util": GPU_UTIL, "gpu_proc": GPU_PROC, "host": HOST, "alerts": ALERT}
+TABLES = {"gpu": GPU, "gpu_util": GPU_UTIL, "gpu_proc": GPU_PROC, "host": HOST, "alerts": ALERT,
+          "worker_cpu": WORKER_CPU}
 
 # One row per job (``<data-dir>/job_records/date=YYYY-MM-DD/<job-id>.parquet``, date of creation),
 # rewritten as the job runs and when it ends: the analytics' copy of the ledger's job.json, so
