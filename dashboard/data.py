@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +29,9 @@ class Data:
     classes: tuple = ()  # GPU classes (ffray.analytics.gpus.load_classes); () = the defaults
     # lists ffray's Ray Jobs (``ffray.analytics.submitted.lister``, from ``--jobs-address``)
     submissions: Callable[[], list] | None = None
+    # the last capacity job table and the store signature it was computed at (shared by the
+    # copies ``session()`` makes; one entry, so bounded)
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def missing(self) -> bool:
         """True when there is no data dir at all (a URI is taken as present)."""
@@ -173,7 +176,12 @@ class Data:
         classes = self.gpu_classes()
         cached = None if refit or self.ledgers is None else load_model(model_path(self.ledgers))
         with self.store() as s:
-            jobs = job_table(s, classes)
+            # the jobs' costs join every span to the GPU samples (0.8 s on a 24 h x 64-GPU store):
+            # computed again only when a file behind them changed
+            key = (s.signature("spans", "jobs", "gpu", "gpu_proc"), repr(classes))
+            if self.memo.get("capacity_key") != key:
+                self.memo.update(capacity_key=key, capacity_jobs=job_table(s, classes))
+            jobs = self.memo["capacity_jobs"]
             if cached is not None:
                 model, source = cached, f"cached model of {cached.meta.get('fitted_at', '?')}"
             else:

@@ -380,3 +380,30 @@ def test_a_class_whose_jobs_follow_no_law_is_poor_and_not_a_candidate(tmp_path):
     assert any(w["gpu_class"] == "L4" and w["reason"].startswith("poor fit") for w in without)
     rows = C.predict(model, classes, 300, 1280, 720, 1.0)
     assert rows[-1]["gpu_class"] == "L4" and rows[-1]["poor_fit"]  # reported, ranked last
+
+
+def test_dashboard_capacity_reuses_its_job_table_until_a_file_changes(law_store, tmp_path):
+    """The capacity page's job costs (a join of every span to the GPU samples) are computed once
+    per state of the files behind them: the same table while nothing changed, a new one as soon as
+    a job's record goes."""
+    import shutil
+
+    from dashboard.data import Data
+
+    root = tmp_path / "store"
+    shutil.copytree(law_store, root)
+    d = Data(str(root), root)
+    first = d.capacity(refit=True)
+    table = d.memo["capacity_jobs"]
+    again = d.capacity(refit=True)
+    assert d.memo["capacity_jobs"] is table and again[2] == first[2] and again[3] == first[3]
+    with d.session() as s:  # a page render's copy shares the memo
+        s.capacity(refit=True)
+    assert d.memo["capacity_jobs"] is table
+    gone = sorted((root / "job_records").rglob("case-small.parquet"))
+    assert len(gone) == 1
+    gone[0].unlink()
+    d.capacity(refit=True)
+    assert d.memo["capacity_jobs"] is not table
+    assert d.memo["capacity_jobs"].num_rows == table.num_rows - 1
+    assert "case-small" not in d.memo["capacity_jobs"]["job_id"].to_pylist()

@@ -57,6 +57,14 @@ class Sink:
         self.fs.move(tmp, final)
         return final
 
+    def signature(self, rel: str, suffix: str = ".parquet") -> tuple:
+        """(path, size, mtime) of every file under ``rel``: changes whenever a file is added,
+        rewritten or removed (one listing; what a cache of results over these files is keyed by)."""
+        sel = pafs.FileSelector(self.path(rel), recursive=True, allow_not_found=True)
+        return tuple(sorted((i.path, i.size, i.mtime_ns) for i in self.fs.get_file_info(sel)
+                            if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
+                            and not i.base_name.startswith(".")))
+
     def list(self, rel: str, suffix: str = ".parquet") -> list[str]:
         sel = pafs.FileSelector(self.path(rel), recursive=True, allow_not_found=True)
         return sorted(i.path for i in self.fs.get_file_info(sel)
