@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from dashboard.data import Data, preset_window
-from dashboard.figures import gpu_label
-from dashboard.trends import empty_figure, heatmap_figure, line_figure, series_groups
+from dashboard.figures import gpu_label, series_groups
+from dashboard.trends import empty_figure, heatmap_figure, line_figure
 from dashboard.urlstate import ClusterView
 from ffray.analytics.alertstate import STALE_S
 from ffray.analytics.metrics import HOST_PANELS, METRICS, PANELS, WORKER_PANELS, by_node

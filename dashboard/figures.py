@@ -13,7 +13,7 @@ TEMPLATE = pio.templates["plotly_white"].to_plotly_json()  # plotly.js needs the
 STATUS_COLOURS = {"done": "#1f77b4", "retried": "#ff7f0e", "failed": "#d62728"}
 
 
-def _times(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def times(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """UTC timestamps as naive numpy datetime64 (plotly serialises these fast)."""
     return arr.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
 

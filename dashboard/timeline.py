@@ -23,6 +23,7 @@ from dashboard.figures import (
     chunk_hover,
     lane_label,
     series_groups,
+    times,
 )
 from ffray.analytics.costs import worker_lanes
 
@@ -30,10 +31,6 @@ NO_SAMPLES = "no GPU or host samples for this job (telemetry was off)"
 CPU_NOTE = "no GPU samples for this job (CPU workers): host CPU and memory of its nodes"
 MAX_EVENT_LABELS = 8
 LANE_PX = 26
-
-
-def _times(arr) -> np.ndarray:
-    return arr.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
 
 
 def _naive(t: datetime) -> str:
@@ -46,7 +43,7 @@ def _lines(table: pa.Table, labels: dict, cols: list[tuple[str, str, float, str,
     traces = []
     if not table.num_rows:
         return traces
-    x = _times(table["bucket"])
+    x = times(table["bucket"])
     for key, sl in series_groups(table):
         name = labels.get(key, key)
         for i, (col, axis, scale, unit, mm) in enumerate(cols):

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from dashboard.colours import series_colour
-from dashboard.figures import TEMPLATE
+from dashboard.figures import TEMPLATE, series_groups, times
 from ffray.analytics.metrics import Metric
 
 X_AXIS = {"type": "date", "title": {"text": "time (UTC)", "font": {"size": 11}}, "showspikes": True,
@@ -25,19 +25,6 @@ MAX_SHAPES = 300
 MARGIN_L = 110  # one left margin on every chart (the heatmap's row names fit), so times line up
 
 
-def times(arr) -> np.ndarray:
-    """UTC timestamps as naive numpy datetime64 (plotly serialises these fast)."""
-    return arr.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
-
-
-def series_groups(table: pa.Table):
-    """(series key, slice) per series of a trend table sorted by series, bucket."""
-    keys = table["series"].to_numpy(zero_copy_only=False)
-    if not len(keys):
-        return []
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    ends = np.r_[starts[1:], len(keys)]
-    return [(keys[a], slice(a, b)) for a, b in zip(starts, ends)]
 
 
 def _num(table: pa.Table, col: str) -> np.ndarray:
