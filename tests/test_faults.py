@@ -13,14 +13,21 @@ def test_a_worker_node_removed_mid_job_is_survived(cluster, media, data_dir, tmp
     """A node with a GPU joins, gets its share of chunks, and is removed while they run: its
     chunks are retried on the other nodes (the replacement worker cannot fit anywhere: the job
     does not wait for it) and the output is whole."""
+    import ray
+
     from ffray.cluster.jobs import SwapRequest, prepare_swap, run_job
     from ffray.processors import ProcessorSpec
 
     c = cluster["cluster"]
+    # one worker per free GPU of the shared cluster plus the new node's: in the full suite a GPU of
+    # the session cluster was seen still held when this test began (cause not found), and a
+    # worker that cannot be placed would keep the pool's start waiting for ever
+    free = int(ray.available_resources().get("GPU", 0))
+    assert free >= 2, ray.available_resources()
     node = c.add_node(num_cpus=1, num_gpus=1, object_store_memory=96 * 1024 * 1024)
     c.wait_for_nodes()
     out = tmp_path / "out.mp4"
-    req = SwapRequest(input=str(media.cfr_audio), output=str(out), chunk_seconds=0.35, actors=5,
+    req = SwapRequest(input=str(media.cfr_audio), output=str(out), chunk_seconds=0.35, actors=free + 1,
                       gpu_per_actor=1, processor=ProcessorSpec(kind="tests.procs:Slow",
                                                                params={"delay": 0.03}, batch_size=4))
     ledger = prepare_swap(req, data_dir)
