@@ -140,6 +140,7 @@ def test_unreachable_jobs_api_is_one_line_on_the_jobs_page(store, page):
         page.goto(s.url + "/jobs")
         page.locator("#j-sub-error").wait_for(timeout=30000)
         assert "Could not read the cluster's Jobs API" in page.locator("#j-sub-error").inner_text()
-        assert page.locator("#j-table").count() == 1  # the store's jobs are still listed
+        page.locator("#j-table").wait_for(timeout=30000)  # the store's jobs are still listed
+        assert page.locator("#j-table").count() == 1
     finally:
         s.close()

@@ -3,12 +3,32 @@ in its ledger (chunk files deleted after a verified assembly unless kept)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+
+import pytest
 
 from ffray.processors import read_stamp
 from tests.media import frames, swap
 
+ISOLATED = "FFRAY_TEST_OWN_CLUSTER"
 
+
+def test_node_removal_on_a_cluster_of_its_own():
+    """The node-removal test below, in a pytest process (and Ray cluster) of its own: after the
+    suite's ~40 jobs on the shared session cluster, its pool start was seen waiting for ever on a
+    worker that could not be placed (cause not found yet; it passes on a fresh cluster)."""
+    if os.environ.get(ISOLATED):
+        pytest.skip("already in the isolated run")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        f"{__file__}::test_a_worker_node_removed_mid_job_is_survived"],
+                       env={**os.environ, ISOLATED: "1"}, capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+@pytest.mark.skipif(not os.environ.get(ISOLATED), reason="runs in its own process: see above")
 def test_a_worker_node_removed_mid_job_is_survived(cluster, media, data_dir, tmp_path):
     """A node with a GPU joins, gets its share of chunks, and is removed while they run: its
     chunks are retried on the other nodes (the replacement worker cannot fit anywhere: the job
