@@ -55,6 +55,12 @@ class WorkerSpec:
     models: dict = field(default_factory=dict)  # manifest name -> ObjectRef of the model bytes
 
 
+def _env_ints(name: str) -> dict[str, int]:
+    """``{key: int}`` from an environment variable of ``key=N`` pairs (experiment switches)."""
+    text = os.environ.get(name, "")
+    return {k: int(v) for k, v in (kv.split("=") for kv in text.split(",") if kv)}
+
+
 class ChunkWorker:
     def __init__(self, spec: WorkerSpec):
         t = time.perf_counter()
@@ -74,15 +80,12 @@ class ChunkWorker:
         real_gpu = bool(self._gpu_ids) and self._gpu_uuids and self._gpu_uuids[0] is not None
         self._ordinal = cuda_ordinal(self._gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES")) \
             if real_gpu else None
-        if os.environ.get("FFRAY_GPU_BATCHES"):  # experiments: e.g. "det=8,swap=16"
-            extra = dict(kv.split("=") for kv in os.environ["FFRAY_GPU_BATCHES"].split(","))
-            spec = replace(spec, options=replace(spec.options, gpu_batches={
-                **spec.options.gpu_batches, **{k: int(v) for k, v in extra.items()}}))
-            self._spec = spec
-        if os.environ.get("FFRAY_STAGE_THREADS"):  # experiments: e.g. "swap=3,paste=2"
-            extra = dict(kv.split("=") for kv in os.environ["FFRAY_STAGE_THREADS"].split(","))
-            spec = replace(spec, options=replace(spec.options, stage_threads={
-                **spec.options.stage_threads, **{k: int(v) for k, v in extra.items()}}))
+        # experiments only: FFRAY_GPU_BATCHES="det=8,swap=16", FFRAY_STAGE_THREADS="swap=3"
+        batches, threads = _env_ints("FFRAY_GPU_BATCHES"), _env_ints("FFRAY_STAGE_THREADS")
+        if batches or threads:
+            spec = replace(spec, options=replace(
+                spec.options, gpu_batches={**spec.options.gpu_batches, **batches},
+                stage_threads={**spec.options.stage_threads, **threads}))
             self._spec = spec
         cpus = spec.options.cpus or self._cpu_share()
         kind = spec.processor.kind
