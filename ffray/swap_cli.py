@@ -31,7 +31,7 @@ def add_swap_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--keep-chunks", action="store_true",
                    help="keep the encoded chunks in the job's ledger after the output is assembled")
     s.add_argument("--chunk-seconds", type=float,
-                   help="chunk length (default: about 1/30 of the video, 2 to 10 s)")
+                   help="chunk length (default: about 1/32 of the video, 2 to 10 s)")
     s.add_argument("--trim-start", type=seconds, help="start time (seconds or HH:MM:SS.ms)")
     s.add_argument("--trim-end", type=seconds, help="end time, exclusive")
     s.add_argument("--codec", default="h264", help="h264 (libx264, default), hevc (libx265), or "

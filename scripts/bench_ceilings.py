@@ -163,6 +163,73 @@ def model_ceilings(model_dir: Path) -> dict:
     return out
 
 
+def _timed_runs(r, feeds: dict, n: int = 12) -> float:
+    """Median seconds of one call of runner ``r`` on ``feeds`` (after 3 warm-up calls)."""
+    for _ in range(3):
+        r.run(feeds)
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r.run(feeds)
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def worker_model_ceilings(model_dir: Path, seconds: float = 3.0) -> dict:
+    """Each model as the GPU worker runs it (its default precision and batch,
+    ``ffray.engine.build.GPU_BATCHES``): one thread on one session, and two threads on a session
+    each (the worker's two stage threads): items/s and ms per item; and whether the two sessions
+    give the same bits for the same batch."""
+    import threading
+
+    import cupy as cp
+
+    from ffray.engine.build import GPU_BATCHES
+    from ffray.models.device import DeviceLoader, probe_feeds
+    from ffray.models.manifest import MODELS
+    from ffray.models.sessions import choose_providers
+    from ffray.settings import sha256_file
+
+    providers = choose_providers(None, device_id=0)
+    batch = {"det_10g": GPU_BATCHES["det"], "inswapper_128": GPU_BATCHES["swap"],
+             "gfpgan_1.4": GPU_BATCHES["enhance"]}
+    files = {n: model_dir / MODELS[n].file for n in batch}
+    data = {n: p.read_bytes() for n, p in files.items()}
+    sha = {n: sha256_file(p) for n, p in files.items()}
+    loader = DeviceLoader(data, sha, 0, providers, "auto", cache=Path("/tmp/ffray-ceil-cache"))
+    out = {}
+    for n, b in batch.items():
+        r = loader.runner(n, flat_outputs=(n == "det_10g"), batch=b, sessions=2)
+        feeds = {k: cp.asarray(v) for k, v in probe_feeds(r.session, r.batch).items()}
+        res = {"batch": r.batch, "fp16": loader.notes[n]["fp16"]}
+        outs, calls = {}, {}
+
+        def loop(tag: str, stop: float) -> None:
+            k = 0
+            outs[tag] = [cp.asnumpy(o) for o in r.run(feeds)]  # also this thread's warm-up
+            while time.perf_counter() < stop:
+                r.run(feeds)
+                k += 1
+            calls[tag] = k
+
+        for threads in (1, 2):
+            stop = time.perf_counter() + seconds
+            t0 = time.perf_counter()
+            ths = [threading.Thread(target=loop, args=(f"{threads}-{i}", stop)) for i in range(threads)]
+            for th in ths:
+                th.start()
+            for th in ths:
+                th.join()
+            wall = time.perf_counter() - t0
+            items = sum(calls[f"{threads}-{i}"] for i in range(threads)) * r.batch
+            res[f"threads{threads}_items_per_s"] = round(items / wall, 1)
+            res[f"threads{threads}_ms_per_item"] = round(1000 * wall / max(1, items), 4)
+        res["sessions_same_bits"] = all(np.array_equal(a, b_) for a, b_ in zip(outs["2-0"], outs["2-1"]))
+        out[n] = res
+        print(json.dumps({"worker_model": {n: res}}), flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--input", required=True)
@@ -170,6 +237,8 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--frames", type=int, default=240)
     ap.add_argument("--models")
+    ap.add_argument("--worker-models", help="model dir: only the models as the GPU worker runs them "
+                    "(default precision and batch; one thread vs two threads with a session each)")
     ap.add_argument("--transcode", default="16", help="process counts for the transcode ceiling")
     ap.add_argument("--out")
     a = ap.parse_args()
@@ -186,6 +255,8 @@ def main() -> None:
         print(json.dumps({"transcode": r}), flush=True)
     if a.models:
         res["models"] = model_ceilings(Path(a.models))
+    if a.worker_models:
+        res["worker_models"] = worker_model_ceilings(Path(a.worker_models))
     text = json.dumps(res, indent=2)
     if a.out:
         Path(a.out).write_text(text)

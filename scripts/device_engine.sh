@@ -6,6 +6,7 @@
 # selftest: scripts/gpu_selftest.py (GPU vs CPU frame ops, prepared models, determinism)
 # bench   : scripts/bench_swap.py at default settings on /tmp/media/faces$FACES_1080p.mp4
 # detect  : scripts/bench_detect.py (detector stage alone; host vs device output decoding)
+# codec   : scripts/bench_codec.py (codec processes alone: passthrough, ring clean/dirty, transcode)
 # ceilings: scripts/bench_ceilings.py (decode, parallel libx264, models at batch 1..16, fp32/fp16)
 # Results go to $OUT; record them in docs/benchmarks.md. Expects .devdata/t1.jpg (carried).
 set -uo pipefail
@@ -53,6 +54,8 @@ for phase in "$@"; do
       python3 -c "import pytest" 2>/dev/null && timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_anchors.py 2>&1 | tail -3
       timeout 300 python3 scripts/bench_detect.py --input /tmp/media/faces${2:-1}_1080p.mp4 --models /tmp/cm \
         --out "$OUT/detect${2:-1}.json" 2>&1 | tail -30 ;;
+    codec)  # codec [FACES] [extra bench_codec args]: the codec processes alone vs a plain transcode
+      timeout 560 python3 scripts/bench_codec.py "/tmp/media/faces${2:-1}_1080p.mp4" --slots 16 "${@:3}" | tee -a "$OUT/codec.jsonl" ;;
     ceilings)  # ceilings [extra bench_ceilings args, e.g. --streams 16 --threads 1 --no-models]
       shift; models="--models /tmp/cm"
       [ "${1:-}" = "--no-models" ] && { models=""; shift; }

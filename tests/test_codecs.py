@@ -117,6 +117,33 @@ def test_a_bad_chunk_fails_in_one_line_and_its_process_is_replaced(chunk):
         pool.close()
 
 
+def test_codec_processes_run_below_the_workers_cpu_priority(chunk, monkeypatch):
+    """The priority switch: with FFRAY_CODEC_NICE=N each codec process lowers its own priority
+    (niceness + N, SCHED_BATCH) before any work, and still works; by default (CODEC_NICE) and
+    with 0 it keeps the worker's."""
+    from ffray.engine.codec_child import CODEC_NICE
+
+    video, payload = chunk
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    for env, want in (("4", min(19, os.nice(0) + 4)), (None, min(19, os.nice(0) + CODEC_NICE)),
+                      ("0", os.nice(0))):
+        if env is None:
+            monkeypatch.delenv("FFRAY_CODEC_NICE", raising=False)
+        else:
+            monkeypatch.setenv("FFRAY_CODEC_NICE", env)
+        pool = CodecPool(lay, slots=1, ring=4)
+        try:
+            proc = pool.get(0)
+            data, st = pool.run(0, _job(video, payload, True))
+            assert st["frames"] == payload.spec.frames  # it works at that priority
+            fields = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()
+            assert int(fields[16]) == want  # niceness (field 19 of /proc/PID/stat)
+            lowered = want > os.nice(0)
+            assert (int(fields[38]) == os.SCHED_BATCH) == lowered  # policy (field 41)
+        finally:
+            pool.close()
+
+
 def test_rings_are_page_locked_once_and_unlocked_before_they_go(chunk):
     """The GPU backend page-locks each ring (``ops.pin``) so frames go up and down by DMA: every
     ring gets locked exactly once, a replaced process's new ring too, and each is unlocked

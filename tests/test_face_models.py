@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from ffray.errors import FFrayError
-from ffray.faces.align import Face, insightface_template, similarity
+from ffray.faces.align import FFHQ_512, Face, insightface_template, similarity, similarity_many
 from ffray.faces.blend import face_mask, paste_back
 from ffray.faces.models import GFPGAN, ArcFace, InSwapper, normed, read_emap
 from ffray.faces.scrfd import SCRFD
@@ -75,6 +75,24 @@ def test_scrfd_decoder_caps_candidates_of_an_uncalibrated_model():
     boxes, scores, kps = scrfd.decode(outs, (640, 640), 0.5)
     assert 0 < len(scores) <= scrfd.PRE_NMS_TOP_K and scores.max() == pytest.approx(best)
     assert boxes.shape == (len(scores), 4) and kps.shape == (len(scores), 5, 2)
+
+
+def test_batched_alignment_matrices_have_the_per_face_bits():
+    """The swap and enhance stages align a whole batch of faces in one call: each matrix must be
+    the one the per-face call gives (bit for bit: the output video must not change with the batch),
+    mirrored point sets (the reflection branch) included."""
+    rng = np.random.default_rng(7)
+    for dst in (insightface_template(128), FFHQ_512 * 512):
+        pts = dst * rng.uniform(0.3, 5, (300, 1, 1)) + rng.uniform(0, 1800, (300, 1, 2))
+        pts = (pts + rng.normal(0, 4, pts.shape)).astype(np.float32)
+        pts[::5] = pts[::5, ::-1]
+        many = similarity_many(pts, dst)
+        assert many.shape == (300, 2, 3) and many.dtype == np.float32
+        assert all(np.array_equal(m, similarity(p, dst)) for m, p in zip(many, pts))
+    faces = [Face(box=np.zeros(4, np.float32), kps=p, score=1.0) for p in pts[:7]]
+    assert similarity_many(pts[:0], dst).shape == (0, 2, 3)
+    g = GFPGAN.__new__(GFPGAN)
+    assert all(np.array_equal(a, g.matrix(f)) for a, f in zip(g.matrices(faces), faces))
 
 
 def test_arcface_embeddings_are_normed_and_discriminate(contract_models):

@@ -80,12 +80,16 @@ class ChunkWorker:
         real_gpu = bool(self._gpu_ids) and self._gpu_uuids and self._gpu_uuids[0] is not None
         self._ordinal = cuda_ordinal(self._gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES")) \
             if real_gpu else None
-        # experiments only: FFRAY_GPU_BATCHES="det=8,swap=16", FFRAY_STAGE_THREADS="swap=3"
+        # experiments only: FFRAY_GPU_BATCHES="det=8,swap=16", FFRAY_STAGE_THREADS="swap=3",
+        # FFRAY_MODEL_SESSIONS="swap=1" (sessions per model stage; default one per stage thread),
+        # FFRAY_STAGE_BATCH="swap=16" (items a stage takes per batch)
         batches, threads = _env_ints("FFRAY_GPU_BATCHES"), _env_ints("FFRAY_STAGE_THREADS")
-        if batches or threads:
+        sessions, items = _env_ints("FFRAY_MODEL_SESSIONS"), _env_ints("FFRAY_STAGE_BATCH")
+        if batches or threads or sessions or items:
+            o = spec.options
             spec = replace(spec, options=replace(
-                spec.options, gpu_batches={**spec.options.gpu_batches, **batches},
-                stage_threads={**spec.options.stage_threads, **threads}))
+                o, gpu_batches={**o.gpu_batches, **batches}, stage_threads={**o.stage_threads, **threads},
+                gpu_sessions={**o.gpu_sessions, **sessions}, stage_batches={**o.stage_batches, **items}))
             self._spec = spec
         cpus = spec.options.cpus or self._cpu_share()
         kind = spec.processor.kind

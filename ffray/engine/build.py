@@ -29,6 +29,8 @@ class WorkerOptions:
     cpus: float | None = None  # CPUs this worker may use (default: its share of its node's)
     gpu_batches: dict = field(default_factory=dict)
     stage_threads: dict = field(default_factory=dict)  # experiments: threads per stage name
+    gpu_sessions: dict = field(default_factory=dict)  # experiments: sessions per model stage
+    stage_batches: dict = field(default_factory=dict)  # experiments: items per batch by stage name
     codec_processes: bool = True  # identity and faceswap chunks decode/encode in codec processes
 
 
@@ -104,12 +106,17 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
         loader = HostLoader(models, params.providers, threads=budget.ort_threads,
                             device_id=ordinal or 0)
     batches = {**GPU_BATCHES, **options.gpu_batches} if ops.name == "gpu" else None
-    pipe = FacePipeline(ctx, params, ops, loader, gpu_batches=batches)
+    model_stages = ("det", "swap", "enhance")
+    pipe = FacePipeline(ctx, params, ops, loader, gpu_batches=batches,
+                        threads={k: v for k, v in options.stage_threads.items() if k in model_stages},
+                        sessions={k: v for k, v in options.gpu_sessions.items() if k in model_stages})
     stages = pipe.stages(upload_threads=2 if ops.name == "gpu" else 1, host_threads=budget.host_threads,
                          fps=fmt.fps)
     for st in stages:
         if st.name in options.stage_threads and not getattr(st, "ordered", False):
             st.threads = int(options.stage_threads[st.name])
+        if st.name in options.stage_batches:
+            st.batch = max(1, int(options.stage_batches[st.name]))
     notes = {"models": getattr(loader, "notes", {}), "cpu_reason": why or None}
     return Built(Engine(stages, queue_size=16), ops.name, pipe.description, notes,
                  pin=ops.pin if ops.name == "gpu" else None)

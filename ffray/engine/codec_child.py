@@ -39,6 +39,25 @@ from ffray.video.decode import ChunkPayload, DecodeReport, decode_payload, sws_r
 from ffray.video.encode import ChunkEncoder, EncodeSettings
 
 _PARENT_POLL_S = 0.5
+# Experiment switch FFRAY_CODEC_NICE=N: the codec processes run N nice levels below the worker
+# (and SCHED_BATCH), so that on a node whose cores are all encoding the worker's stage threads get
+# a core first. Measured on the H200 (docs/benchmarks.md, fifth pass): no gain within the
+# run-to-run spread (1 face 250.8 with +5 vs 292.1 and 225.3 without), so off by default.
+CODEC_NICE = 0
+
+
+def lower_priority(increment: int) -> None:
+    """Lower this process's CPU priority (niceness + ``increment``, SCHED_BATCH: a CPU-bound
+    process that does not preempt interactive ones on wake-up). Never raises: priority is a
+    speed choice, and unprivileged processes may always lower their own."""
+    if increment <= 0:
+        return
+    try:
+        os.nice(increment)
+        if hasattr(os, "SCHED_BATCH"):
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -199,6 +218,7 @@ def serve(conn: Connection, mem, lay: Layout, slots: int) -> None:
 
 def main(argv: list[str]) -> None:
     sock_fd, mem_fd, size, ppid = (int(a) for a in argv[:4])
+    lower_priority(int(os.environ.get("FFRAY_CODEC_NICE", CODEC_NICE)))
     threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
     conn = Connection(sock_fd)
     lay, slots = conn.recv()

@@ -24,7 +24,10 @@ class HostLoader:
                              "or pass --model-dir")
         return data
 
-    def runner(self, name: str, flat_outputs: bool = False, batch: int = 1) -> HostRunner:
+    def runner(self, name: str, flat_outputs: bool = False, batch: int = 1,
+               sessions: int = 1) -> HostRunner:
+        """One session whatever ``sessions`` says: on the CPU a session's runs from several
+        threads do not queue on a device stream (its intra-op threads do the work)."""
         session = make_session(self.raw(name), self.providers, self.threads, what=name)
         check_contract(session, get(name))
         return HostRunner(session, flat_outputs=flat_outputs)

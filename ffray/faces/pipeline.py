@@ -80,11 +80,17 @@ class FacePipeline:
     ``loader``: where model runners come from (``HostLoader`` or the GPU loader)."""
 
     def __init__(self, ctx: WorkerContext, params: FaceSwapParams, ops, loader,
-                 gpu_batches: dict[str, int] | None = None):
+                 gpu_batches: dict[str, int] | None = None, threads: dict[str, int] | None = None,
+                 sessions: dict[str, int] | None = None):
         p = params
         self.params, self.ops, self.loader = p, ops, loader
         b = {"det": 1, "swap": 8, "embed": 8, "enhance": 4, **(gpu_batches or {})}
         self.batches = b
+        gpu = ops.name == "gpu"
+        # threads of the model stages; on a GPU each thread runs its own session of the model
+        self.threads = {"det": 2 if gpu else 1, "swap": 2 if gpu else 1, "enhance": 2 if gpu else 1,
+                        **(threads or {})}
+        t = {**self.threads, **(sessions or {})}  # sessions per model (default: one per thread)
         detector = "mtcnn" if p.detector == "auto" else p.detector
         swapper = "classic" if p.swapper == "auto" else p.swapper
         self.opts = BlendOptions(blur=p.mask_blur, padding=0.0, mode=p.blend)  # the classic swapper's
@@ -93,7 +99,8 @@ class FacePipeline:
             self.detector = Downscaled(MTCNN(lambda path: loader.session(path), min_face=p.min_face),
                                        p.det_size)
         else:
-            self.detector = SCRFD(loader.runner("det_10g", flat_outputs=True, batch=b["det"]),
+            self.detector = SCRFD(loader.runner("det_10g", flat_outputs=True, batch=b["det"],
+                                                sessions=t["det"]),
                                   input_size=(p.det_size, p.det_size))
         needs_ids = p.select == "reference" or p.mapping > 0 or swapper == "inswapper"
         self.recognizer = ArcFace(loader.runner("w600k_r50", batch=b["embed"])) if needs_ids else None
@@ -107,7 +114,7 @@ class FacePipeline:
             self.warp, _ = choose_warp(p.classic_warp, unavailable())
             self.landmarks = Landmarks68() if self.warp == "dense" else None
         if swapper == "inswapper":
-            self.inswapper = InSwapper(loader.runner("inswapper_128", batch=b["swap"]),
+            self.inswapper = InSwapper(loader.runner("inswapper_128", batch=b["swap"], sessions=t["swap"]),
                                        read_emap(loader.raw("inswapper_128")))
         named = dict(ctx.named)
         self.targets = None
@@ -127,7 +134,7 @@ class FacePipeline:
                 [(ref_img, largest_face(self.detector, ref_img, "the reference image"))])[0]
         self.enhancer = None
         if p.enhance == "gfpgan":
-            self.enhancer = GFPGAN(loader.runner("gfpgan_1.4", batch=b["enhance"]))
+            self.enhancer = GFPGAN(loader.runner("gfpgan_1.4", batch=b["enhance"], sessions=t["enhance"]))
         self.description = f"{detector} + {swapper}" + (f" ({self.warp})" if swapper == "classic" else "") \
             + (" + gfpgan" if self.enhancer else "")
 
@@ -152,7 +159,7 @@ class FacePipeline:
         poisson = self.params.blend == "poisson"  # the engine keeps such jobs on host frames
         out = [UploadStage(ops, threads=upload_threads, batch=4),
                DetectStage(self.detector, ops, self.params.det_threshold, batch=max(1, b["det"]),
-                           threads=2 if gpu else 1)]
+                           threads=self.threads["det"])]
         p = self.params
         tracking = Smoothing(min_cutoff=p.smooth_cutoff, beta=p.smooth_beta) if p.track else None
         sel = SelectStage(p.select, p.order, ops, self.recognizer, self.targets, self.reference,
@@ -161,7 +168,7 @@ class FacePipeline:
             sel.name = "embed"
         out.append(sel)
         if self.swapper_name == "inswapper":
-            out.append(SwapStage(self.inswapper, self.identities, ops, batch=8, threads=2 if gpu else 1,
+            out.append(SwapStage(self.inswapper, self.identities, ops, batch=8, threads=self.threads["swap"],
                                  occluder=self.occluder))
             mask = static_mask(self.params.mask_spec(), InSwapper.size, insightface_template(InSwapper.size))
             out.append(PasteStage(ops, self.inswapper.matrix, mask, InSwapper.out_scale,
@@ -177,7 +184,7 @@ class FacePipeline:
         if self.enhancer is not None:
             mask = static_mask(self.params.mask_spec(), GFPGAN.size, FFHQ_512 * GFPGAN.size)
             out.append(EnhanceStage(self.enhancer, ops, mask, self.params.enhance_blend, batch=4,
-                                    threads=2 if gpu else 1, occluder=self.occluder))
+                                    threads=self.threads["enhance"], occluder=self.occluder))
         out.append(DownloadStage(ops, threads=upload_threads, batch=4))
         return out
 

@@ -15,6 +15,7 @@ no frame or crop leaves the GPU for a model call.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -37,16 +38,32 @@ _NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64
 
 
 class DeviceRunner:
+    """Runs one prepared graph. With several ``sessions`` (of the same file), each calling thread
+    keeps one of them (round robin): an ONNX Runtime session computes on one CUDA stream, so two
+    stage threads sharing a session queue their batches behind each other on the GPU; with a
+    session each, their kernels overlap. The sessions share the cuDNN heuristic's algorithm
+    choice (``sessions.choose_providers``), so which one ran a batch never changes its bits."""
+
     device = "cuda"
 
-    def __init__(self, session, ordinal: int, batch: int, flat_outputs: bool = False):
+    def __init__(self, sessions, ordinal: int, batch: int, flat_outputs: bool = False):
         import cupy as cp
 
-        self.cp, self.session, self.ordinal = cp, session, ordinal
+        self.sessions = list(sessions) if isinstance(sessions, (list, tuple)) else [sessions]
+        self.cp, self.session, self.ordinal = cp, self.sessions[0], ordinal
+        self._local = threading.local()
+        self._turn = itertools.count()
         self.batch, self.flat = max(1, int(batch)), flat_outputs
-        self.input_names = [i.name for i in session.get_inputs()]
-        self.output_names = [o.name for o in session.get_outputs()]
-        self._types = {i.name: _NP.get(i.type, np.float32) for i in session.get_inputs()}
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._types = {i.name: _NP.get(i.type, np.float32) for i in self.session.get_inputs()}
+
+    def _mine(self):
+        """This thread's session (assigned on its first call)."""
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = self.sessions[next(self._turn) % len(self.sessions)]
+        return s
 
     def _group(self, x, g: int):
         cp = self.cp
@@ -68,8 +85,9 @@ class DeviceRunner:
                 groups.append((g, {k: self._group(x[i:i + g], g) for k, x in feeds.items()}))
             s.synchronize()  # the inputs are complete before ONNX Runtime reads them on its stream
             parts: list[list] = [[] for _ in self.output_names]
+            session = self._mine()
             for g, group in groups:
-                io = self.session.io_binding()
+                io = session.io_binding()
                 for name, xb in group.items():
                     io.bind_input(name, "cuda", self.ordinal, xb.dtype, tuple(xb.shape), xb.data.ptr)
                 for name in self.output_names:
@@ -78,7 +96,7 @@ class DeviceRunner:
                 # the end of a run). ``io.synchronize_outputs()`` would add a device-wide CUDA sync
                 # while holding the GIL: measured on the H200 (py-spy --gil), it stalled every other
                 # stage thread of the worker.
-                self.session.run_with_iobinding(io)
+                session.run_with_iobinding(io)
                 for j, ov in enumerate(io.get_outputs()):
                     y = _wrap(cp, ov)
                     y = y.reshape(self.batch, -1, *y.shape[1:]) if self.flat else y
@@ -140,15 +158,20 @@ class DeviceLoader:
     def _want_fp16(self, name: str) -> bool:
         return {"fp16": True, "fp32": False}.get(self.precision, FP16_DEFAULT.get(name, False))
 
-    def runner(self, name: str, flat_outputs: bool = False, batch: int = 1) -> DeviceRunner:
+    def runner(self, name: str, flat_outputs: bool = False, batch: int = 1,
+               sessions: int = 1) -> DeviceRunner:
+        """``sessions``: sessions of the prepared graph, one per thread that will run it."""
         t = time.perf_counter()
         path, verdict = self._prepared(name, batch, self._want_fp16(name))
         session = make_session(str(path), self.providers, 1, what=name)
         if not verdict["edited"]:  # an edited graph has a symbolic batch: checked before the edit
             check_contract(session, get(name))
+        more = [make_session(str(path), self.providers, 1, what=name)
+                for _ in range(max(1, int(sessions)) - 1)]
         verdict["load_s"] = round(time.perf_counter() - t, 3)
+        verdict["sessions"] = 1 + len(more)
         self.notes[name] = verdict
-        return DeviceRunner(session, self.ordinal, verdict["batch"], flat_outputs)
+        return DeviceRunner([session, *more], self.ordinal, verdict["batch"], flat_outputs)
 
     def _prepared(self, name: str, batch: int, fp16: bool) -> tuple[Path, dict]:
         key = f"{self.sha.get(name, name)[:20]}-b{batch}-{'h' if fp16 else 'f'}"

@@ -59,7 +59,9 @@ def select_frames(frame_pts: np.ndarray, time_base: Fraction, trim_start: float 
     return a, b
 
 
-AUTO_CHUNKS = 30  # chunks a video is cut into by default, within the bounds below
+# chunks a video is cut into by default, within the bounds below: a multiple of the usual slot
+# counts (a 16-CPU worker runs 16 chunks at once), so the last wave of chunks fills every slot
+AUTO_CHUNKS = 32
 AUTO_MIN_S, AUTO_MAX_S = 2.0, 10.0
 
 
@@ -68,7 +70,7 @@ def auto_chunk_seconds(duration_s: float) -> float:
     are where encoders restart, and the output must not depend on where it ran): about
     ``AUTO_CHUNKS`` chunks, so one worker's many encoders all have work, at least 2 s (the cost
     of a chunk's start: an IDR frame, decoding from the preceding keyframe) and at most 10 s."""
-    return float(min(AUTO_MAX_S, max(AUTO_MIN_S, round(duration_s / AUTO_CHUNKS, 1))))
+    return float(min(AUTO_MAX_S, max(AUTO_MIN_S, round(duration_s / AUTO_CHUNKS, 2))))
 
 
 def plan_chunks(index: PacketIndex, time_base: Fraction, chunk_seconds: float,

@@ -23,7 +23,7 @@ class EnhanceStage:
         frames = [it.frame for it in items for _ in it.targets]
         if not frames:
             return
-        mats = [self.enhancer.matrix(t.face) for it in items for t in it.targets]
+        mats = self.enhancer.matrices([t.face for it in items for t in it.targets])
         masks = occluder_masks(self.occluder, self.ops, frames, mats, self.enhancer.size)
         out = self.enhancer.enhance_frames(self.ops, frames, mats)
         mask = self.mask if masks is None else self.ops.per_face_masks(self.mask, [masks], [len(frames)])

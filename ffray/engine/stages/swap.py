@@ -22,7 +22,7 @@ class SwapStage:
         frames = [it.frame for it in items for _ in it.targets]
         if not frames:
             return
-        mats = [self.swapper.matrix(t.face) for it in items for t in it.targets]
+        mats = self.swapper.matrices([t.face for it in items for t in it.targets])
         lat = self.latents[[t.identity for it in items for t in it.targets]]
         out = self.swapper.swap_frames(self.ops, frames, mats, lat)
         masks = occluder_masks(self.occluder, self.ops, frames, mats, self.swapper.size)
