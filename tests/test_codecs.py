@@ -99,6 +99,30 @@ def test_frames_changed_in_the_ring_are_encoded(chunk):
             assert abs(corner - float(orig[2:14, 2:14].mean())) < 12, (i, corner)
 
 
+def test_x264_runs_one_pinned_instruction_set(chunk, monkeypatch):
+    """x264's bytes depend on the SIMD level it picks, and its AVX-512 path gave other bytes for
+    the same chunk in a few runs of dozens: where the CPU has AVX2 every encoder is pinned to it
+    (user x264-params are kept, an explicit asm= wins), and the same chunk encodes to the same
+    bytes run after run."""
+    from ffray.video import encode
+
+    if encode.x264_asm():
+        assert EncodeSettings().codec_options()["x264-params"] == f"asm={encode.X264_ASM}"
+        mine = EncodeSettings(options={"x264-params": "keyint=30"}).codec_options()
+        assert mine["x264-params"] == f"keyint=30:asm={encode.X264_ASM}"
+    assert EncodeSettings(options={"x264-params": "asm=0"}).codec_options()["x264-params"] == "asm=0"
+    assert "x264-params" not in EncodeSettings(codec="hevc").codec_options()
+    video, payload = chunk
+    runs = {_in_process(video, payload) for _ in range(24)}
+    assert len(runs) == 1
+    monkeypatch.setattr(encode, "_X264_NEEDS", frozenset({"no-such-cpu-flag"}))
+    encode.x264_asm.cache_clear()
+    try:
+        assert "x264-params" not in EncodeSettings().codec_options()  # such CPUs: x264's choice
+    finally:
+        encode.x264_asm.cache_clear()
+
+
 def test_a_bad_chunk_fails_in_one_line_and_its_process_is_replaced(chunk):
     video, payload = chunk
     lay = layout_for(video.pix_fmt, video.width, video.height)

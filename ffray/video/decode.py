@@ -170,6 +170,22 @@ def decoder_context(codec: str, threads: int, hw_device: int | None):
     return ctx, False
 
 
+def padded_packet(data: bytes) -> av.Packet:
+    """A packet holding a copy of ``data`` followed by FFmpeg's zeroed input padding.
+
+    FFmpeg's decoders read up to ``AV_INPUT_BUFFER_PADDING_SIZE`` (64) bytes past a packet's end
+    and require them to be zero; ``av.Packet(bytes)`` wraps the bytes object itself, so those
+    reads land in whatever Python allocated next. Found by valgrind ("conditional jump depends on
+    uninitialised value" inside the H.264 decoder): one run in a few dozen decoded a chunk
+    differently and its encoded bytes differed. ``av.Packet(n)`` allocates with ``av_new_packet``
+    (padded, padding zeroed)."""
+    if not data:
+        return av.Packet(data)
+    pkt = av.Packet(len(data))
+    memoryview(pkt)[:] = data
+    return pkt
+
+
 def decode_payload(payload: ChunkPayload, threads: int = 0,
                    report: DecodeReport | None = None,
                    hw_device: int | None = None) -> Iterator[av.VideoFrame]:
@@ -215,7 +231,7 @@ def decode_payload(payload: ChunkPayload, threads: int = 0,
             yield f
 
     for data, pts, dts in zip(payload.packets, payload.pts, payload.dts):
-        pkt = av.Packet(data)
+        pkt = padded_packet(data)
         pkt.pts, pkt.time_base = pts, payload.time_base
         if dts is not None:
             pkt.dts = dts

@@ -8,6 +8,7 @@ the assembler can restore source pts without rounding. Colour metadata is copied
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -34,6 +35,30 @@ NVENC_PRESETS = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster
 DEFAULT_THREADS = 1
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow", "placebo")
+
+
+# x264's instruction set, pinned. Its output depends on the SIMD level it picks (AVX2 and AVX-512
+# builds of the same input differ: floating-point lookahead), so nodes with different CPUs would
+# encode the same chunk differently; and on AVX-512 CPUs one run in a few dozen gave other bytes
+# for the same frames in the same process (tests/test_codecs.py reproduced it; with AVX2 pinned it
+# never did). AVX2 (with what x264 counts in it: SSE2-4.2, AVX, FMA3, LZCNT, BMI1/2) is on every
+# x86 server CPU since 2015; x264 runs as fast with it here (47.7-64.0 vs 49.1-57.6 core-ms a
+# 1080p frame, alternated, a loaded 2-core VM). CPUs without it (and non-x86) keep x264's choice.
+X264_ASM = "AVX2,Cache64"
+_X264_NEEDS = frozenset({"sse4_2", "avx", "avx2", "fma", "bmi1", "bmi2", "abm"})
+
+
+@functools.cache
+def x264_asm() -> str | None:
+    """``X264_ASM`` where this CPU has every instruction set it names, else None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return X264_ASM if _X264_NEEDS <= set(line.split(":", 1)[1].split()) else None
+    except OSError:
+        pass
+    return None
 
 
 @dataclass(frozen=True)
@@ -83,6 +108,9 @@ class EncodeSettings:
         if self.codec == "libx265":
             opts["x265-params"] = "log-level=error"
         opts.update({k: str(v) for k, v in self.options.items()})
+        asm = x264_asm() if self.codec == "libx264" else None
+        if asm and "asm=" not in opts.get("x264-params", ""):
+            opts["x264-params"] = ":".join(p for p in (opts.get("x264-params"), f"asm={asm}") if p)
         return opts
 
 
@@ -189,7 +217,10 @@ class ChunkEncoder:
 
     def write_frame(self, frame, pts: int) -> None:
         """Encode a worker frame (``ffray.engine.frames.Frame``): its BGR image if a BGR processor
-        made one, its packed planes if a stage changed pixels, else the decoded frame as it is."""
+        made one, its packed planes if a stage changed pixels, else the decoded frame as it is.
+        (The packed planes are copied into a new frame. Wrapping the buffer itself, PyAV's
+        ``from_numpy_buffer``, was tried: PyAV still referenced the buffer after the encode call
+        returned, so a codec process's ring slot could not be reused at once.)"""
         if frame.bgr is not None:
             self.write(frame.bgr, pts)
             return
