@@ -99,6 +99,20 @@ def test_frames_changed_in_the_ring_are_encoded(chunk):
             assert abs(corner - float(orig[2:14, 2:14].mean())) < 12, (i, corner)
 
 
+def test_payload_packets_carry_ffmpegs_zeroed_padding():
+    """FFmpeg's decoders may read 64 bytes past a packet's end and need them zero;
+    ``av.Packet(bytes)`` wraps the bytes object itself (what follows is Python's heap)."""
+    import ctypes
+
+    from ffray.video.decode import padded_packet
+
+    data = bytes(range(256)) * 7
+    pkt = padded_packet(data)
+    assert bytes(pkt) == data and pkt.size == len(data)
+    assert ctypes.string_at(pkt.buffer_ptr + pkt.size, 64) == bytes(64)
+    assert padded_packet(b"").size == 0
+
+
 def test_x264_runs_one_pinned_instruction_set(chunk, monkeypatch):
     """x264's bytes depend on the SIMD level it picks, and its AVX-512 path gave other bytes for
     the same chunk in a few runs of dozens: where the CPU has AVX2 every encoder is pinned to it
