@@ -74,7 +74,8 @@ for phase in "$@"; do
       /tmp/pyspy/bin/py-spy record -d "${SPY_S:-5}" -r 97 -p "$pid" --format raw -o "$OUT/$name.raw" > "$OUT/$name.spy.log" 2>&1 &
       [ -n "$child" ] && /tmp/pyspy/bin/py-spy record -d "${SPY_S:-5}" -r 97 -p "$child" --native --format raw -o "$OUT/$name.child.raw" > "$OUT/$name.child.log" 2>&1 &
       top -b -n 2 -d 3 -w 250 -c | awk '/^top -/{n++} n==2' | head -45 > "$OUT/$name.top.txt" &
-      sleep 1; ps -L -o tid,pcpu,comm -p "$pid" | sort -k2 -rn | head -30 > "$OUT/$name.threads.txt"
+      # per thread over 3 s (stage threads carry native names: ffray-detect-0, codec-encode, ...)
+      top -H -b -n 2 -d 3 -w 200 -p "$pid${child:+,$child}" | awk '/^top -/{n++} n==2' | head -60 > "$OUT/$name.threads.txt" &
       sleep "${SPY_S:-5}"
       [ "${GIL:-0}" = 1 ] && /tmp/pyspy/bin/py-spy record -d "${SPY_S:-5}" -r 97 -p "$pid" --gil --format raw -o "$OUT/$name.gil.raw" >> "$OUT/$name.spy.log" 2>&1
       wait $bpid; echo "== $name"; tail -3 "$OUT/$name.spy.log"

@@ -230,3 +230,37 @@ def test_chunks_sharing_a_gpu_add_up_to_its_time():
     c = half.start()
     now[0] = 9.0
     assert half.stop(c) == pytest.approx(2.0)  # a worker holding half a GPU is charged half
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux thread names")
+def test_stage_and_sink_threads_carry_native_names():
+    """``top -H`` / ``ps -L`` on a worker show which stage uses the CPU: every stage thread and
+    chunk sink has an OS thread name, not just the process's."""
+    import glob
+    import os
+
+    class Named:
+        name, batch, threads = "detect", 2, 2
+
+        def __init__(self):
+            self.seen: set[str] = set()
+
+        def process(self, items):
+            tid = threading.get_native_id()
+            self.seen.add(open(f"/proc/self/task/{tid}/comm").read().strip())
+
+    stage = Named()
+    eng = Engine([stage])
+    sinks: set[str] = set()
+
+    def sink(item):
+        sinks.add(open(f"/proc/self/task/{threading.get_native_id()}/comm").read().strip())
+
+    try:
+        run_chunk(eng, 7, 6, 4, ((k, k, object()) for k in range(6)), sink)
+        names = {open(f).read().strip() for f in glob.glob(f"/proc/{os.getpid()}/task/*/comm")}
+    finally:
+        eng.close()
+    assert stage.seen <= {"ffray-detect-0", "ffray-detect-1"} and stage.seen
+    assert {"ffray-detect-0", "ffray-detect-1"} <= names
+    assert sinks == {"ffray-sink-7"}

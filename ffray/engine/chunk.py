@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ffray.engine.pipeline import ChunkRun, Engine, Item
+from ffray.engine.threadname import name_this_thread
 
 
 class ChunkTimes:
@@ -32,6 +33,7 @@ def run_chunk(engine: Engine, index: int, total: int, window: int,
     received = [0]
 
     def drain() -> None:
+        name_this_thread()
         pending: dict[int, Item] = {}
         nxt = 0
         try:

@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from ffray.engine.frames import Frame, Layout, unpack
+from ffray.engine.threadname import name_this_thread
 from ffray.errors import FFrayError
 from ffray.video.decode import ChunkPayload, DecodeReport, decode_payload, sws_range, sws_space
 from ffray.video.encode import ChunkEncoder, EncodeSettings
@@ -107,6 +108,7 @@ class _Chunk:
             self.send(("error", kind, str(e) or type(e).__name__))
 
     def _decode(self) -> None:
+        name_this_thread("codec-decode")
         job, p = self.job, self.job.payload
         space, rng = sws_space(p.color, p.height), sws_range(p.color)  # for non-native layouts
         n = 0
@@ -139,6 +141,7 @@ class _Chunk:
             self._fail(e)
 
     def _encode(self) -> None:
+        name_this_thread("codec-encode")
         job, p = self.job, self.job.payload
         try:
             enc = ChunkEncoder(job.encode, p.width, p.height, p.time_base, job.rate, p.color,

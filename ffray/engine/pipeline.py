@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ffray.engine.threadname import name_this_thread
+
 _STOP = object()
 _POLL = 0.1  # seconds between checks of a chunk's failure while blocked
 
@@ -166,6 +168,7 @@ class Engine:
         return _put(self._queues[0], item)
 
     def _loop(self, i: int) -> None:
+        name_this_thread()  # e.g. "ffray-detect-0" in top -H
         stage, q_in = self.stages[i], self._queues[i]
         q_out = self._queues[i + 1] if i + 1 < len(self._queues) else None
         st = self._stats[i]
