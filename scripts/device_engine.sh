@@ -18,17 +18,20 @@ for phase in "$@"; do
   set -- $phase
   case $1 in
     install)
+      t0=$(date +%s)
+      # the models need only numpy and onnx (the image's): made while the wheels unpack
+      ( export PYTHONPATH="$PWD"; python3 scripts/make_test_models.py /tmp/cm --cost-matched > /dev/null &&
+        python3 scripts/make_test_models.py /tmp/cmplain > /dev/null ) > "$OUT/models.log" 2>&1 &
       mkdir -p /tmp/site && cat /tmp/devpack/part-* | xz -d | tar -x -C /tmp/site || exit 1
+      echo "unpacked in $(( $(date +%s) - t0 )) s"
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
       python3 -c "import onnxruntime as o, ray, av, cupy; print('ort', o.__version__, o.get_available_providers(), 'ray', ray.__version__, 'av', av.__version__, 'cupy', cupy.__version__)" | tee "$OUT/versions.txt"
-      python3 scripts/make_test_models.py /tmp/cm --cost-matched > /dev/null
-      python3 scripts/make_test_models.py /tmp/cmplain > /dev/null
       mkdir -p /tmp/media
       for n in 1 6; do
         python3 scripts/bench_media.py /tmp/media --faces $n --seconds "$SECONDS_LONG" --background .devdata/t1.jpg > "$OUT/media$n.log" 2>&1 &
       done
       python3 scripts/bench_media.py /tmp/media20 --faces 6 --seconds 20 --background .devdata/t1.jpg > "$OUT/media20.log" 2>&1 &
-      wait; ls -la /tmp/media ;;
+      wait; ls -la /tmp/media /tmp/cm | head -20; echo "installed in $(( $(date +%s) - t0 )) s" ;;
     selftest)
       timeout 300 python3 scripts/gpu_selftest.py --models /tmp/cm --background .devdata/t1.jpg --out "$OUT/selftest.json" 2>&1 | tail -40 ;;
     bench)  # bench NAME FACES [extra bench_swap args]
