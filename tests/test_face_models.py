@@ -91,8 +91,9 @@ def test_batched_alignment_matrices_have_the_per_face_bits():
         assert all(np.array_equal(m, similarity(p, dst)) for m, p in zip(many, pts))
     faces = [Face(box=np.zeros(4, np.float32), kps=p, score=1.0) for p in pts[:7]]
     assert similarity_many(pts[:0], dst).shape == (0, 2, 3)
-    g = GFPGAN.__new__(GFPGAN)
-    assert all(np.array_equal(a, g.matrix(f)) for a, f in zip(g.matrices(faces), faces))
+    for model in (GFPGAN.__new__(GFPGAN), InSwapper.__new__(InSwapper)):
+        assert all(np.array_equal(a, model.matrix(f)) for a, f in zip(model.matrices(faces), faces))
+        assert model.matrices([]) == []
 
 
 def test_arcface_embeddings_are_normed_and_discriminate(contract_models):

@@ -101,6 +101,11 @@ def similarity_many(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.concatenate([sr, t[:, :, None]], axis=2).astype(np.float32)
 
 
+def face_matrices(faces: list[Face], dst: np.ndarray) -> list[np.ndarray]:
+    """Each face's ``similarity`` matrix onto ``dst`` (its keypoints), in one batched call."""
+    return list(similarity_many(np.stack([f.kps for f in faces]), dst)) if faces else []
+
+
 def align_matrix(kps: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
     """2x3 matrix taking frame coordinates to the aligned ``size`` crop."""
     return similarity(kps, template(size, scale))

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ffray.faces.align import FFHQ_512, Face, crop, insightface_template, similarity, similarity_many
+from ffray.faces.align import FFHQ_512, Face, crop, face_matrices, insightface_template, similarity
 from ffray.models.runner import HostRunner
 
 
@@ -41,11 +41,6 @@ class ArcFace:
 
     def matrix(self, face: Face) -> np.ndarray:
         return similarity(face.kps, insightface_template(self.size))
-
-    def matrices(self, faces: list[Face]) -> list[np.ndarray]:
-        """``matrix`` of each face, in one batched call (the same bits)."""
-        return list(similarity_many(np.stack([f.kps for f in faces]), insightface_template(self.size))) \
-            if faces else []
 
     def embed(self, items: list[tuple[np.ndarray, Face]]) -> np.ndarray:
         if not items:
@@ -93,8 +88,7 @@ class InSwapper:
 
     def matrices(self, faces: list[Face]) -> list[np.ndarray]:
         """``matrix`` of each face, in one batched call (the same bits)."""
-        return list(similarity_many(np.stack([f.kps for f in faces]), insightface_template(self.size))) \
-            if faces else []
+        return face_matrices(faces, insightface_template(self.size))
 
     def swap(self, items: list[tuple[np.ndarray, Face, np.ndarray]]) -> list[np.ndarray]:
         """(image, face, latent) -> swapped aligned 128x128 BGR uint8 faces."""
@@ -127,8 +121,7 @@ class GFPGAN:
         return similarity(face.kps, FFHQ_512 * self.size)
 
     def matrices(self, faces: list[Face]) -> list[np.ndarray]:
-        return list(similarity_many(np.stack([f.kps for f in faces]), FFHQ_512 * self.size)) \
-            if faces else []
+        return face_matrices(faces, FFHQ_512 * self.size)
 
     def enhance(self, items: list[tuple[np.ndarray, Face]], group: int = 16) -> list[np.ndarray]:
         """Enhanced 512 crops (BGR uint8), ``group`` faces at a time."""

@@ -46,10 +46,10 @@ class DeviceRunner:
 
     device = "cuda"
 
-    def __init__(self, sessions, ordinal: int, batch: int, flat_outputs: bool = False):
+    def __init__(self, sessions: list, ordinal: int, batch: int, flat_outputs: bool = False):
         import cupy as cp
 
-        self.sessions = list(sessions) if isinstance(sessions, (list, tuple)) else [sessions]
+        self.sessions = list(sessions)
         self.cp, self.session, self.ordinal = cp, self.sessions[0], ordinal
         self._local = threading.local()
         self._turn = itertools.count()
