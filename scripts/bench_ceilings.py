@@ -126,6 +126,18 @@ def decode_ceiling(path: str, procs: int, threads: int) -> dict:
             "fps_aggregate": round(total / max(s for _, s in res), 1)}
 
 
+def _timed_runs(r, feeds: dict, n: int = 12) -> float:
+    """Median seconds of one call of runner ``r`` on ``feeds`` (after 3 warm-up calls)."""
+    for _ in range(3):
+        r.run(feeds)
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r.run(feeds)
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
 def model_ceilings(model_dir: Path) -> dict:
     import cupy as cp
 
@@ -148,31 +160,12 @@ def model_ceilings(model_dir: Path) -> dict:
                     continue
                 r = loader.runner(n, flat_outputs=(n == "det_10g"), batch=b)
                 feeds = {k: cp.asarray(v) for k, v in probe_feeds(r.session, r.batch).items()}
-                for _ in range(3):
-                    r.run(feeds)
-                ts = []
-                for _ in range(12):
-                    t = time.perf_counter()
-                    r.run(feeds)
-                    ts.append(time.perf_counter() - t)
-                ms = float(np.median(ts) * 1000)
+                ms = _timed_runs(r, feeds) * 1000
                 out[f"{n}/{prec}/b{r.batch}"] = {"ms_per_call": round(ms, 3),
                                                  "ms_per_item": round(ms / r.batch, 3)}
                 if r.batch != b:
                     break  # the batch edit was refused: larger batches would repeat batch 1
     return out
-
-
-def _timed_runs(r, feeds: dict, n: int = 12) -> float:
-    """Median seconds of one call of runner ``r`` on ``feeds`` (after 3 warm-up calls)."""
-    for _ in range(3):
-        r.run(feeds)
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        r.run(feeds)
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
 
 
 def worker_model_ceilings(model_dir: Path, seconds: float = 3.0) -> dict:

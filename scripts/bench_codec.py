@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil  # noqa: E402
 
+from ffray.engine.budget import plan_budget  # noqa: E402
 from ffray.engine.codec_child import ChunkJob  # noqa: E402
 from ffray.engine.codec_pool import CodecPool, ring_slots  # noqa: E402
 from ffray.engine.frames import layout_for  # noqa: E402
@@ -38,7 +39,7 @@ from ffray.video.encode import EncodeSettings  # noqa: E402
 from ffray.video.plan import plan_chunks  # noqa: E402
 from ffray.video.probe import probe  # noqa: E402
 
-WINDOW = 24  # frames per chunk in flight, as the worker's budget
+WINDOW = plan_budget(1, gpu=True).window  # frames per chunk in flight, as in the worker
 
 
 def _cpu_s(pids: list[int]) -> float:
