@@ -24,6 +24,3 @@ def series_colour(key: str | None) -> str:
         return "#7f7f7f"
     digest = hashlib.blake2b(str(key).encode(), digest_size=8).digest()
     return PALETTE[int.from_bytes(digest, "big") % len(PALETTE)]
-
-
-gpu_colour = series_colour  # the job pages call this with a GPU's UUID

@@ -101,11 +101,6 @@ class Data:
         with self.store() as s:
             return queries.inventory(s, start, end)
 
-
-    def alerts(self, start=None, end=None) -> list[dict]:
-        with self.store() as s:
-            return queries.alerts(s, start, end)
-
     # jobs
     def jobs(self) -> list[dict]:
         """Every job record with its totals and cost (``gpus.with_prices``: GPU-seconds x the

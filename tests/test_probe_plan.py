@@ -9,7 +9,7 @@ import pytest
 
 from ffray.errors import FFrayError
 from ffray.video.decode import decode_payload, iter_payloads
-from ffray.video.plan import plan_chunks, select_frames
+from ffray.video.plan import AUTO_CHUNKS, auto_chunk_seconds, plan_chunks, select_frames
 from ffray.video.probe import PacketIndex, probe
 from tests.media import audio_only_file, frames
 
@@ -164,3 +164,12 @@ def test_no_packet_is_lost_whatever_the_chunking(tmp_path, case):
     for p in iter_payloads(str(path), index, chunks):
         got += [f.pts * info.video.time_base for f in decode_payload(p)]
     assert got == ref and len(got) == info.video.frame_count == 36
+
+
+def test_auto_chunk_length_gives_whole_waves_within_bounds():
+    """About AUTO_CHUNKS chunks (a 2-minute video: 32 of 3.75 s, two full waves on 16 slots),
+    never shorter than 2 s nor longer than 10 s."""
+    assert AUTO_CHUNKS == 32
+    assert auto_chunk_seconds(120.0) == 3.75 and 120.0 / auto_chunk_seconds(120.0) == 32
+    assert auto_chunk_seconds(160.0) == 5.0
+    assert auto_chunk_seconds(10.0) == 2.0 and auto_chunk_seconds(1000.0) == 10.0

@@ -60,7 +60,7 @@ def episodes(store: Store, now: datetime, start=None, end=None, limit: int = 200
     # an episode is closed by the first resolved row after it; two firings pair with the same row
     # only if the engine missed a resolve (a restart): the later one owns it, the earlier is open
     seen: set = set()
-    for r in sorted(rows, key=lambda r: r["ts"], reverse=True):
+    for r in rows:  # newest first (the query's order)
         key = (r["node"], r["gpu_uuid"], r["rule"], r["resolved"])
         if r["resolved"] is not None and key in seen:
             r["resolved"] = None

@@ -1,6 +1,6 @@
 """Cluster-wide queries for the dashboard and the CLI: GPU inventory, time-bucketed trends
 (min/mean/max per bucket, aggregated in DuckDB so only a few hundred points per series leave it),
-throttle periods, alerts, and a job's GPU curves."""
+throttle periods and a job's GPU curves (alerts: ``alertstate``)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,6 @@ def bucket_seconds(span_s: float, max_points: int) -> int:
     """The smallest 'nice' bucket that keeps ``span_s`` within ``max_points`` buckets."""
     need = max(1.0, span_s / max(1, max_points))
     return next((b for b in NICE_BUCKETS if b >= need), int(math.ceil(need)))
-
-
-def time_extent(store: Store) -> tuple[datetime, datetime] | None:
-    row = store.rows("SELECT min(ts) AS lo, max(ts) AS hi FROM gpu")[0]
-    return None if row["lo"] is None else (row["lo"], row["hi"])
 
 
 def inventory(store: Store, start=None, end=None) -> list[dict]:
@@ -72,14 +67,6 @@ def throttle_periods(table: pa.Table, bucket_s: int) -> list[tuple[datetime, dat
         else:
             out.append((b, b + step))
     return out
-
-
-def alerts(store: Store, start=None, end=None, limit: int = 2000) -> list[dict]:
-    return store.rows("""
-        SELECT ts, node, gpu_index, gpu_uuid, rule, value, threshold, message FROM alerts
-        WHERE ($start IS NULL OR ts >= $start) AND ($end IS NULL OR ts <= $end)
-          AND state IS DISTINCT FROM 'resolved'  -- firing rows (resolved ones: alertstate.episodes)
-        ORDER BY ts DESC LIMIT $limit""", start=start, end=end, limit=int(limit))
 
 
 def job_window(store: Store, job_id: str) -> dict | None:

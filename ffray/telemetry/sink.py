@@ -57,19 +57,20 @@ class Sink:
         self.fs.move(tmp, final)
         return final
 
-    def signature(self, rel: str, suffix: str = ".parquet") -> tuple:
-        """(path, size, mtime) of every file under ``rel``: changes whenever a file is added,
-        rewritten or removed (one listing; what a cache of results over these files is keyed by)."""
+    def _files(self, rel: str, suffix: str):
+        """The FileInfo of every ``suffix`` file under ``rel`` (hidden temp files left out)."""
         sel = pafs.FileSelector(self.path(rel), recursive=True, allow_not_found=True)
-        return tuple(sorted((i.path, i.size, i.mtime_ns) for i in self.fs.get_file_info(sel)
-                            if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
-                            and not i.base_name.startswith(".")))
+        return [i for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File
+                and i.base_name.endswith(suffix) and not i.base_name.startswith(".")]
+
+    def signature(self, rel: str) -> tuple:
+        """(path, size, mtime) of every Parquet file under ``rel``: changes whenever a file is
+        added, rewritten or removed (one listing; what a cache of results over these files is
+        keyed by)."""
+        return tuple(sorted((i.path, i.size, i.mtime_ns) for i in self._files(rel, ".parquet")))
 
     def list(self, rel: str, suffix: str = ".parquet") -> list[str]:
-        sel = pafs.FileSelector(self.path(rel), recursive=True, allow_not_found=True)
-        return sorted(i.path for i in self.fs.get_file_info(sel)
-                      if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
-                      and not i.base_name.startswith("."))
+        return sorted(i.path for i in self._files(rel, suffix))
 
 
 def _small_object_uri(uri: str) -> str:

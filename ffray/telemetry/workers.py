@@ -72,12 +72,18 @@ class WorkerScanner:
         kids: dict[int, list[int]] = {}
         procs: dict[int, psutil.Process] = {}
         names: dict[int, str] = {}
-        for p in psutil.process_iter(["name", "ppid"]):
-            name, ppid = p.info.get("name"), p.info.get("ppid")
+        for p in psutil.process_iter(["ppid"]):
+            ppid = p.info.get("ppid")
             procs[p.pid] = p
             if ppid is not None:
                 kids.setdefault(ppid, []).append(p.pid)
-            if name and self.is_worker(name) and (self.parent is None or ppid == self.parent):
+            if self.parent is not None and ppid != self.parent:
+                continue  # names read only where a worker can be (psutil may read cmdline for one)
+            try:
+                name = p.name()
+            except GONE:
+                continue
+            if name and self.is_worker(name):
                 names[p.pid] = name
         rows, primed = [], set()
         for w, members in families(sorted(names), kids).items():
