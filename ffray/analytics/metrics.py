@@ -210,14 +210,11 @@ def proc_trends(store: Store, start: datetime, end: datetime, bucket_s: int, uui
                max(used_bytes) / $gib AS proc_mem_max, count(*) AS samples
         FROM p WHERE series IN (SELECT series FROM top) GROUP BY series, bucket ORDER BY series, bucket""",
         b=int(bucket_s), start=start, end=end, uuids=list(uuids), nodes=list(nodes), top=int(top), gib=GIB)
-    jobs = {(r["node"], r["pid"]): r["jobs"] for r in store.rows("""
-        SELECT node, pid, string_agg(DISTINCT job_id, ', ' ORDER BY job_id) AS jobs FROM spans
-        WHERE pid IS NOT NULL AND "end" >= $start AND start < $end GROUP BY node, pid""",
-        start=start, end=end)} if t.num_rows else {}
+    ran = process_jobs(store, start, end) if t.num_rows else {}
     labels = {}
     for key, node, pid, idx in sorted(set(zip(t["series"].to_pylist(), t["node"].to_pylist(),
                                               t["pid"].to_pylist(), t["gpu_index"].to_pylist()))):
-        job = jobs.get((node, pid))
+        job = ran.get((node, pid), {}).get("jobs")
         job = short_jobs(job) if job else job
         labels[key] = f"{node} · GPU{idx} · pid {pid}" + (f" ({job})" if job else "")
     return t.drop_columns(["node", "pid", "gpu_index"]), labels
@@ -245,11 +242,7 @@ def worker_trends(store: Store, start: datetime, end: datetime, bucket_s: int, n
         b=int(bucket_s), start=start, end=end, nodes=list(nodes), top=int(top))
     if not labelled:
         return t.drop_columns(["node", "pid", "actor"]), {}
-    ran = {(r["node"], r["pid"]): r for r in store.rows("""
-        SELECT node, pid, string_agg(DISTINCT job_id, ', ' ORDER BY job_id) AS jobs,
-               min(actor_id) AS actor_id FROM spans
-        WHERE pid IS NOT NULL AND "end" >= $start AND start < $end GROUP BY node, pid""",
-        start=start, end=end)} if t.num_rows else {}
+    ran = process_jobs(store, start, end) if t.num_rows else {}
     labels = {}
     cols = (t[c].to_pylist() for c in ("series", "node", "pid", "actor"))
     for key, node, pid, actor in sorted(set(zip(*cols))):
@@ -257,6 +250,16 @@ def worker_trends(store: Store, start: datetime, end: datetime, bucket_s: int, n
         who = f"{actor} {r['actor_id'][:8]}" if r.get("actor_id") else (actor or "worker")
         labels[key] = f"{node} · {who} · pid {pid}" + (f" ({short_jobs(r['jobs'])})" if r.get("jobs") else "")
     return t.drop_columns(["node", "pid", "actor"]), labels
+
+
+def process_jobs(store: Store, start: datetime, end: datetime) -> dict:
+    """{(node, pid): {"jobs": "a, b", "actor_id": ...}} of the processes whose chunk spans
+    overlap [start, end) (the spans of the chunks each ran)."""
+    return {(r["node"], r["pid"]): r for r in store.rows("""
+        SELECT node, pid, string_agg(DISTINCT job_id, ', ' ORDER BY job_id) AS jobs,
+               min(actor_id) AS actor_id FROM spans
+        WHERE pid IS NOT NULL AND "end" >= $start AND start < $end GROUP BY node, pid""",
+        start=start, end=end)}
 
 
 def short_jobs(jobs: str) -> str:
