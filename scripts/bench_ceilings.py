@@ -26,6 +26,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def x264_options(auto: bool = False) -> dict:
+    """libx264's options as the job encodes (veryfast CRF 18, the pinned instruction set:
+    ``ffray.video.encode.X264_ASM``); ``auto``: x264's own instruction-set choice."""
+    from ffray.video.encode import EncodeSettings
+
+    opts = EncodeSettings().codec_options()
+    if auto:
+        opts.pop("x264-params", None)
+    return opts
+
+
 def _frames(path: str, n: int) -> list:
     out = []
     with av.open(path) as c:
@@ -37,13 +48,13 @@ def _frames(path: str, n: int) -> list:
 
 
 def _encode_worker(args) -> tuple[int, float]:
-    path, n, threads, repeat = args
+    path, n, threads, repeat, auto = args
     arrays = _frames(path, n)
     h, w = arrays[0].shape[0] * 2 // 3, arrays[0].shape[1]
     frames = [av.VideoFrame.from_ndarray(a, format="yuv420p") for a in arrays]
     buf = io.BytesIO()
     out = av.open(buf, "w", format="nut")
-    s = out.add_stream("libx264", rate=30, options={"crf": "18", "preset": "veryfast"})
+    s = out.add_stream("libx264", rate=30, options=x264_options(auto))
     s.width, s.height, s.pix_fmt = w, h, "yuv420p"
     s.codec_context.thread_count = threads
     s.codec_context.thread_type = "FRAME"
@@ -76,14 +87,14 @@ def _decode_worker(args) -> tuple[int, float]:
 def _transcode_worker(args) -> tuple[int, float]:
     """Decode (1 thread) and encode (libx264 1 thread) the first ``n`` frames in one process:
     the CPU work of one chunk slot, with nothing else in between."""
-    path, n = args
+    path, n, auto = args
     buf = io.BytesIO()
     t = time.perf_counter()
     k = 0
     with av.open(path) as c, av.open(buf, "w", format="nut") as out:
         st = c.streams.video[0]
         st.thread_type, st.thread_count = "FRAME", 1
-        s = out.add_stream("libx264", rate=30, options={"crf": "18", "preset": "veryfast"})
+        s = out.add_stream("libx264", rate=30, options=x264_options(auto))
         s.width, s.height, s.pix_fmt = st.width, st.height, "yuv420p"
         s.codec_context.thread_count, s.codec_context.thread_type = 1, "FRAME"
         for f in c.decode(st):
@@ -96,24 +107,25 @@ def _transcode_worker(args) -> tuple[int, float]:
     return k, time.perf_counter() - t
 
 
-def transcode_ceiling(path: str, procs: int, frames: int) -> dict:
+def transcode_ceiling(path: str, procs: int, frames: int, auto: bool = False) -> dict:
     """The CPU ceiling of a node whose cores both decode and encode: ``procs`` processes each
     transcoding ``frames`` frames (aggregate frames / slowest process)."""
     with mp.get_context("spawn").Pool(procs) as pool:
-        res = pool.map(_transcode_worker, [(path, frames)] * procs)
+        res = pool.map(_transcode_worker, [(path, frames, auto)] * procs)
     total = sum(n for n, _ in res)
-    return {"processes": procs, "frames": total,
+    return {"processes": procs, "frames": total, "x264_asm": "auto" if auto else "job's",
             "fps_aggregate": round(total / max(s for _, s in res), 1)}
 
 
-def encode_ceiling(path: str, streams: int, threads: int, frames: int) -> dict:
+def encode_ceiling(path: str, streams: int, threads: int, frames: int, auto: bool = False) -> dict:
     with mp.get_context("spawn").Pool(streams) as pool:
         t = time.perf_counter()
-        res = pool.map(_encode_worker, [(path, frames, threads, 1)] * streams)
+        res = pool.map(_encode_worker, [(path, frames, threads, 1, auto)] * streams)
         wall = time.perf_counter() - t
     total = sum(n for n, _ in res)
     slowest = max(s for _, s in res)
     return {"streams": streams, "x264_threads": threads, "frames": total,
+            "x264_asm": "auto" if auto else "job's",
             "fps_aggregate": round(total / slowest, 1), "fps_per_stream": round(res[0][0] / slowest, 1),
             "wall_s": round(wall, 2)}
 
@@ -233,19 +245,23 @@ def main() -> None:
     ap.add_argument("--worker-models", help="model dir: only the models as the GPU worker runs them "
                     "(default precision and batch; one thread vs two threads with a session each)")
     ap.add_argument("--transcode", default="16", help="process counts for the transcode ceiling")
+    ap.add_argument("--x264-auto", action="store_true", help="also measure encode and transcode "
+                    "with x264's own instruction-set choice (the job pins one: X264_ASM)")
     ap.add_argument("--out")
     a = ap.parse_args()
     res = {"decode": [decode_ceiling(a.input, 1, 0), decode_ceiling(a.input, 8, 1)], "encode": []}
     for t in [int(x) for x in a.threads.split(",")]:
         for n in [int(x) for x in a.streams.split(",")]:
-            r = encode_ceiling(a.input, n, t, a.frames)
-            res["encode"].append(r)
-            print(json.dumps(r), flush=True)
+            for auto in (False, True) if a.x264_auto else (False,):
+                r = encode_ceiling(a.input, n, t, a.frames, auto)
+                res["encode"].append(r)
+                print(json.dumps(r), flush=True)
     res["transcode"] = []
     for n in [int(x) for x in a.transcode.split(",") if x]:
-        r = transcode_ceiling(a.input, n, a.frames)
-        res["transcode"].append(r)
-        print(json.dumps({"transcode": r}), flush=True)
+        for auto in (False, True) if a.x264_auto else (False,):
+            r = transcode_ceiling(a.input, n, a.frames, auto)
+            res["transcode"].append(r)
+            print(json.dumps({"transcode": r}), flush=True)
     if a.models:
         res["models"] = model_ceilings(Path(a.models))
     if a.worker_models:

@@ -7,8 +7,11 @@
 With no layout options the job runs at ffray's defaults. Prints JSON: frames/s for the whole job
 and for processing (first chunk start to last chunk end), time from the job's start to its first
 chunk, mean GPU utilization (NVML, every 0.2 s, while processing), each stage's busy share, GPU
-memory and worker RSS in the first and last minute of processing. Record results in
-docs/benchmarks.md with date, machine and command.
+memory and worker RSS in the first and last minute of processing, CPU time per frame (the
+host's, the workers', the codec processes') and, with ``--ceiling-frames N``, the transcode
+ceiling measured on the input right before and right after the job (runs drift within a lease:
+the job is compared with the ceiling of its own minutes). Record results in docs/benchmarks.md
+with date, machine and command.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ffray.cluster.jobs import SwapRequest, prepare_swap, run_job  # noqa: E402
 from ffray.processors import ProcessorSpec  # noqa: E402
@@ -37,6 +41,7 @@ class Sampler(threading.Thread):
     def __init__(self, period: float = 0.2):
         super().__init__(daemon=True)
         self.period, self.rows, self.pids, self.codec_pids = period, [], set(), set()
+        self.cpu_s: dict[int, float] = {}
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -51,21 +56,32 @@ class Sampler(threading.Thread):
             pynvml, handles = None, []
         psutil.cpu_percent()
         while not self._halt.wait(self.period):
+            ct = psutil.cpu_times()
             row = {"t": time.time(), "util": [], "mem": [], "rss": {}, "crss": 0,
-                   "cpu": psutil.cpu_percent()}
+                   "cpu": psutil.cpu_percent(),
+                   "host_s": ct.user + ct.nice + ct.system + ct.irq + ct.softirq}
             for h in handles:
                 row["util"].append(pynvml.nvmlDeviceGetUtilizationRates(h).gpu)
                 row["mem"].append(pynvml.nvmlDeviceGetMemoryInfo(h).used)
             for pid in list(self.pids):
                 try:
-                    row["rss"][pid] = psutil.Process(pid).memory_info().rss
+                    p = psutil.Process(pid)
+                    row["rss"][pid] = p.memory_info().rss
+                    t = p.cpu_times()
+                    self.cpu_s[pid] = t.user + t.system
                 except psutil.Error:
                     pass
             for pid in list(self.codec_pids):
                 try:
-                    row["crss"] += psutil.Process(pid).memory_info().rss
+                    p = psutil.Process(pid)
+                    row["crss"] += p.memory_info().rss
+                    t = p.cpu_times()
+                    self.cpu_s[pid] = t.user + t.system
                 except psutil.Error:
                     pass
+            # CPU seconds so far (a process's last value is kept once it has gone)
+            row["worker_s"] = sum(self.cpu_s.get(q, 0.0) for q in self.pids)
+            row["codec_s"] = sum(self.cpu_s.get(q, 0.0) for q in self.codec_pids)
             self.rows.append(row)
 
     def stop(self) -> None:
@@ -88,6 +104,26 @@ def window(rows, t0, t1, key):
         return round(max(vals) / 2**30, 2) if vals else None
     vals = [max(r["rss"].values()) for r in sel if r["rss"]]
     return round(max(vals) / 2**30, 2) if vals else None
+
+
+def core_ms_per_frame(rows, t0: float, t1: float, fps: float) -> dict | None:
+    """CPU time per frame between ``t0`` and ``t1`` (at ``fps``): the host's (every process),
+    the worker processes' and the codec processes', in core-milliseconds."""
+    sel = [r for r in rows if t0 <= r["t"] <= t1]
+    if len(sel) < 2 or fps <= 0:
+        return None
+    a, b = sel[0], sel[-1]
+    frames = fps * (b["t"] - a["t"])
+    return {k: round(1000 * (b[k + "_s"] - a[k + "_s"]) / frames, 1)
+            for k in ("host", "worker", "codec")}
+
+
+def transcode_ceiling(path: str, frames: int) -> float:
+    """bench_ceilings' transcode ceiling (one process per CPU, decode + libx264 as the job
+    encodes), measured here so that it sits right before or after the job it is compared with."""
+    from bench_ceilings import transcode_ceiling as measure
+
+    return measure(path, os.cpu_count() or 1, frames)["fps_aggregate"]
 
 
 def steady_window(stats: list[dict]):
@@ -128,6 +164,9 @@ def main() -> None:
     ap.add_argument("--slots", type=int, help="chunks in flight per worker (default: from its CPUs)")
     ap.add_argument("--no-telemetry", action="store_true")
     ap.add_argument("--in-process-codecs", action="store_true")
+    ap.add_argument("--ceiling-frames", type=int, default=0,
+                    help="also measure the transcode ceiling on the input (this many frames a "
+                    "process) right before and right after the job, and the job's share of it")
     a = ap.parse_args()
     work = Path(a.workdir or tempfile.mkdtemp(prefix="ffray-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -147,6 +186,7 @@ def main() -> None:
         cv2.imwrite(source, sample.astronaut_face())
     params = {"detector": a.detector, "swapper": a.swapper, "enhance": a.enhance} \
         if a.processor == "faceswap" else {}
+    ceilings = [transcode_ceiling(str(src), a.ceiling_frames)] if a.ceiling_frames else []
     sampler = Sampler()
     sampler.start()
     t0 = time.perf_counter()
@@ -210,6 +250,15 @@ def main() -> None:
         "chunk_spans": [[round(s["start"] - first, 2), round(s["end"] - first, 2), s.get("frames")]
                         for s in sorted(stats, key=lambda s: s["start"])],
     }
+    if steady:
+        report["core_ms_per_frame_steady"] = core_ms_per_frame(rows, steady[0], steady[1], steady[2])
+    report["core_ms_per_frame_processing"] = core_ms_per_frame(rows, first, last, res.frames / proc_s)
+    if a.ceiling_frames:
+        ceilings.append(transcode_ceiling(str(src), a.ceiling_frames))
+        ceiling = sum(ceilings) / 2
+        report.update(ceiling_transcode_before_after=ceilings,
+                      share_processing=round(report["fps_processing"] / ceiling, 3),
+                      share_steady=round(report["fps_steady"] / ceiling, 3) if steady else None)
     print(json.dumps(report, indent=2, default=str))
 
 

@@ -99,6 +99,46 @@ def test_frames_changed_in_the_ring_are_encoded(chunk):
             assert abs(corner - float(orig[2:14, 2:14].mean())) < 12, (i, corner)
 
 
+def test_frames_encoded_in_place_from_reused_slots_give_the_copied_bytes(chunk):
+    """Changed 4:2:0 frames are encoded from their ring slot's memory (no copy), and the slot is
+    written with the next decoded frame as soon as the encode call returns: the bytes must equal
+    those of encoding a copy, and of encoding the decoded frames themselves."""
+    from ffray.engine import frames as frames_mod
+
+    video, payload = chunk
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    buf = np.arange(lay.nbytes, dtype=np.uint32).astype(np.uint8)
+    wrapped = frames_mod.wrap(buf, lay)
+    assert wrapped is not None  # the test video is 4:2:0 with even sizes
+    assert np.array_equal(wrapped.to_ndarray().ravel(), buf)  # the same samples, I420 order
+    buf[0] = 7
+    assert wrapped.to_ndarray()[0, 0] == 7  # ... read from the buffer itself, not a copy
+
+    def all_dirty(proc):
+        for seq, slot, _pts in proc.frames():
+            proc.encode(seq, slot, True)
+
+    results = []
+    for in_place in (True, False):  # in-process: a 2-slot ring, every frame changed
+        ring = [np.empty(lay.nbytes, np.uint8) for _ in range(2)]
+        enc = ChunkEncoder(EncodeSettings(), payload.width, payload.height, payload.time_base,
+                           video.avg_rate, payload.color, video.pix_fmt, layout=lay, threads=1)
+        enc.in_place = in_place
+        for i, f in enumerate(decode_payload(payload, threads=1)):
+            slot = ring[i % 2]
+            frames_mod.unpack(f, lay, out=slot)
+            enc.write_frame(Frame(decoded=f, host=slot, dirty=True), f.pts)
+            slot[:] = 0  # reused at once
+        results.append(enc.finish())
+    assert results[0] == results[1] == _in_process(video, payload)
+    pool = CodecPool(lay, slots=1, ring=3)  # the codec process: slots refilled by its decoder
+    try:
+        data, _ = pool.run(0, _job(video, payload, False), all_dirty)
+    finally:
+        pool.close()
+    assert data == results[0]
+
+
 def test_payload_packets_carry_ffmpegs_zeroed_padding():
     """FFmpeg's decoders may read 64 bytes past a packet's end and need them zero;
     ``av.Packet(bytes)`` wraps the bytes object itself (what follows is Python's heap)."""

@@ -138,6 +138,17 @@ def _unpack_nv12(frame: av.VideoFrame, lay: Layout, buf: np.ndarray) -> np.ndarr
     return buf
 
 
+def wrap(buf: np.ndarray, lay: Layout) -> av.VideoFrame | None:
+    """A VideoFrame over a packed buffer's own memory (no copy), where the layout is PyAV's
+    contiguous I420 (4:2:0, even sizes); else None (``pack`` copies). The frame reads ``buf``:
+    encode it before ``buf`` changes (libx264 copies its input picture inside the encode call,
+    so the buffer may be reused once ``encode`` has returned)."""
+    if lay.pix_fmt not in ("yuv420p", "yuvj420p") or lay.width % 2 or lay.height % 2:
+        return None
+    return av.VideoFrame.from_numpy_buffer(buf[:lay.nbytes].reshape(-1, lay.width),
+                                           format=lay.pix_fmt)
+
+
 def pack(buf: np.ndarray, lay: Layout) -> av.VideoFrame:
     """A new VideoFrame (working format) holding a packed buffer's planes."""
     frame = av.VideoFrame(lay.width, lay.height, lay.pix_fmt)

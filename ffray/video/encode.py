@@ -196,6 +196,8 @@ class ChunkEncoder:
         self._range = sws_range(color)
         self._size = (height, width)
         self.layout = layout  # the worker's frame layout, for frames changed by stages
+        # frames encoded in place only where the encoder copies its input during the call
+        self.in_place = settings.codec in ("libx264", "libx265")
         self.frames = 0
 
     def write(self, bgr: np.ndarray, pts: int) -> None:
@@ -218,16 +220,19 @@ class ChunkEncoder:
     def write_frame(self, frame, pts: int) -> None:
         """Encode a worker frame (``ffray.engine.frames.Frame``): its BGR image if a BGR processor
         made one, its packed planes if a stage changed pixels, else the decoded frame as it is.
-        (The packed planes are copied into a new frame. Wrapping the buffer itself, PyAV's
-        ``from_numpy_buffer``, was tried: PyAV still referenced the buffer after the encode call
-        returned, so a codec process's ring slot could not be reused at once.)"""
+        Packed 4:2:0 planes are encoded in place (``frames.wrap``: libx264 copies the picture
+        during the call, so a codec process reuses the ring slot as soon as this returns; the
+        bytes equal those of a copy, tests/test_codecs.py); other layouts are copied into a new
+        frame (``frames.pack``)."""
         if frame.bgr is not None:
             self.write(frame.bgr, pts)
             return
         if frame.dirty:
-            from ffray.engine.frames import pack
+            from ffray.engine.frames import pack, wrap
 
-            vf = pack(frame.host, self.layout)
+            vf = wrap(frame.host, self.layout) if self.in_place else None
+            if vf is None:
+                vf = pack(frame.host, self.layout)
         else:
             vf = frame.decoded
             vf.pict_type = PictureType.NONE  # the decoder's I/P/B decision must not force ours
