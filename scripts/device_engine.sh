@@ -7,6 +7,7 @@
 # bench   : scripts/bench_swap.py at default settings on /tmp/media/faces$FACES_1080p.mp4
 # detect  : scripts/bench_detect.py (detector stage alone; host vs device output decoding)
 # codec   : scripts/bench_codec.py (codec processes alone: passthrough, ring clean/dirty, transcode)
+# nvdec   : scripts/bench_nvdec.py (a job's chunks decoded in one process: CPU vs NVDEC on the GPU)
 # ceilings: scripts/bench_ceilings.py (decode, parallel libx264, models at batch 1..16, fp32/fp16)
 # Results go to $OUT; record them in docs/benchmarks.md. Expects .devdata/t1.jpg (carried).
 set -uo pipefail
@@ -59,6 +60,8 @@ for phase in "$@"; do
         --out "$OUT/detect${2:-1}.json" 2>&1 | tail -30 ;;
     codec)  # codec [FACES] [extra bench_codec args]: the codec processes alone vs a plain transcode
       timeout 560 python3 scripts/bench_codec.py "/tmp/media/faces${2:-1}_1080p.mp4" --slots 16 "${@:3}" | tee -a "$OUT/codec.jsonl" ;;
+    nvdec)  # nvdec [FACES] [extra bench_nvdec args]: CPU decode vs NVDEC frames kept on the GPU
+      timeout 400 python3 scripts/bench_nvdec.py "/tmp/media/faces${2:-1}_1080p.mp4" "${@:3}" | tee -a "$OUT/nvdec.jsonl" ;;
     ceilings)  # ceilings [extra bench_ceilings args, e.g. --streams 16 --threads 1 --no-models]
       shift; models="--models /tmp/cm"
       [ "${1:-}" = "--no-models" ] && { models=""; shift; }
