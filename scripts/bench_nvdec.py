@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import resource
 import sys
@@ -69,7 +70,10 @@ def decode_nvdec_device(payload, lay, keep, cp, stream):
     import av
     from av.codec.hwaccel import HWAccel
 
-    hw = HWAccel("cuda", device="0", allow_software_fallback=False, is_hw_owned=True)
+    # FFmpeg refuses the primary context when it is already active (CuPy made it) with other
+    # flags than its own (blocking sync): "current" uses the thread's current context instead
+    opts = {"primary_ctx": "0", "current_ctx": "1"} if CTX == "current" else None
+    hw = HWAccel("cuda", device="0", allow_software_fallback=True, is_hw_owned=True, options=opts)
     ctx = av.CodecContext.create(payload.codec, "r", hwaccel=hw)
     if payload.extradata:
         ctx.extradata = payload.extradata
@@ -120,9 +124,26 @@ def decode_nvdec_host(payload, lay, keep):
     return n
 
 
+CTX = os.environ.get("NVDEC_CTX", "current")  # current | flags (primary context set to FFmpeg's)
+
+
+def _primary_flags() -> None:
+    """The primary context's flags set to what FFmpeg asks for (blocking sync), before CuPy
+    creates it."""
+    import ctypes
+
+    cu = ctypes.CDLL("libcuda.so.1")
+    cu.cuInit(0)
+    dev = ctypes.c_int()
+    cu.cuDeviceGet(ctypes.byref(dev), 0)
+    print(json.dumps({"cuDevicePrimaryCtxSetFlags": cu.cuDevicePrimaryCtxSetFlags(dev, 4)}))
+
+
 def run(mode: str, payloads, lay, threads: int) -> dict:
     cp = None
     if mode == "nvdec-device":
+        if CTX == "flags":
+            _primary_flags()
         import cupy as cp
     todo: queue.SimpleQueue = queue.SimpleQueue()
     for p in payloads:
