@@ -6,7 +6,7 @@ in the worker's own CUDA context (docs/benchmarks.md, sixth pass).
     python scripts/bench_nvdec.py INPUT [--threads 16] [--modes cpu,nvdec-device,nvdec-host]
 
 Chunks are planned as a face-swap job plans them (auto length, the face tracks' context frames);
-``threads`` threads take chunks from a queue. Each mode prints one JSON line: frames/s, the
+``threads`` threads decode a share of the chunks each. Each mode prints one JSON line: frames/s, the
 process's CPU time per frame (core-ms), and for the NVDEC modes whether every frame of the first
 chunk equals the CPU decoder's packed planes.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import resource
 import sys
 import threading
@@ -145,19 +144,12 @@ def run(mode: str, payloads, lay, threads: int) -> dict:
         if CTX == "flags":
             _primary_flags()
         import cupy as cp
-    todo: queue.SimpleQueue = queue.SimpleQueue()
-    for p in payloads:
-        todo.put(p)
     counts, errors = [0] * threads, []
 
     def loop(i: int) -> None:
         stream = cp.cuda.Stream(non_blocking=True) if cp is not None else None
         try:
-            while True:
-                try:
-                    p = todo.get_nowait()
-                except queue.Empty:
-                    return
+            for p in payloads[i::threads]:  # every thread its share of the chunks
                 if mode == "cpu":
                     counts[i] += decode_cpu(p, lay, None)
                 elif mode == "nvdec-host":
