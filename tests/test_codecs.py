@@ -139,6 +139,46 @@ def test_frames_encoded_in_place_from_reused_slots_give_the_copied_bytes(chunk):
     assert data == results[0]
 
 
+def test_encode_only_chunks_take_frames_the_worker_decoded(chunk):
+    """Worker-side decoding (``engine.sources``): the worker decodes, writes each frame into a
+    ring slot it takes, and the codec process only encodes, freeing the slot when it has the
+    frame. With a ring smaller than the chunk the worker must wait for freed slots; the bytes
+    equal the in-process encode's. Frames given back unencoded (context frames) are not in the
+    output and their slots are reused."""
+    from ffray.engine.sources import cpu_frames
+    from ffray.video.decode import DecodeReport
+
+    video, payload = chunk
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    pool = CodecPool(lay, slots=1, ring=3)
+    job = ChunkJob(payload=payload, encode=EncodeSettings(), rate=video.avg_rate,
+                   pix_fmt=video.pix_fmt, encoder_threads=1, decoder_threads=1, encode_only=True)
+    used: list[int] = []
+
+    def put_all(proc, skip=0):
+        for i, (pts, slot, frame) in enumerate(cpu_frames(payload, proc, lay, DecodeReport())):
+            assert frame.host is proc.views[slot] and not frame.dirty
+            used.append(slot)
+            if i < skip:
+                proc.release(slot)
+            else:
+                proc.put(i, slot, pts)
+
+    try:
+        data, st = pool.run(0, job, put_all)
+        assert st["decode_s"] == 0 and st["frames"] == payload.spec.frames
+        assert sorted(set(used)) == [0, 1, 2] and len(used) == payload.spec.frames
+        part, st2 = pool.run(0, job, lambda proc: put_all(proc, skip=2))
+    finally:
+        pool.close()
+    assert data == _in_process(video, payload)
+    assert st2["frames"] == payload.spec.frames - 2
+    ref = [f.to_ndarray(format="gray") for f in decode_payload(payload)][2:]
+    got = _luma(part)
+    assert len(got) == len(ref)
+    assert all(float(np.abs(a.astype(int) - b).mean()) < 3 for a, b in zip(got, ref))
+
+
 def test_payload_packets_carry_ffmpegs_zeroed_padding():
     """FFmpeg's decoders may read 64 bytes past a packet's end and need them zero;
     ``av.Packet(bytes)`` wraps the bytes object itself (what follows is Python's heap)."""

@@ -70,6 +70,29 @@ def test_faceswap_output_is_byte_identical_across_layouts(cluster, scene, data_d
     assert len({_md5(o) for o in outs}) == 1
 
 
+def test_worker_side_decoding_gives_the_same_bytes(cluster, scene, data_dir, tmp_path, monkeypatch):
+    """FFRAY_WORKER_DECODE (an experiment switch, set on the driver and passed to the workers'
+    environment): the worker decodes and its codec processes only encode. With the CPU decoder
+    (the NVDEC source needs a GPU) the output is byte for byte the default path's."""
+    from ffray.cluster.worker import experiment_env
+
+    video, source, models = scene
+    opts = dict(processor="faceswap", gpu_per_actor=1, chunk_seconds=0.3, sources=[str(source)],
+                model_dirs=[str(models)], params={"detector": "auto", "swapper": "auto"},
+                actors=1, telemetry=False)
+    monkeypatch.delenv("FFRAY_WORKER_DECODE", raising=False)
+    assert "FFRAY_WORKER_DECODE" not in experiment_env()
+    swap(video, tmp_path / "a.mp4", data_dir / "a", **opts)
+    monkeypatch.setenv("FFRAY_WORKER_DECODE", "cpu")
+    assert experiment_env()["FFRAY_WORKER_DECODE"] == "cpu"
+    ledger, res = swap(video, tmp_path / "b.mp4", data_dir / "b", **opts)
+    stats = ledger.chunk_stats()
+    assert res.chunks >= 3 and all(s["decode_report"].get("worker_decoded") == "cpu" for s in stats)
+    assert sum(s["stages"]["faces_swapped"] for s in stats) > 30
+    assert sum(s["frames"] for s in stats) == res.frames
+    assert _md5(tmp_path / "a.mp4") == _md5(tmp_path / "b.mp4")
+
+
 def test_a_worker_killed_mid_chunk_changes_nothing_in_the_output(cluster, scene, data_dir, tmp_path):
     """SIGKILL a busy worker while its chunks run: they are redone elsewhere and the output is
     byte for byte the undisturbed run's."""

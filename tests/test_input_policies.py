@@ -130,6 +130,19 @@ def test_damaged_packets_are_concealed_and_counted(tmp_path):
             setattr(total, k, getattr(total, k) + getattr(r, k))
     assert n == 36
     assert total.bad_packets >= 1 and 1 <= total.concealed <= 12 and total.black == 0
+    # frames kept on the GPU cannot be copied to conceal a loss: such a chunk is refused, so the
+    # worker decodes it on the CPU (here no GPU: the CPU decoder runs, the rule is the same)
+    from ffray.video.decode import DeviceFramesUnfit
+
+    unfit = 0
+    for p in iter_payloads(str(bad), index, plan_chunks(index, info.video.time_base, 0.5)):
+        r = DecodeReport()
+        try:
+            assert [f.pts for f in decode_payload(p, report=r, hw_device=0, on_device=True)] \
+                == p.frame_pts
+        except DeviceFramesUnfit:
+            unfit += 1
+    assert unfit >= 1
 
 
 def test_damaged_job_finishes_in_one_attempt_per_chunk_with_a_warning(cluster, tmp_path, data_dir):

@@ -19,7 +19,7 @@ from ffray.cluster.prepare import prepare_swap, space_needed  # noqa: F401 - cal
 from ffray.cluster.runtime import ClusterInfo, connect, disconnect
 from ffray.cluster.space import check_space
 from ffray.cluster.spec import JobResult, JobSpec, SwapRequest  # noqa: F401
-from ffray.cluster.worker import MAX_CONCURRENCY, ChunkWorker, WorkerSpec
+from ffray.cluster.worker import MAX_CONCURRENCY, ChunkWorker, WorkerSpec, experiment_env
 from ffray.engine.build import StreamFormat, WorkerOptions
 from ffray.errors import FFrayError, MediaError, StorageError
 from ffray.telemetry.spans import publish
@@ -188,9 +188,13 @@ def _run_chunks(ledger: JobLedger, job: JobSpec, info, index, todo: list, total_
         wspec = _worker_spec(ledger, job, info, worker_cpus)
         cls = ray.remote(ChunkWorker)
 
+        switches = experiment_env()
+        extra = {"runtime_env": {"env_vars": switches}} if switches else {}
+
         def make_actor():
             return cls.options(num_gpus=opts.gpu_per_actor, num_cpus=opts.cpu_per_actor,
-                               scheduling_strategy="SPREAD", max_concurrency=MAX_CONCURRENCY).remote(wspec)
+                               scheduling_strategy="SPREAD", max_concurrency=MAX_CONCURRENCY,
+                               **extra).remote(wspec)
 
         def on_done(result: dict) -> None:
             ledger.record_chunk(result["stats"]["chunk"], result["data"], result["stats"])

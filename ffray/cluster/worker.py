@@ -27,10 +27,11 @@ from ffray.engine.codec_pool import CodecPool, ring_slots
 from ffray.engine.frames import Frame
 from ffray.engine.pipeline import ChunkRun
 from ffray.engine.share import ShareClock
+from ffray.engine.sources import cpu_frames, nvdec_frames, usable
 from ffray.models.devices import cuda_ordinal
 from ffray.processors import ProcessorSpec
 from ffray.telemetry.nodes import node_name
-from ffray.video.decode import ChunkPayload, DecodeReport, decode_payload
+from ffray.video.decode import ChunkPayload, DecodeReport, DeviceFramesUnfit, decode_payload
 from ffray.video.encode import ChunkEncoder, EncodeSettings
 
 MAX_CONCURRENCY = 64  # Ray threads per actor; ``slots`` of them process, the rest wait or answer info()
@@ -59,6 +60,19 @@ def _env_ints(name: str) -> dict[str, int]:
     """``{key: int}`` from an environment variable of ``key=N`` pairs (experiment switches)."""
     text = os.environ.get(name, "")
     return {k: int(v) for k, v in (kv.split("=") for kv in text.split(",") if kv)}
+
+
+# Experiment switches the worker reads from its environment (docs/design.md, "Codec processes"):
+# set on the driver, they reach every worker through the actors' runtime environment.
+EXPERIMENT_SWITCHES = ("FFRAY_GPU_BATCHES", "FFRAY_STAGE_THREADS", "FFRAY_MODEL_SESSIONS",
+                       "FFRAY_STAGE_BATCH", "FFRAY_NVDEC", "FFRAY_WORKER_DECODE", "FFRAY_CODEC_NICE",
+                       "FFRAY_SWITCH_INTERVAL")
+
+
+def experiment_env(environ=None) -> dict[str, str]:
+    """The experiment switches set here (none in normal use), for the workers' runtime_env."""
+    env = os.environ if environ is None else environ
+    return {k: env[k] for k in EXPERIMENT_SWITCHES if env.get(k)}
 
 
 class ChunkWorker:
@@ -235,7 +249,18 @@ class ChunkWorker:
         return data, run, enc.frames, report.to_json()
 
     def _run_codecs(self, payload: ChunkPayload, slot: int, note, times: ChunkTimes):
-        """Decode and encode in the slot's codec process; frames come and go through its ring."""
+        """Decode and encode in the slot's codec process; frames come and go through its ring.
+        With worker-side decoding (``engine.sources``) the worker decodes and the process only
+        encodes; a chunk NVDEC cannot deliver as decoded (``DeviceFramesUnfit``) runs again
+        with the codec process decoding."""
+        mode = "" if not self._engine.stages else os.environ.get("FFRAY_WORKER_DECODE", "")
+        source = usable(mode, payload, self._spec.stream.layout(), self._built.gpu_ops) \
+            if mode else None
+        if source is not None:
+            try:
+                return self._run_encode_only(payload, slot, note, times, source)
+            except DeviceFramesUnfit:
+                pass  # the process was replaced; nothing of this attempt is kept
         spec, fmt, b = payload.spec, self._spec.stream, self._budget
         passthrough = not self._engine.stages
         job = ChunkJob(payload=payload, encode=self._spec.encode, rate=self._spec.rate,
@@ -266,6 +291,42 @@ class ChunkWorker:
         times.sink_s += st["encode_s"]
         return (data, (runs[0] if runs else ChunkRun(spec.index, spec.frames, 1)), int(st["frames"]),
                 st.get("decode_report", {}))
+
+    def _run_encode_only(self, payload: ChunkPayload, slot: int, note, times: ChunkTimes,
+                         source: str):
+        """The worker decodes (``source``: ``nvdec`` or ``cpu``), the slot's process encodes."""
+        spec, fmt, b = payload.spec, self._spec.stream, self._budget
+        job = ChunkJob(payload=payload, encode=self._spec.encode, rate=self._spec.rate,
+                       pix_fmt=fmt.pix_fmt, encoder_threads=b.encoder_threads,
+                       decoder_threads=b.decoder_threads, encode_only=True)
+        report, runs = DecodeReport(), []
+
+        def body(proc) -> None:
+            first = spec.first_frame - spec.context
+            decoded = nvdec_frames(payload, proc, self._built.gpu_ops, report, self._ordinal) \
+                if source == "nvdec" else cpu_frames(payload, proc, fmt.layout(), report,
+                                                     b.decoder_threads)
+            frames = ((first + i, pts, frame) for i, (pts, _slot, frame) in enumerate(decoded))
+
+            def sink(item) -> None:
+                if item.context:  # decoded for the face tracks only: its slot goes back
+                    proc.release(item.frame.slot)
+                    item.frame = None
+                    return
+                proc.put(item.seq, item.frame.slot, item.pts)
+                item.frame = None
+                done.append(item)  # counted once the chunk is through (it may run again)
+
+            runs.append(run_chunk(self._engine, spec.index, spec.decoded_frames, b.window, frames,
+                                  sink, times, context=spec.context))
+
+        done: list = []
+        data, st = self._codecs.run(slot, job, body)
+        for item in done:
+            note(item)
+        times.sink_s += st["encode_s"]
+        mended = {**report.to_json(), "worker_decoded": source}
+        return data, runs[0], int(st["frames"]), mended
 
     def codec_pids(self) -> list[int]:
         """The worker's codec processes (in ``info()``: benchmarks count their memory)."""

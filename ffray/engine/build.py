@@ -59,6 +59,7 @@ class Built:
     description: str
     notes: dict = field(default_factory=dict)
     pin: Callable | None = None  # page-locks a host frame buffer for DMA (GPU backend), or None
+    gpu_ops: object = None  # the GPU frame backend (worker-side NVDEC decoding), or None
 
 
 def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, budget: Budget,
@@ -119,4 +120,5 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
             st.batch = max(1, int(options.stage_batches[st.name]))
     notes = {"models": getattr(loader, "notes", {}), "cpu_reason": why or None}
     return Built(Engine(stages, queue_size=16), ops.name, pipe.description, notes,
-                 pin=ops.pin if ops.name == "gpu" else None)
+                 pin=ops.pin if ops.name == "gpu" else None,
+                 gpu_ops=ops if ops.name == "gpu" else None)

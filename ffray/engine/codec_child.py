@@ -9,11 +9,15 @@ them back from the slot (a frame no stage changed is encoded from the decoded fr
 small messages go over the socket: (frame number, slot, pts) and the encoded chunk at the end.
 
 Identity chunks (``passthrough``) never leave the process: decoded frames go to the encoder.
+``encode_only`` chunks are decoded by the worker (NVDEC in its own CUDA context): it writes every
+frame into a ring slot it took, sends ``("put", seq, slot, pts)``, and the process answers
+``("free", slot)`` once that frame is encoded.
 
 Messages, worker -> codec process: ``("chunk", ChunkJob)``, ``("enc", seq, slot, dirty)``,
-``("skip", seq, slot)`` (a context frame: decoded for face tracking, not encoded), ``("finish",)``,
-``("exit",)``. Codec process -> worker: ``("ready", pid)``, ``("frame", seq, slot,
-pts)``, ``("decoded", n)``, ``("done", data, stats)``, ``("error", kind, message)``.
+``("skip", seq, slot)`` (a context frame: decoded for face tracking, not encoded), ``("put", seq,
+slot, pts)`` (encode-only chunks), ``("finish",)``, ``("exit",)``. Codec process -> worker:
+``("ready", pid)``, ``("frame", seq, slot, pts)``, ``("decoded", n)``, ``("free", slot)``
+(encode-only chunks), ``("done", data, stats)``, ``("error", kind, message)``.
 
 The process exits when the worker closes its socket, sends ``exit`` or dies (its parent pid
 changes): it never outlives the worker.
@@ -73,6 +77,7 @@ class ChunkJob:
     decoder_threads: int
     passthrough: bool = False  # identity: decoded frames straight to the encoder
     hw_device: int | None = None  # CUDA ordinal whose NVDEC decodes (None: the CPU decodes)
+    encode_only: bool = False  # the worker decodes and puts every frame into a ring slot
 
 
 def slot_views(mem, lay: Layout, slots: int) -> list[np.ndarray]:
@@ -96,8 +101,9 @@ class _Chunk:
         self.decode_s = self.encode_s = 0.0
         self.report = DecodeReport()
         self.failed = threading.Event()
-        self.threads = [threading.Thread(target=self._decode, daemon=True, name="decode"),
-                        threading.Thread(target=self._encode, daemon=True, name="encode")]
+        self.threads = [threading.Thread(target=self._encode, daemon=True, name="encode")]
+        if not job.encode_only:
+            self.threads.append(threading.Thread(target=self._decode, daemon=True, name="decode"))
         for t in self.threads:
             t.start()
 
@@ -154,6 +160,10 @@ class _Chunk:
                 if job.passthrough:
                     seq, decoded = m
                     enc.write_frame(Frame(decoded=decoded), decoded.pts)
+                elif job.encode_only:  # the slot holds the frame as the worker left it
+                    seq, slot, pts = m
+                    enc.write_frame(Frame(host=self.views[slot], dirty=True), pts)
+                    self.send(("free", slot))
                 else:
                     seq, slot, dirty = m
                     with self.lock:
@@ -175,6 +185,10 @@ class _Chunk:
     def enc(self, seq: int, slot: int, dirty: bool | None) -> None:
         """Encode frame ``seq`` from its slot (``dirty``) or as decoded; None: drop it."""
         self.todo.put((seq, slot, dirty))
+
+    def put(self, seq: int, slot: int, pts: int) -> None:
+        """Encode frame ``seq`` (an encode-only chunk) from ``slot`` with ``pts``."""
+        self.todo.put((seq, slot, pts))
 
     def finish(self) -> None:
         if not self.job.passthrough:  # a passthrough chunk ends when its decoder does
@@ -211,6 +225,8 @@ def serve(conn: Connection, mem, lay: Layout, slots: int) -> None:
             chunk = _Chunk(msg[1], lay, views, send)
         elif kind == "enc" and chunk is not None:
             chunk.enc(*msg[1:])
+        elif kind == "put" and chunk is not None:
+            chunk.put(*msg[1:])
         elif kind == "skip" and chunk is not None:
             chunk.enc(msg[1], msg[2], None)
         elif kind == "finish" and chunk is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -75,6 +76,7 @@ class CodecProcess:
         self._ready = False
         self.pid = self._proc.pid
         self._unpin: Callable[[], None] | None = None
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
 
     @property
     def pinned(self) -> bool:
@@ -116,7 +118,33 @@ class CodecProcess:
 
     def start(self, job: ChunkJob) -> None:
         self.wait_ready()
+        self._free = queue.SimpleQueue()  # encode-only chunks: the slots the worker may take
+        if job.encode_only:
+            for i in range(self.slots):
+                self._free.put(i)
         self._conn.send(("chunk", job))
+
+    def take_slot(self) -> int:
+        """A free ring slot for the next frame of an encode-only chunk: one the worker has not
+        used yet or given back, else the next one the encoder frees (waits). One thread only
+        (the chunk's source) calls this: it alone reads the socket while the chunk runs."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        while True:
+            msg = self._recv()
+            if msg[0] == "free":
+                return msg[1]
+            raise CodecDied(f"codec process {self.pid}: unexpected {msg[0]!r} while encoding")
+
+    def release(self, slot: int) -> None:
+        """An encode-only chunk's slot the worker filled but does not encode (a context frame)."""
+        self._free.put(slot)
+
+    def put(self, seq: int, slot: int, pts: int) -> None:
+        """Encode frame ``seq`` of an encode-only chunk (frames in order) from ``slot``."""
+        self._conn.send(("put", seq, slot, int(pts)))
 
     def frames(self) -> Iterator[tuple[int, int, int]]:
         """(seq, slot, pts) of each decoded frame, in presentation order, until the chunk is
@@ -146,7 +174,7 @@ class CodecProcess:
             msg = self._recv()
             if msg[0] == "done":
                 return msg[1], msg[2]
-            if msg[0] not in ("frame", "decoded"):
+            if msg[0] not in ("frame", "decoded", "free"):
                 raise CodecDied(f"codec process {self.pid}: unexpected {msg[0]!r} while finishing")
 
     def kill(self) -> None:

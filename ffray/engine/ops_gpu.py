@@ -20,7 +20,7 @@ import numpy as np
 
 from ffray.engine import anchors
 from ffray.engine.colour import Matrix
-from ffray.engine.frames import Frame, Layout, back_matrix, compose, unpack, upright
+from ffray.engine.frames import Frame, Layout, back_matrix, compose, planes, unpack, upright
 from ffray.engine.kernels import ITEMS, MAX_ITEMS, SOURCE
 from ffray.engine.ops_cpu import fit, roi
 from ffray.models.streams import thread_stream
@@ -125,6 +125,31 @@ class GpuOps:
             s.synchronize()
         for f in todo:
             f.host_current = f.host is not None and not f.dirty
+
+    def decoder_ready(self) -> None:
+        """Make this device's (primary) context current on the calling thread, for a decoder
+        that works in the thread's current context (``decoder_context(on_device=True)``)."""
+        self._stream()  # created inside the device's context
+        self.device.use()
+
+    def from_cuda_frame(self, frame) -> object:
+        """A decoded CUDA frame (NVDEC, NV12 in FFmpeg's frame pool) copied into a packed
+        yuv420p device buffer on this thread's stream; the caller drops ``frame`` after, so the
+        decoder's pool is never held by frames in flight."""
+        cp, lay = self.cp, self.lay
+        s = self._stream()
+        cp.cuda.Stream.null.synchronize()  # FFmpeg copies the picture out on the legacy stream
+        y_src = cp.from_dlpack(_DlpackPlane(frame.planes[0]))
+        uv_src = cp.from_dlpack(_DlpackPlane(frame.planes[1]))
+        with self.device, s:
+            buf = cp.empty(lay.nbytes, cp.uint8)
+            y, u, v = planes(buf, lay)
+            y[...] = y_src[:lay.height, :lay.width]
+            uv = uv_src.reshape(uv_src.shape[0], -1)[:lay.ch, :2 * lay.cw]
+            u[...] = uv[:, 0::2]
+            v[...] = uv[:, 1::2]
+            s.synchronize()  # complete before the frame goes back and another stage reads buf
+        return buf
 
     def download(self, frames: list[Frame]) -> None:
         s = self._stream()
@@ -312,6 +337,20 @@ class GpuOps:
         for f in frames:
             f.dirty = True
             f.host_current = False
+
+
+class _DlpackPlane:
+    """A PyAV CUDA plane for ``cupy.from_dlpack``: PyAV exports without a stream only (its
+    caller synchronises first); CuPy passes its current stream."""
+
+    def __init__(self, plane):
+        self.plane = plane
+
+    def __dlpack_device__(self):
+        return self.plane.__dlpack_device__()
+
+    def __dlpack__(self, stream=None, **_):
+        return self.plane.__dlpack__()
 
 
 def _check_layout(cp, kernel) -> None:

@@ -116,6 +116,12 @@ def iter_payloads(path: str, index: PacketIndex, chunks: list[ChunkSpec]) -> Ite
 NVDEC_CODECS = frozenset({"h264", "hevc", "vp9", "av1", "mpeg2video", "vp8"})
 
 
+class DeviceFramesUnfit(Exception):
+    """A chunk decoded into GPU frames needs mending that only software frames allow (a frame
+    to conceal, a size change): the worker decodes that chunk on the CPU instead, which gives
+    the same pixels for every frame that did decode."""
+
+
 @dataclass
 class DecodeReport:
     """What decoding a chunk had to mend (it goes into the chunk's stats): ``concealed`` frames
@@ -151,16 +157,22 @@ def decode_warnings(reports: list[dict], width: int, height: int) -> list[str]:
     return out
 
 
-def decoder_context(codec: str, threads: int, hw_device: int | None):
+def decoder_context(codec: str, threads: int, hw_device: int | None, on_device: bool = False):
     """(codec context, on the GPU's video decoder or not). ``hw_device``: the CUDA ordinal whose
     NVDEC decodes (``None``: the CPU). Codecs NVDEC lacks, and any failure to open it (no
     driver, no NVDEC, a profile it refuses) give the CPU decoder: both decode to the same pixels
-    (H.264/HEVC/VP9/AV1 decoding is exact), so this is a speed choice, never a quality one."""
+    (H.264/HEVC/VP9/AV1 decoding is exact), so this is a speed choice, never a quality one.
+    ``on_device``: frames stay in GPU memory (CUDA frames, read by DLPack), decoded in the
+    calling thread's current CUDA context, the one CuPy and ONNX Runtime use (FFmpeg refuses the
+    primary context itself once it is active with flags other than its own)."""
     if hw_device is not None and codec in NVDEC_CODECS:
         try:
             from av.codec.hwaccel import HWAccel
 
-            hw = HWAccel("cuda", device=str(hw_device), allow_software_fallback=True)
+            hw = HWAccel("cuda", device=str(hw_device), allow_software_fallback=True) \
+                if not on_device else \
+                HWAccel("cuda", device=str(hw_device), allow_software_fallback=True,
+                        is_hw_owned=True, options={"primary_ctx": "0", "current_ctx": "1"})
             return av.CodecContext.create(codec, "r", hwaccel=hw), True
         except (av.error.FFmpegError, ValueError, TypeError, ImportError):
             pass
@@ -188,12 +200,13 @@ def padded_packet(data: bytes) -> av.Packet:
 
 def decode_payload(payload: ChunkPayload, threads: int = 0,
                    report: DecodeReport | None = None,
-                   hw_device: int | None = None) -> Iterator[av.VideoFrame]:
+                   hw_device: int | None = None, on_device: bool = False) -> Iterator[av.VideoFrame]:
     """Decode a payload and yield exactly its frames, in presentation order, each in the stream's
     size and format. Damage is concealed and counted in ``report``, never retried: decoding is
     deterministic. A frame whose packet is missing from the payload is an error (the demux lost
     it: a bug, not damage). ``hw_device``: decode on that GPU's NVDEC where it can
-    (``decoder_context``); frames then come as NV12."""
+    (``decoder_context``); frames then come as NV12, or as CUDA frames with ``on_device``
+    (where such a chunk needs a frame concealed or resized: ``DeviceFramesUnfit``)."""
     report = report if report is not None else DecodeReport()
     wanted = payload.frame_pts
     lost = len(set(wanted) - set(payload.pts))
@@ -201,7 +214,7 @@ def decode_payload(payload: ChunkPayload, threads: int = 0,
         raise MediaError(f"chunk {payload.spec.index}: {lost} of its {len(wanted)} frames have no "
                          "packet in its payload")
     try:
-        ctx, report.hardware = decoder_context(payload.codec, threads, hw_device)
+        ctx, report.hardware = decoder_context(payload.codec, threads, hw_device, on_device)
         if payload.extradata:
             ctx.extradata = payload.extradata
         ctx.width, ctx.height = payload.width, payload.height
@@ -221,6 +234,8 @@ def decode_payload(payload: ChunkPayload, threads: int = 0,
             j = bisect.bisect_left(wanted, f.pts)
             if j < seen or wanted[j] != f.pts:  # not a frame of this chunk (damaged timestamps)
                 continue
+            if on_device and (seen < j or (f.width, f.height) != conform.size):
+                raise DeviceFramesUnfit(f"chunk {payload.spec.index}: frame {j} needs mending")
             f = conform(f)
             while seen < j:  # frames the decoder lost: their neighbour in their place
                 yield copy_frame(prev if prev is not None else f, wanted[seen])
@@ -248,6 +263,8 @@ def decode_payload(payload: ChunkPayload, threads: int = 0,
         out = []
     yield from keep(out)
     report.resized = conform.changed
+    if on_device and seen < len(wanted):
+        raise DeviceFramesUnfit(f"chunk {payload.spec.index}: {len(wanted) - seen} frames lost")
     while seen < len(wanted):
         if prev is not None:
             yield copy_frame(prev, wanted[seen])
