@@ -1,21 +1,24 @@
-"""Decoding a job's chunks in one process: the CPU decoder (what each codec process does now)
-against NVDEC with frames kept on the GPU (PyAV's ``HWAccel(is_hw_owned=True)``, the device's
-primary CUDA context, planes handed to CuPy by DLPack), the measurement behind the plan to decode
-in the worker's own CUDA context (docs/benchmarks.md, sixth pass).
+"""Decoding a job's chunks in one process as the worker would: the CPU decoder (what each codec
+process does by default) against NVDEC with frames kept on the GPU (``engine.sources``: PyAV's
+``HWAccel(is_hw_owned=True)`` in the thread's current CUDA context, NV12 planes to CuPy by DLPack,
+copied into packed buffers) and NVDEC downloaded to the host (the ``FFRAY_NVDEC`` switch).
 
     python scripts/bench_nvdec.py INPUT [--threads 16] [--modes cpu,nvdec-device,nvdec-host]
 
 Chunks are planned as a face-swap job plans them (auto length, the face tracks' context frames);
-``threads`` threads decode a share of the chunks each. Each mode prints one JSON line: frames/s, the
-process's CPU time per frame (core-ms), and for the NVDEC modes whether every frame of the first
-chunk equals the CPU decoder's packed planes.
+``threads`` threads decode a share of the chunks each, into a ring of slots per thread. Each mode
+prints one JSON line: frames/s, the process's CPU time per frame (core-ms), and for the NVDEC
+modes whether every frame of the first chunk equals the CPU decoder's. (The sixth pass's figures
+in docs/benchmarks.md were measured with this script's own copy of the same steps, before they
+moved into ``engine.sources``; FFmpeg's ``primary_ctx`` there failed with ENOTSUP once CuPy had
+made the primary context active with other flags, hence the current context.)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import os
 import resource
 import sys
 import threading
@@ -26,11 +29,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from ffray.engine.frames import layout_for, planes, unpack  # noqa: E402
+from ffray.engine.colour import Matrix  # noqa: E402
+from ffray.engine.frames import layout_for, unpack  # noqa: E402
+from ffray.engine.sources import cpu_frames, nvdec_frames  # noqa: E402
 from ffray.faces.track import CONTEXT_FRAMES  # noqa: E402
-from ffray.video.decode import decode_payload, iter_payloads, padded_packet  # noqa: E402
+from ffray.video.decode import DecodeReport, decode_payload, iter_payloads  # noqa: E402
 from ffray.video.plan import auto_chunk_seconds, plan_chunks  # noqa: E402
 from ffray.video.probe import probe  # noqa: E402
+
+
+class Ring:
+    """A codec process's ring as the sources see it: slots to take (in turn), views to fill."""
+
+    def __init__(self, nbytes: int, slots: int = 4):
+        self.views = [np.zeros(nbytes, np.uint8) for _ in range(slots)]
+        self._next = itertools.cycle(range(slots))
+        self.pinned = False
+
+    def take_slot(self) -> int:
+        return next(self._next)
 
 
 def _cpu_s() -> float:
@@ -38,124 +55,28 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def decode_cpu(payload, lay, keep):
-    out = np.empty(lay.nbytes, np.uint8)
-    n = 0
-    for f in decode_payload(payload, threads=1):
-        unpack(f, lay, out=out)
-        if keep is not None:
-            keep.append(out.copy())
-        n += 1
-    return n
+def frames_of(mode: str, payload, lay, ring: Ring, ops):
+    """The chunk's frames as host arrays (views valid until the next frame) or device buffers."""
+    if mode == "cpu":
+        for _, slot, _ in cpu_frames(payload, ring, lay, DecodeReport()):
+            yield ring.views[slot]
+    elif mode == "nvdec-host":
+        for f in decode_payload(payload, threads=1, hw_device=0):
+            yield unpack(f, lay, out=ring.views[0])
+    else:
+        for _, slot, f in nvdec_frames(payload, ring, ops, DecodeReport(), 0):
+            yield f.device if f.device is not None else ring.views[slot]
 
 
-class _Plane:
-    """A PyAV CUDA plane for ``cupy.from_dlpack``: PyAV exports without a stream argument only
-    (the caller synchronises first), CuPy passes its current stream."""
-
-    def __init__(self, plane):
-        self.plane = plane
-
-    def __dlpack_device__(self):
-        return self.plane.__dlpack_device__()
-
-    def __dlpack__(self, stream=None, **_):
-        return self.plane.__dlpack__()
-
-
-def decode_nvdec_device(payload, lay, keep, cp, stream):
-    """NVDEC into CUDA frames; each NV12 frame de-interleaved into a packed yuv420p CuPy buffer
-    on ``stream`` (the frame's memory goes back to FFmpeg's pool at once)."""
-    import av
-    from av.codec.hwaccel import HWAccel
-
-    # FFmpeg refuses the primary context when it is already active (CuPy made it) with other
-    # flags than its own (blocking sync): "current" uses the thread's current context instead
-    opts = {"primary_ctx": "0", "current_ctx": "1"} if CTX == "current" else None
-    hw = HWAccel("cuda", device="0", allow_software_fallback=True, is_hw_owned=True, options=opts)
-    ctx = av.CodecContext.create(payload.codec, "r", hwaccel=hw)
-    if payload.extradata:
-        ctx.extradata = payload.extradata
-    ctx.width, ctx.height = payload.width, payload.height
-    lo, hi = payload.frame_pts[0], payload.frame_pts[-1]
-    n = 0
-
-    def take(frames):
-        nonlocal n
-        for f in frames:
-            if f.pts is None or f.pts < lo or f.pts > hi:
-                continue
-            # FFmpeg copied the picture on the legacy stream of the same (primary) context
-            cp.cuda.Stream.null.synchronize()
-            y_src = cp.from_dlpack(_Plane(f.planes[0]))
-            uv_src = cp.from_dlpack(_Plane(f.planes[1]))
-            with stream:
-                buf = cp.empty(lay.nbytes, cp.uint8)
-                y, u, v = planes(buf, lay)
-                y[...] = y_src[:lay.height, :lay.width]
-                uv = uv_src.reshape(uv_src.shape[0], -1)[:lay.ch, :2 * lay.cw]
-                u[...] = uv[:, 0::2]
-                v[...] = uv[:, 1::2]
-                stream.synchronize()
-            if keep is not None:
-                keep.append(cp.asnumpy(buf))
-            n += 1
-
-    for data, pts, dts in zip(payload.packets, payload.pts, payload.dts):
-        pkt = padded_packet(data)
-        pkt.pts, pkt.time_base = pts, payload.time_base
-        if dts is not None:
-            pkt.dts = dts
-        take(ctx.decode(pkt))
-    take(ctx.decode(None))
-    return n
-
-
-def decode_nvdec_host(payload, lay, keep):
-    """The existing switch (FFRAY_NVDEC): NVDEC, frames downloaded as NV12, unpacked on the host."""
-    out = np.empty(lay.nbytes, np.uint8)
-    n = 0
-    for f in decode_payload(payload, threads=1, hw_device=0):
-        unpack(f, lay, out=out)
-        if keep is not None:
-            keep.append(out.copy())
-        n += 1
-    return n
-
-
-CTX = os.environ.get("NVDEC_CTX", "current")  # current | flags (primary context set to FFmpeg's)
-
-
-def _primary_flags() -> None:
-    """The primary context's flags set to what FFmpeg asks for (blocking sync), before CuPy
-    creates it."""
-    import ctypes
-
-    cu = ctypes.CDLL("libcuda.so.1")
-    cu.cuInit(0)
-    dev = ctypes.c_int()
-    cu.cuDeviceGet(ctypes.byref(dev), 0)
-    print(json.dumps({"cuDevicePrimaryCtxSetFlags": cu.cuDevicePrimaryCtxSetFlags(dev, 4)}))
-
-
-def run(mode: str, payloads, lay, threads: int) -> dict:
-    cp = None
-    if mode == "nvdec-device":
-        if CTX == "flags":
-            _primary_flags()
-        import cupy as cp
+def run(mode: str, payloads, lay, threads: int, ops) -> dict:
     counts, errors = [0] * threads, []
 
     def loop(i: int) -> None:
-        stream = cp.cuda.Stream(non_blocking=True) if cp is not None else None
+        ring = Ring(lay.nbytes)
         try:
             for p in payloads[i::threads]:  # every thread its share of the chunks
-                if mode == "cpu":
-                    counts[i] += decode_cpu(p, lay, None)
-                elif mode == "nvdec-host":
-                    counts[i] += decode_nvdec_host(p, lay, None)
-                else:
-                    counts[i] += decode_nvdec_device(p, lay, None, cp, stream)
+                for _ in frames_of(mode, p, lay, ring, ops):
+                    counts[i] += 1
         except BaseException:  # noqa: BLE001
             import traceback
 
@@ -172,16 +93,10 @@ def run(mode: str, payloads, lay, threads: int) -> dict:
     res = {"mode": mode, "threads": threads, "frames": frames, "fps": round(frames / wall, 1),
            "core_ms_per_frame": round(1000 * cpu / max(1, frames), 2), "errors": errors[:3]}
     if mode != "cpu" and not errors:  # the first chunk, frame by frame, against the CPU decoder
-        ref: list = []
-        decode_cpu(payloads[0], lay, ref)
-        got: list = []
-        if mode == "nvdec-host":
-            decode_nvdec_host(payloads[0], lay, got)
-        else:
-            decode_nvdec_device(payloads[0], lay, got, cp, cp.cuda.Stream(non_blocking=True))
+        ref = [x.copy() for x in frames_of("cpu", payloads[0], lay, Ring(lay.nbytes), ops)]
+        got = [ops.cp.asnumpy(x) if not isinstance(x, np.ndarray) else x.copy()
+               for x in frames_of(mode, payloads[0], lay, Ring(lay.nbytes), ops)]
         res["same_frames"] = len(got) == len(ref) and all(np.array_equal(a, b) for a, b in zip(got, ref))
-        res["max_diff"] = int(max(int(np.abs(a.astype(np.int16) - b).max()) for a, b in zip(got, ref))) \
-            if got and len(got) == len(ref) else None
     return res
 
 
@@ -198,9 +113,14 @@ def main() -> None:
     chunks = plan_chunks(index, v.time_base, auto_chunk_seconds(secs), context=CONTEXT_FRAMES)
     payloads = list(iter_payloads(a.input, index, chunks))
     lay = layout_for(payloads[0].pix_fmt or "yuv420p", v.width, v.height)
+    ops = None
+    if "nvdec-device" in a.modes.split(","):
+        from ffray.engine.ops_gpu import GpuOps
+
+        ops = GpuOps(lay, Matrix.of(v.color, v.height, lay.pix_fmt), 0)
     for r in range(a.repeat):
         for mode in [m for m in a.modes.split(",") if m]:
-            res = run(mode, payloads, lay, a.threads)
+            res = run(mode, payloads, lay, a.threads, ops)
             res.update(run=r, chunks=len(payloads),
                        decoded_frames_per_output_frame=round(
                            sum(c.last_packet - c.key_packet + 1 for c in chunks)

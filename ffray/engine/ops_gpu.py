@@ -139,8 +139,8 @@ class GpuOps:
         cp, lay = self.cp, self.lay
         s = self._stream()
         cp.cuda.Stream.null.synchronize()  # FFmpeg copies the picture out on the legacy stream
-        y_src = cp.from_dlpack(_DlpackPlane(frame.planes[0]))
-        uv_src = cp.from_dlpack(_DlpackPlane(frame.planes[1]))
+        y_src = cp.from_dlpack(DlpackPlane(frame.planes[0]))
+        uv_src = cp.from_dlpack(DlpackPlane(frame.planes[1]))
         with self.device, s:
             buf = cp.empty(lay.nbytes, cp.uint8)
             y, u, v = planes(buf, lay)
@@ -339,7 +339,7 @@ class GpuOps:
             f.host_current = False
 
 
-class _DlpackPlane:
+class DlpackPlane:
     """A PyAV CUDA plane for ``cupy.from_dlpack``: PyAV exports without a stream only (its
     caller synchronises first); CuPy passes its current stream."""
 
