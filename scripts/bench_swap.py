@@ -79,9 +79,9 @@ class Sampler(threading.Thread):
                     self.cpu_s[pid] = t.user + t.system
                 except psutil.Error:
                     pass
-            # CPU seconds so far (a process's last value is kept once it has gone)
-            row["worker_s"] = sum(self.cpu_s.get(q, 0.0) for q in self.pids)
-            row["codec_s"] = sum(self.cpu_s.get(q, 0.0) for q in self.codec_pids)
+            # CPU seconds so far by process (a process's last value is kept once it has gone)
+            row["worker_s"] = {q: self.cpu_s[q] for q in self.pids if q in self.cpu_s}
+            row["codec_s"] = {q: self.cpu_s[q] for q in self.codec_pids if q in self.cpu_s}
             self.rows.append(row)
 
     def stop(self) -> None:
@@ -114,8 +114,17 @@ def core_ms_per_frame(rows, t0: float, t1: float, fps: float) -> dict | None:
         return None
     a, b = sel[0], sel[-1]
     frames = fps * (b["t"] - a["t"])
-    return {k: round(1000 * (b[k + "_s"] - a[k + "_s"]) / frames, 1)
-            for k in ("host", "worker", "codec")}
+
+    def used(key: str) -> float:
+        if key == "host":
+            return b["host_s"] - a["host_s"]
+        total = 0.0  # each process from its first sample in the window (none of its start-up)
+        for pid, last in b[key + "_s"].items():
+            first = next(r[key + "_s"][pid] for r in sel if pid in r[key + "_s"])
+            total += last - first
+        return total
+
+    return {k: round(1000 * used(k) / frames, 1) for k in ("host", "worker", "codec")}
 
 
 def transcode_ceiling(path: str, frames: int) -> float:

@@ -179,6 +179,98 @@ def test_encode_only_chunks_take_frames_the_worker_decoded(chunk):
     assert all(float(np.abs(a.astype(int) - b).mean()) < 3 for a, b in zip(got, ref))
 
 
+def test_encode_only_slots_given_back_by_another_thread_wake_the_source(chunk):
+    """Context frames come back from the sink thread while the source waits for a slot (a ring
+    smaller than a chunk's context: 4K frames, 8 context frames): the waiting source must take
+    them, not wait for the encoder alone."""
+    import queue
+    import threading
+
+    from ffray.engine.sources import cpu_frames
+    from ffray.video.decode import DecodeReport
+
+    video, payload = chunk
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    pool = CodecPool(lay, slots=1, ring=3)
+    job = ChunkJob(payload=payload, encode=EncodeSettings(), rate=video.avg_rate,
+                   pix_fmt=video.pix_fmt, encoder_threads=1, decoder_threads=1, encode_only=True)
+    context = 5  # more than the ring holds
+
+    def body(proc):
+        handed: queue.SimpleQueue = queue.SimpleQueue()
+
+        def sink():
+            for i in range(payload.spec.frames):
+                pts, slot = handed.get()
+                time.sleep(0.01)  # the source is waiting by now
+                if i < context:
+                    proc.release(slot)
+                else:
+                    proc.put(i, slot, pts)
+
+        th = threading.Thread(target=sink)
+        th.start()
+        for pts, slot, _ in cpu_frames(payload, proc, lay, DecodeReport()):
+            handed.put((pts, slot))
+        th.join()
+
+    done: list = []
+    runner = threading.Thread(target=lambda: done.append(pool.run(0, job, body)), daemon=True)
+    runner.start()
+    runner.join(60)
+    try:
+        assert done, "the source waited for a slot the sink had given back"
+        assert done[0][1]["frames"] == payload.spec.frames - context
+    finally:
+        pool.close()
+
+
+def test_a_stage_failure_wakes_a_source_waiting_on_its_codec_process(chunk):
+    """Every ring slot held by frames in the stages, the source waiting on the codec process for
+    the next frame: when a stage fails those frames are dropped and no slot comes back, so the
+    failure stops the codec process (``on_fail``) and the chunk fails with the stage's error
+    instead of waiting for ever."""
+    import threading
+
+    from ffray.engine.chunk import run_chunk
+    from ffray.engine.pipeline import Engine, StageError
+
+    class Stuck:
+        name, threads, batch, pure = "stuck", 1, 8, True
+
+        def process(self, items):
+            time.sleep(0.3)  # the source is waiting on the socket by now
+            raise ValueError("stuck stage")
+
+    video, payload = chunk
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    pool = CodecPool(lay, slots=1, ring=3)
+    eng = Engine([Stuck()], queue_size=4)
+    errors: list = []
+
+    def body(proc):
+        frames = ((seq, pts, Frame(host=proc.views[ring], slot=ring)) for seq, ring, pts in proc.frames())
+        run_chunk(eng, 0, payload.spec.frames, 8, frames, lambda item: None, on_fail=proc.abort)
+
+    def go():
+        try:
+            pool.run(0, _job(video, payload, False), body)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    th = threading.Thread(target=go, daemon=True)
+    th.start()
+    th.join(60)
+    try:
+        assert not th.is_alive(), "the source kept waiting after the chunk failed"
+        assert len(errors) == 1 and isinstance(errors[0], StageError) and "stuck stage" in str(errors[0])
+        data, st = pool.run(0, _job(video, payload, True))  # the slot works again (new process)
+        assert st["frames"] == payload.spec.frames
+    finally:
+        pool.close()
+        eng.close()
+
+
 def test_payload_packets_carry_ffmpegs_zeroed_padding():
     """FFmpeg's decoders may read 64 bytes past a packet's end and need them zero;
     ``av.Packet(bytes)`` wraps the bytes object itself (what follows is Python's heap)."""

@@ -113,7 +113,7 @@ def test_resolution_change_job_finishes_with_a_warning(cluster, tmp_path, data_d
     assert len(got) == 24 and {f.shape for _, f in got} == {(120, 160, 3)}
 
 
-def test_damaged_packets_are_concealed_and_counted(tmp_path):
+def test_damaged_packets_are_concealed_and_counted(tmp_path, monkeypatch):
     clean = sample.write_video(tmp_path / "c.mp4", sample.pattern_frames(36), fps=25, gop=12,
                                audio=False)
     bad = tmp_path / "bad.mp4"
@@ -130,19 +130,26 @@ def test_damaged_packets_are_concealed_and_counted(tmp_path):
             setattr(total, k, getattr(total, k) + getattr(r, k))
     assert n == 36
     assert total.bad_packets >= 1 and 1 <= total.concealed <= 12 and total.black == 0
-    # frames kept on the GPU cannot be copied to conceal a loss: such a chunk is refused, so the
-    # worker decodes it on the CPU (here no GPU: the CPU decoder runs, the rule is the same)
+    # frames kept on the GPU cannot be copied to conceal a loss: where NVDEC really decodes,
+    # such a chunk is refused (the worker decodes it on the CPU); where the CPU decoder took
+    # over (no GPU here) its frames are mended as usual
+    from ffray.video import decode
     from ffray.video.decode import DeviceFramesUnfit
 
+    payloads = list(iter_payloads(str(bad), index, plan_chunks(index, info.video.time_base, 0.5)))
+    for p in payloads:
+        assert [f.pts for f in decode_payload(p, hw_device=0, on_device=True)] == p.frame_pts
+    real = decode.decoder_context
+    monkeypatch.setattr(decode, "decoder_context",  # as if NVDEC ran: the same frames, on "device"
+                        lambda codec, threads, hw, on_device=False: (real(codec, threads, None)[0], True))
     unfit = 0
-    for p in iter_payloads(str(bad), index, plan_chunks(index, info.video.time_base, 0.5)):
-        r = DecodeReport()
+    for p in payloads:
         try:
-            assert [f.pts for f in decode_payload(p, report=r, hw_device=0, on_device=True)] \
-                == p.frame_pts
+            assert [f.pts for f in decode_payload(p, hw_device=0, on_device=True)] == p.frame_pts
         except DeviceFramesUnfit:
             unfit += 1
     assert unfit >= 1
+    assert [f.pts for f in decode_payload(payloads[0], hw_device=0)] == payloads[0].frame_pts
 
 
 def test_damaged_job_finishes_in_one_attempt_per_chunk_with_a_warning(cluster, tmp_path, data_dir):

@@ -257,8 +257,12 @@ class ChunkWorker:
         source = usable(mode, payload, self._spec.stream.layout(), self._built.gpu_ops) \
             if mode else None
         if source is not None:
+            mine = ChunkTimes()  # this attempt's, kept only if it succeeds
             try:
-                return self._run_encode_only(payload, slot, note, times, source)
+                out = self._run_encode_only(payload, slot, note, mine, source)
+                times.source_s += mine.source_s
+                times.sink_s += mine.sink_s
+                return out
             except DeviceFramesUnfit:
                 pass  # the process was replaced; nothing of this attempt is kept
         spec, fmt, b = payload.spec, self._spec.stream, self._budget
@@ -284,7 +288,7 @@ class ChunkWorker:
                 note(item)
 
             runs.append(run_chunk(self._engine, spec.index, spec.decoded_frames, b.window, frames,
-                                  sink, times, context=spec.context))
+                                  sink, times, context=spec.context, on_fail=proc.abort))
 
         data, st = self._codecs.run(slot, job, None if passthrough else body)
         times.source_s += st["decode_s"]
@@ -318,7 +322,7 @@ class ChunkWorker:
                 done.append(item)  # counted once the chunk is through (it may run again)
 
             runs.append(run_chunk(self._engine, spec.index, spec.decoded_frames, b.window, frames,
-                                  sink, times, context=spec.context))
+                                  sink, times, context=spec.context, on_fail=proc.abort))
 
         done: list = []
         data, st = self._codecs.run(slot, job, body)

@@ -22,13 +22,15 @@ class ChunkTimes:
 
 def run_chunk(engine: Engine, index: int, total: int, window: int,
               frames: Iterable[tuple[int, int, Any]], sink: Callable[[Item], None],
-              times: ChunkTimes | None = None, context: int = 0) -> ChunkRun:
+              times: ChunkTimes | None = None, context: int = 0, on_fail=None) -> ChunkRun:
     """Push ``frames`` ((number, pts, frame) in presentation order) through ``engine`` and call
     ``sink`` for each finished item, in order, from a sink thread. Returns when every frame was
     sunk or the chunk failed; raises the chunk's first error (a stage's, the source's or the
     sink's). ``total`` is the number of frames ``frames`` must yield, the first ``context`` of
-    them context frames (``Item.context``: the sink must not encode them)."""
-    run = ChunkRun(index, total, window)
+    them context frames (``Item.context``: the sink must not encode them). ``on_fail`` is
+    called once when the chunk fails (a codec process is stopped, so that a source waiting on
+    it wakes up)."""
+    run = ChunkRun(index, total, window, on_fail)
     times = times or ChunkTimes()
     received = [0]
 

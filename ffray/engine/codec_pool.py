@@ -30,6 +30,7 @@ from ffray.engine.frames import Layout
 from ffray.errors import MediaError
 
 READY_TIMEOUT_S = 60.0
+_SLOT_POLL_S = 0.05  # take_slot's wait between looks at slots the worker gave back
 RING_BYTES = 96 << 20  # shared frame memory per codec process (frames between decoder and encoder)
 
 
@@ -128,15 +129,24 @@ class CodecProcess:
         """A free ring slot for the next frame of an encode-only chunk: one the worker has not
         used yet or given back, else the next one the encoder frees (waits). One thread only
         (the chunk's source) calls this: it alone reads the socket while the chunk runs."""
+        while True:  # slots come back from the encoder (messages) or from the worker (release)
+            try:
+                return self._free.get_nowait()
+            except queue.Empty:
+                pass
+            if self._conn.poll(_SLOT_POLL_S):
+                msg = self._recv()
+                if msg[0] == "free":
+                    return msg[1]
+                raise CodecDied(f"codec process {self.pid}: unexpected {msg[0]!r} while encoding")
+
+    def abort(self) -> None:
+        """Stop the process now (its chunk failed): a thread waiting on its socket wakes with
+        ``CodecDied``; the pool replaces the process."""
         try:
-            return self._free.get_nowait()
-        except queue.Empty:
+            self._proc.kill()
+        except OSError:
             pass
-        while True:
-            msg = self._recv()
-            if msg[0] == "free":
-                return msg[1]
-            raise CodecDied(f"codec process {self.pid}: unexpected {msg[0]!r} while encoding")
 
     def release(self, slot: int) -> None:
         """An encode-only chunk's slot the worker filled but does not encode (a context frame)."""

@@ -138,9 +138,10 @@ class GpuOps:
         decoder's pool is never held by frames in flight."""
         cp, lay = self.cp, self.lay
         s = self._stream()
-        cp.cuda.Stream.null.synchronize()  # FFmpeg copies the picture out on the legacy stream
-        y_src = cp.from_dlpack(DlpackPlane(frame.planes[0]))
-        uv_src = cp.from_dlpack(DlpackPlane(frame.planes[1]))
+        with self.device:
+            cp.cuda.Stream.null.synchronize()  # FFmpeg copied the picture out on the legacy stream
+            y_src = cp.from_dlpack(DlpackPlane(frame.planes[0]))
+            uv_src = cp.from_dlpack(DlpackPlane(frame.planes[1]))
         with self.device, s:
             buf = cp.empty(lay.nbytes, cp.uint8)
             y, u, v = planes(buf, lay)

@@ -44,8 +44,9 @@ class StageError(RuntimeError):
 class ChunkRun:
     """One chunk in flight: where its finished frames go, its frame window and its failure."""
 
-    def __init__(self, index: int, total: int, window: int):
+    def __init__(self, index: int, total: int, window: int, on_fail=None):
         self.index, self.total = index, total
+        self._on_fail = on_fail  # called once, on the first failure (e.g. unblock a source)
         self.done: queue.SimpleQueue = queue.SimpleQueue()  # items out of the last stage
         self.window = threading.Semaphore(max(1, window))
         self.stage_s: dict[str, float] = {}
@@ -68,6 +69,8 @@ class ChunkRun:
                 return
             self._error = exc
         self.done.put(None)
+        if self._on_fail is not None:
+            self._on_fail()
 
     def charge(self, stage: str, seconds: float) -> None:
         with self._lock:

@@ -52,13 +52,17 @@ def nvdec_frames(payload: ChunkPayload, proc, ops, report: DecodeReport,
 
 def usable(mode: str, payload: ChunkPayload, lay: Layout, gpu_ops) -> str | None:
     """The worker-side source for this chunk (``mode``: ``nvdec`` or ``cpu``, from the
-    ``FFRAY_WORKER_DECODE`` experiment switch), or None: the codec process decodes. NVDEC frames
-    go to the device only for 8-bit 4:2:0 sources (NV12), on the GPU backend."""
+    ``FFRAY_WORKER_DECODE`` experiment switch), or None: the codec process decodes. Only sources
+    already in the working format (unchanged frames go to the encoder from their slot); NVDEC
+    frames go to the device only for 8-bit 4:2:0 sources of even size (NV12), on the GPU backend."""
     from ffray.video.decode import NVDEC_CODECS
 
+    if not lay.native:  # unchanged frames must be encoded as decoded (e.g. 10-bit): codec process
+        return None
     if mode == "cpu":
         return "cpu"
     if mode == "nvdec" and gpu_ops is not None and payload.codec in NVDEC_CODECS \
-            and lay.pix_fmt in ("yuv420p", "yuvj420p") and lay.native:
+            and lay.pix_fmt in ("yuv420p", "yuvj420p") and lay.width % 2 == 0 \
+            and lay.height % 2 == 0:
         return "nvdec"
     return None

@@ -215,6 +215,7 @@ def decode_payload(payload: ChunkPayload, threads: int = 0,
                          "packet in its payload")
     try:
         ctx, report.hardware = decoder_context(payload.codec, threads, hw_device, on_device)
+        on_device = on_device and report.hardware  # the CPU decoder's frames can be mended
         if payload.extradata:
             ctx.extradata = payload.extradata
         ctx.width, ctx.height = payload.width, payload.height
