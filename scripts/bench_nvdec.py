@@ -58,14 +58,14 @@ def _cpu_s() -> float:
 def frames_of(mode: str, payload, lay, ring: Ring, ops):
     """The chunk's frames as host arrays (views valid until the next frame) or device buffers."""
     if mode == "cpu":
-        for _, slot, _ in cpu_frames(payload, ring, lay, DecodeReport()):
-            yield ring.views[slot]
+        for _, f in cpu_frames(payload, ring, lay, DecodeReport()):
+            yield f.host
     elif mode == "nvdec-host":
         for f in decode_payload(payload, threads=1, hw_device=0):
             yield unpack(f, lay, out=ring.views[0])
     else:
-        for _, slot, f in nvdec_frames(payload, ring, ops, DecodeReport(), 0):
-            yield f.device if f.device is not None else ring.views[slot]
+        for _, f in nvdec_frames(payload, ring, ops, DecodeReport(), 0):
+            yield f.device if f.device is not None else f.host
 
 
 def run(mode: str, payloads, lay, threads: int, ops) -> dict:

@@ -156,13 +156,14 @@ def test_encode_only_chunks_take_frames_the_worker_decoded(chunk):
     used: list[int] = []
 
     def put_all(proc, skip=0):
-        for i, (pts, slot, frame) in enumerate(cpu_frames(payload, proc, lay, DecodeReport())):
+        for i, (pts, frame) in enumerate(cpu_frames(payload, proc, lay, DecodeReport())):
+            slot = frame.slot
             assert frame.host is proc.views[slot] and not frame.dirty
             used.append(slot)
             if i < skip:
-                proc.release(slot)
+                proc.skip(i, slot)
             else:
-                proc.put(i, slot, pts)
+                proc.encode(i, slot, True, pts)
 
     try:
         data, st = pool.run(0, job, put_all)
@@ -204,14 +205,14 @@ def test_encode_only_slots_given_back_by_another_thread_wake_the_source(chunk):
                 pts, slot = handed.get()
                 time.sleep(0.01)  # the source is waiting by now
                 if i < context:
-                    proc.release(slot)
+                    proc.skip(i, slot)
                 else:
-                    proc.put(i, slot, pts)
+                    proc.encode(i, slot, True, pts)
 
         th = threading.Thread(target=sink)
         th.start()
-        for pts, slot, _ in cpu_frames(payload, proc, lay, DecodeReport()):
-            handed.put((pts, slot))
+        for pts, frame in cpu_frames(payload, proc, lay, DecodeReport()):
+            handed.put((pts, frame.slot))
         th.join()
 
     done: list = []

@@ -259,78 +259,58 @@ class ChunkWorker:
         if source is not None:
             mine = ChunkTimes()  # this attempt's, kept only if it succeeds
             try:
-                out = self._run_encode_only(payload, slot, note, mine, source)
+                out = self._run_in_codec_process(payload, slot, note, mine, source)
                 times.source_s += mine.source_s
                 times.sink_s += mine.sink_s
                 return out
             except DeviceFramesUnfit:
                 pass  # the process was replaced; nothing of this attempt is kept
+        return self._run_in_codec_process(payload, slot, note, times, None)
+
+    def _run_in_codec_process(self, payload: ChunkPayload, slot: int, note, times: ChunkTimes,
+                              source: str | None):
+        """One chunk on the slot's codec process; ``source``: the worker decodes (``nvdec`` or
+        ``cpu``) and the process only encodes, or None: the process decodes too."""
         spec, fmt, b = payload.spec, self._spec.stream, self._budget
         passthrough = not self._engine.stages
+        nvdec = source is None and os.environ.get("FFRAY_NVDEC") == "1"
         job = ChunkJob(payload=payload, encode=self._spec.encode, rate=self._spec.rate,
                        pix_fmt=fmt.pix_fmt, encoder_threads=b.encoder_threads,
                        decoder_threads=b.decoder_threads, passthrough=passthrough,
-                       hw_device=self._ordinal if os.environ.get("FFRAY_NVDEC") == "1" else None)
-        runs: list[ChunkRun] = []
+                       hw_device=self._ordinal if nvdec else None, encode_only=source is not None)
+        report, runs, done = DecodeReport(), [], []
 
         def body(proc) -> None:
+            if source == "nvdec":
+                decoded = nvdec_frames(payload, proc, self._built.gpu_ops, report, self._ordinal)
+            elif source == "cpu":
+                decoded = cpu_frames(payload, proc, fmt.layout(), report, b.decoder_threads)
+            else:
+                decoded = ((pts, Frame(host=proc.views[ring], slot=ring, pinned=proc.pinned))
+                           for _, ring, pts in proc.frames())
             first = spec.first_frame - spec.context
-            pinned = proc.pinned
-            frames = ((first + seq, pts, Frame(host=proc.views[ring], slot=ring, pinned=pinned))
-                      for seq, ring, pts in proc.frames())
+            frames = ((first + i, pts, frame) for i, (pts, frame) in enumerate(decoded))
 
             def sink(item) -> None:
                 if item.context:  # decoded for the face tracks only: its slot goes back
                     proc.skip(item.seq, item.frame.slot)
-                    item.frame = None
-                    return
-                proc.encode(item.seq, item.frame.slot, item.frame.dirty)
-                note(item)
+                else:
+                    proc.encode(item.seq, item.frame.slot, item.frame.dirty, item.pts)
+                    done.append(item)  # counted once the chunk is through (it may run again)
+                item.frame = None
 
             runs.append(run_chunk(self._engine, spec.index, spec.decoded_frames, b.window, frames,
                                   sink, times, context=spec.context, on_fail=proc.abort))
 
         data, st = self._codecs.run(slot, job, None if passthrough else body)
-        times.source_s += st["decode_s"]
-        times.sink_s += st["encode_s"]
-        return (data, (runs[0] if runs else ChunkRun(spec.index, spec.frames, 1)), int(st["frames"]),
-                st.get("decode_report", {}))
-
-    def _run_encode_only(self, payload: ChunkPayload, slot: int, note, times: ChunkTimes,
-                         source: str):
-        """The worker decodes (``source``: ``nvdec`` or ``cpu``), the slot's process encodes."""
-        spec, fmt, b = payload.spec, self._spec.stream, self._budget
-        job = ChunkJob(payload=payload, encode=self._spec.encode, rate=self._spec.rate,
-                       pix_fmt=fmt.pix_fmt, encoder_threads=b.encoder_threads,
-                       decoder_threads=b.decoder_threads, encode_only=True)
-        report, runs = DecodeReport(), []
-
-        def body(proc) -> None:
-            first = spec.first_frame - spec.context
-            decoded = nvdec_frames(payload, proc, self._built.gpu_ops, report, self._ordinal) \
-                if source == "nvdec" else cpu_frames(payload, proc, fmt.layout(), report,
-                                                     b.decoder_threads)
-            frames = ((first + i, pts, frame) for i, (pts, _slot, frame) in enumerate(decoded))
-
-            def sink(item) -> None:
-                if item.context:  # decoded for the face tracks only: its slot goes back
-                    proc.release(item.frame.slot)
-                    item.frame = None
-                    return
-                proc.put(item.seq, item.frame.slot, item.pts)
-                item.frame = None
-                done.append(item)  # counted once the chunk is through (it may run again)
-
-            runs.append(run_chunk(self._engine, spec.index, spec.decoded_frames, b.window, frames,
-                                  sink, times, context=spec.context, on_fail=proc.abort))
-
-        done: list = []
-        data, st = self._codecs.run(slot, job, body)
         for item in done:
             note(item)
+        times.source_s += st["decode_s"]
         times.sink_s += st["encode_s"]
-        mended = {**report.to_json(), "worker_decoded": source}
-        return data, runs[0], int(st["frames"]), mended
+        mended = st.get("decode_report", {}) if source is None \
+            else {**report.to_json(), "worker_decoded": source}
+        return (data, (runs[0] if runs else ChunkRun(spec.index, spec.frames, 1)), int(st["frames"]),
+                mended)
 
     def codec_pids(self) -> list[int]:
         """The worker's codec processes (in ``info()``: benchmarks count their memory)."""

@@ -78,6 +78,7 @@ class CodecProcess:
         self.pid = self._proc.pid
         self._unpin: Callable[[], None] | None = None
         self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self._encode_only = False  # the current chunk's frames come from the worker's decoder
 
     @property
     def pinned(self) -> bool:
@@ -119,6 +120,7 @@ class CodecProcess:
 
     def start(self, job: ChunkJob) -> None:
         self.wait_ready()
+        self._encode_only = job.encode_only
         self._free = queue.SimpleQueue()  # encode-only chunks: the slots the worker may take
         if job.encode_only:
             for i in range(self.slots):
@@ -129,7 +131,7 @@ class CodecProcess:
         """A free ring slot for the next frame of an encode-only chunk: one the worker has not
         used yet or given back, else the next one the encoder frees (waits). One thread only
         (the chunk's source) calls this: it alone reads the socket while the chunk runs."""
-        while True:  # slots come back from the encoder (messages) or from the worker (release)
+        while True:  # slots come back from the encoder (messages) or the worker (skip)
             try:
                 return self._free.get_nowait()
             except queue.Empty:
@@ -148,14 +150,6 @@ class CodecProcess:
         except OSError:
             pass
 
-    def release(self, slot: int) -> None:
-        """An encode-only chunk's slot the worker filled but does not encode (a context frame)."""
-        self._free.put(slot)
-
-    def put(self, seq: int, slot: int, pts: int) -> None:
-        """Encode frame ``seq`` of an encode-only chunk (frames in order) from ``slot``."""
-        self._conn.send(("put", seq, slot, int(pts)))
-
     def frames(self) -> Iterator[tuple[int, int, int]]:
         """(seq, slot, pts) of each decoded frame, in presentation order, until the chunk is
         decoded; raises the codec process's error."""
@@ -168,14 +162,21 @@ class CodecProcess:
             else:
                 raise CodecDied(f"codec process {self.pid}: unexpected {msg[0]!r} while decoding")
 
-    def encode(self, seq: int, slot: int, dirty: bool) -> None:
+    def encode(self, seq: int, slot: int, dirty: bool, pts: int | None = None) -> None:
         """Encode frame ``seq`` (frames must come in order): from its slot if a stage changed it,
-        else as decoded. The slot is free again once the encoder has it."""
-        self._conn.send(("enc", seq, slot, bool(dirty)))
+        else as decoded; the slot is free again once the encoder has it. In an encode-only chunk
+        every frame is encoded from its slot, with ``pts``."""
+        if self._encode_only:
+            self._conn.send(("put", seq, slot, int(pts)))
+        else:
+            self._conn.send(("enc", seq, slot, bool(dirty)))
 
     def skip(self, seq: int, slot: int) -> None:
         """Frame ``seq`` is not encoded (a context frame): its slot is free again."""
-        self._conn.send(("skip", seq, slot))
+        if self._encode_only:  # the worker's own slot: back to those it may take
+            self._free.put(slot)
+        else:
+            self._conn.send(("skip", seq, slot))
 
     def finish(self) -> tuple[bytes, dict]:
         """Flush the encoder: the chunk's NUT bytes and the process's decode/encode seconds."""

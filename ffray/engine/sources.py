@@ -18,36 +18,38 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ffray.engine.frames import Frame, Layout, unpack
-from ffray.video.decode import ChunkPayload, DecodeReport, decode_payload, sws_range, sws_space
+from ffray.video.decode import NVDEC_CODECS, ChunkPayload, DecodeReport, decode_payload, sws_range, sws_space
+
+
+def _in_slot(f, proc, lay: Layout, space: int, rng: int) -> tuple[int, Frame]:
+    """A host frame unpacked into a slot of ``proc``'s ring, as a codec process's decoder does."""
+    slot = proc.take_slot()
+    unpack(f, lay, out=proc.views[slot], space=space, rng=rng)
+    return int(f.pts), Frame(host=proc.views[slot], slot=slot, pinned=proc.pinned)
 
 
 def cpu_frames(payload: ChunkPayload, proc, lay: Layout, report: DecodeReport,
-               threads: int = 1) -> Iterator[tuple[int, int, Frame]]:
-    """(pts, slot, frame) of each decoded frame, unpacked into a slot of ``proc``'s ring."""
+               threads: int = 1) -> Iterator[tuple[int, Frame]]:
+    """(pts, frame) of each decoded frame, unpacked into a slot of ``proc``'s ring."""
     space, rng = sws_space(payload.color, payload.height), sws_range(payload.color)
     for f in decode_payload(payload, threads=threads, report=report):
-        slot = proc.take_slot()
-        unpack(f, lay, out=proc.views[slot], space=space, rng=rng)
-        yield int(f.pts), slot, Frame(host=proc.views[slot], slot=slot, pinned=proc.pinned)
+        yield _in_slot(f, proc, lay, space, rng)
 
 
 def nvdec_frames(payload: ChunkPayload, proc, ops, report: DecodeReport,
-                 ordinal: int) -> Iterator[tuple[int, int, Frame]]:
-    """(pts, slot, frame) of each frame NVDEC decoded, on the device (``ops``: ``GpuOps``).
-    Frames NVDEC gave back in host memory (its software fallback) go into their slot as with the
-    CPU decoder. Raises ``DeviceFramesUnfit`` where the chunk needs mending."""
+                 ordinal: int) -> Iterator[tuple[int, Frame]]:
+    """(pts, frame) of each frame NVDEC decoded, on the device (``ops``: ``GpuOps``). Frames
+    NVDEC gave back in host memory (its software fallback) go into their slot as with the CPU
+    decoder. Raises ``DeviceFramesUnfit`` where the chunk needs mending."""
     ops.decoder_ready()
-    lay = ops.lay
     space, rng = sws_space(payload.color, payload.height), sws_range(payload.color)
     for f in decode_payload(payload, threads=1, report=report, hw_device=ordinal, on_device=True):
+        if f.format.name != "cuda":
+            yield _in_slot(f, proc, ops.lay, space, rng)
+            continue
         slot = proc.take_slot()
-        host = proc.views[slot]
-        if f.format.name == "cuda":
-            yield int(f.pts), slot, Frame(device=ops.from_cuda_frame(f), host=host, slot=slot,
-                                          pinned=proc.pinned, dirty=True, host_current=False)
-        else:
-            unpack(f, lay, out=host, space=space, rng=rng)
-            yield int(f.pts), slot, Frame(host=host, slot=slot, pinned=proc.pinned)
+        yield int(f.pts), Frame(device=ops.from_cuda_frame(f), host=proc.views[slot], slot=slot,
+                                pinned=proc.pinned, dirty=True, host_current=False)
 
 
 def usable(mode: str, payload: ChunkPayload, lay: Layout, gpu_ops) -> str | None:
@@ -55,8 +57,6 @@ def usable(mode: str, payload: ChunkPayload, lay: Layout, gpu_ops) -> str | None
     ``FFRAY_WORKER_DECODE`` experiment switch), or None: the codec process decodes. Only sources
     already in the working format (unchanged frames go to the encoder from their slot); NVDEC
     frames go to the device only for 8-bit 4:2:0 sources of even size (NV12), on the GPU backend."""
-    from ffray.video.decode import NVDEC_CODECS
-
     if not lay.native:  # unchanged frames must be encoded as decoded (e.g. 10-bit): codec process
         return None
     if mode == "cpu":

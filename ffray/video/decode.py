@@ -169,10 +169,9 @@ def decoder_context(codec: str, threads: int, hw_device: int | None, on_device: 
         try:
             from av.codec.hwaccel import HWAccel
 
-            hw = HWAccel("cuda", device=str(hw_device), allow_software_fallback=True) \
-                if not on_device else \
-                HWAccel("cuda", device=str(hw_device), allow_software_fallback=True,
-                        is_hw_owned=True, options={"primary_ctx": "0", "current_ctx": "1"})
+            keep = {"is_hw_owned": True, "options": {"primary_ctx": "0", "current_ctx": "1"}} \
+                if on_device else {}
+            hw = HWAccel("cuda", device=str(hw_device), allow_software_fallback=True, **keep)
             return av.CodecContext.create(codec, "r", hwaccel=hw), True
         except (av.error.FFmpegError, ValueError, TypeError, ImportError):
             pass
