@@ -57,31 +57,27 @@ class Sampler(threading.Thread):
         psutil.cpu_percent()
         while not self._halt.wait(self.period):
             ct = psutil.cpu_times()
-            row = {"t": time.time(), "util": [], "mem": [], "rss": {}, "crss": 0,
+            row = {"t": time.time(), "util": [], "mem": [],
                    "cpu": psutil.cpu_percent(),
                    "host_s": ct.user + ct.nice + ct.system + ct.irq + ct.softirq}
             for h in handles:
                 row["util"].append(pynvml.nvmlDeviceGetUtilizationRates(h).gpu)
                 row["mem"].append(pynvml.nvmlDeviceGetMemoryInfo(h).used)
-            for pid in list(self.pids):
+            workers, codecs = set(self.pids), set(self.codec_pids)
+            rss = {}
+            for pid in workers | codecs:
                 try:
                     p = psutil.Process(pid)
-                    row["rss"][pid] = p.memory_info().rss
+                    rss[pid] = p.memory_info().rss
                     t = p.cpu_times()
                     self.cpu_s[pid] = t.user + t.system
                 except psutil.Error:
                     pass
-            for pid in list(self.codec_pids):
-                try:
-                    p = psutil.Process(pid)
-                    row["crss"] += p.memory_info().rss
-                    t = p.cpu_times()
-                    self.cpu_s[pid] = t.user + t.system
-                except psutil.Error:
-                    pass
+            row["rss"] = {q: rss[q] for q in workers if q in rss}
+            row["crss"] = sum(rss[q] for q in codecs if q in rss)
             # CPU seconds so far by process (a process's last value is kept once it has gone)
-            row["worker_s"] = {q: self.cpu_s[q] for q in self.pids if q in self.cpu_s}
-            row["codec_s"] = {q: self.cpu_s[q] for q in self.codec_pids if q in self.cpu_s}
+            row["worker_s"] = {q: self.cpu_s[q] for q in workers if q in self.cpu_s}
+            row["codec_s"] = {q: self.cpu_s[q] for q in codecs if q in self.cpu_s}
             self.rows.append(row)
 
     def stop(self) -> None:
