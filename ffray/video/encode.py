@@ -42,9 +42,9 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 # encode the same chunk differently; and on AVX-512 CPUs one run in a few dozen gave other bytes
 # for the same frames in the same process (tests/test_codecs.py reproduced it; with AVX2 pinned it
 # never did). AVX2 (with what x264 counts in it: SSE2-4.2, AVX, FMA3, LZCNT, BMI1/2) is on every
-# x86 server CPU since 2015. Its cost: none above the run-to-run swings on the H200 node
-# (docs/design.md, "Chunk encode"), 3-8 % on the 2-core VM. CPUs without it (and non-x86) keep
-# x264's choice.
+# x86 server CPU since 2015. Its cost: none above the run-to-run swings, on the H200 node and
+# the 2-core VM (docs/design.md, "Chunk encode"; scripts/check_x264_asm.py). CPUs without it (and
+# non-x86) keep x264's choice.
 X264_ASM = "AVX2,Cache64"
 _X264_NEEDS = frozenset({"sse4_2", "avx", "avx2", "fma", "bmi1", "bmi2", "abm"})
 
