@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -247,6 +248,8 @@ def main() -> None:
         "chunk_encode_s_mean": round(sum(s["encode_s"] for s in stats) / len(stats), 2),
         "chunk_wall_s_mean": round(sum(s["wall_s"] for s in stats) / len(stats), 2),
         "models": (stats[0].get("notes") or {}).get("models"),
+        "chunks_worker_decoded": dict(Counter((s.get("decode_report") or {}).get("worker_decoded", "")
+                                              for s in stats)),
         # every slot busy: from the start of the last chunk of the first wave to the start of the
         # last chunk (before it ramp-up, after it slots fall idle one by one)
         **({"fps_steady": steady[2], "steady_s": round(steady[1] - steady[0], 2),

@@ -6,6 +6,7 @@
 # selftest: scripts/gpu_selftest.py (GPU vs CPU frame ops, prepared models, determinism)
 # bench   : scripts/bench_swap.py at default settings on /tmp/media/faces$FACES_1080p.mp4
 # detect  : scripts/bench_detect.py (detector stage alone; host vs device output decoding)
+# pair    : the 20 s faceswap at defaults and with experiment switches (VAR=VALUE): byte-identical?
 # codec   : scripts/bench_codec.py (codec processes alone: passthrough, ring clean/dirty, transcode)
 # nvdec   : scripts/bench_nvdec.py (a job's chunks decoded in one process: CPU vs NVDEC on the GPU)
 # ceilings: scripts/bench_ceilings.py (decode, parallel libx264, models at batch 1..16, fp32/fp16)
@@ -54,6 +55,14 @@ for phase in "$@"; do
         done
         md5sum /tmp/det-$proc-*/out.mp4 | tee -a "$OUT/determinism.txt"
       done ;;
+    pair)  # pair VAR=VALUE...: the 20 s 6-face faceswap at defaults and with these switches (same bytes?)
+      shift; tag=$(echo "$*" | tr -c 'A-Za-z0-9\n' '_')
+      for v in default "$tag"; do
+        ( [ "$v" != default ] && export "$@"; timeout 300 python3 scripts/bench_swap.py --processor faceswap \
+          --input /tmp/media20/faces6_1080p.mp4 --source /tmp/media20/source.png --model-dir /tmp/cm \
+          --workdir "/tmp/pair-$v" --no-telemetry > "$OUT/pair-$v.json" 2> "$OUT/pair-$v.err" )
+        echo "== pair $v rc=$? $(grep -o '"fps_processing": [0-9.]*\|"chunks_worker_decoded": {[^}]*}' "$OUT/pair-$v.json" | tr '\n' ' ')"
+      done; md5sum /tmp/pair-default/out.mp4 "/tmp/pair-$tag/out.mp4" | tee -a "$OUT/pair.txt" ;;
     detect)  # the detector stage alone: phases of a batch, host vs device decoding, 1-4 threads
       python3 -c "import pytest" 2>/dev/null && timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_anchors.py 2>&1 | tail -3
       timeout 300 python3 scripts/bench_detect.py --input /tmp/media/faces${2:-1}_1080p.mp4 --models /tmp/cm \
