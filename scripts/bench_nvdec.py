@@ -34,7 +34,7 @@ from ffray.engine.frames import layout_for, unpack  # noqa: E402
 from ffray.engine.sources import cpu_frames, nvdec_frames  # noqa: E402
 from ffray.faces.track import CONTEXT_FRAMES  # noqa: E402
 from ffray.video.decode import DecodeReport, decode_payload, iter_payloads  # noqa: E402
-from ffray.video.plan import auto_chunk_seconds, plan_chunks  # noqa: E402
+from ffray.video.plan import SNAP_TO_KEYFRAMES, auto_chunk_seconds, plan_chunks  # noqa: E402
 from ffray.video.probe import probe  # noqa: E402
 
 
@@ -110,7 +110,8 @@ def main() -> None:
     info, index = probe(a.input)
     v = info.video
     secs = float(v.duration_s or 0) or len(index.frame_pts) / float(v.avg_rate or 30)
-    chunks = plan_chunks(index, v.time_base, auto_chunk_seconds(secs), context=CONTEXT_FRAMES)
+    chunks = plan_chunks(index, v.time_base, auto_chunk_seconds(secs), context=CONTEXT_FRAMES,
+                         snap=SNAP_TO_KEYFRAMES)
     payloads = list(iter_payloads(a.input, index, chunks))
     lay = layout_for(payloads[0].pix_fmt or "yuv420p", v.width, v.height)
     ops = None

@@ -9,7 +9,7 @@ import pytest
 
 from ffray.errors import FFrayError
 from ffray.video.decode import decode_payload, iter_payloads
-from ffray.video.plan import AUTO_CHUNKS, auto_chunk_seconds, plan_chunks, select_frames
+from ffray.video.plan import AUTO_CHUNKS, auto_chunk_seconds, plan_chunks, select_frames, snap_starts
 from ffray.video.probe import PacketIndex, probe
 from tests.media import audio_only_file, frames
 
@@ -113,6 +113,40 @@ def test_context_frames_come_before_each_chunk_and_decode(media):
     trimmed = plan_chunks(index, info.video.time_base, 0.5, frame_range=(3, 60), context=5)
     assert trimmed[0].context == 0  # never before the trimmed range
     assert all(c.first_frame - c.context >= 3 for c in trimmed)
+
+
+def _decoded_before(index, chunks) -> int:
+    """Frames each chunk's decoder decodes before its first decoded frame (from its keyframe)."""
+    order = index.frame_packets
+    where = {int(p): i for i, p in enumerate(order)}
+    return sum(c.first_frame - c.context - where[c.key_packet] for c in chunks)
+
+
+def test_snapped_boundaries_start_decoding_on_a_keyframe(media):
+    info, index = probe(media.cfr_audio)  # 96 frames, keyframes at 0, 25, 50, 75
+    keys = sorted(int(i) for i, p in enumerate(index.frame_packets) if index.key[p])
+    plain = plan_chunks(index, info.video.time_base, 0.8, context=3)
+    snapped = plan_chunks(index, info.video.time_base, 0.8, context=3, snap=0.25)
+    assert [c.first_frame for c in plain] == [0, 24, 48, 72]
+    assert [c.first_frame for c in snapped] == [0, 28, 53, 78]  # keyframe + 3 context frames
+    assert [c.first_frame - c.context for c in snapped[1:]] == keys[1:]
+    assert _decoded_before(index, snapped) == 0 < _decoded_before(index, plain)
+    assert sum(c.frames for c in snapped) == 96 and snapped[-1].end_frame == 96
+    ref = [t for t, _ in frames(media.cfr_audio)]
+    for p in iter_payloads(str(media.cfr_audio), index, snapped):
+        c = p.spec
+        assert [f.pts * info.video.time_base for f in decode_payload(p)] == \
+            ref[c.first_frame - c.context:c.end_frame]
+    # a keyframe further than the tolerance leaves the boundary where the clock put it
+    far = plan_chunks(index, info.video.time_base, 0.5, context=3, snap=0.25)  # 15-frame chunks
+    assert [c.first_frame for c in far] == [0, 15, 28, 45, 60, 78, 90]  # 53 is 7 from 60
+
+
+def test_snap_keeps_every_chunk_non_empty():
+    assert snap_starts([0, 10, 20], np.array([11, 12]), 5, 30) == [0, 11, 20]
+    assert snap_starts([0, 10, 12], np.array([13]), 5, 20) == [0, 10, 13]
+    assert snap_starts([0, 10, 12], np.array([12]), 5, 20) == [0, 10, 12]  # 12 taken: stays
+    assert snap_starts([0, 10], np.array([16]), 5, 15) == [0, 10]  # past the end: stays
 
 
 def test_decode_detects_missing_frames(media):

@@ -20,7 +20,7 @@ from ffray.models.store import file_digest
 from ffray.processors import ProcessorSpec, check_params, resolve
 from ffray.video.assemble import output_format
 from ffray.video.encode import check_encoder, size_note
-from ffray.video.plan import auto_chunk_seconds, plan_chunks, select_frames
+from ffray.video.plan import SNAP_TO_KEYFRAMES, auto_chunk_seconds, plan_chunks, select_frames
 from ffray.video.probe import MediaInfo, PacketIndex, fingerprint, probe
 from ffray.video.streams import dropped_note, split_streams
 
@@ -118,7 +118,8 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
         from ffray.faces.track import CONTEXT_FRAMES
 
         context = CONTEXT_FRAMES  # face tracks start warm at every chunk boundary
-    chunks = plan_chunks(index, info.video.time_base, chunk_seconds, frames, context=context)
+    chunks = plan_chunks(index, info.video.time_base, chunk_seconds, frames, context=context,
+                         snap=SNAP_TO_KEYFRAMES)
     check_space(space_needed(info, index, frames[1] - frames[0], frames[1] - frames[0]),
                 data_dir / "jobs", out.parent)
     spec = JobSpec(

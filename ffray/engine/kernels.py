@@ -192,5 +192,19 @@ __global__ void paste(const __grid_constant__ Items A, const float* crops, const
     }
 }
 
+// an NVDEC frame (NV12: pitched Y, pitched interleaved UV) into a packed yuv420p frame, one
+// launch (thread i copies luma byte i and, for i < CW * CH, chroma pair i)
+__global__ void nv12_unpack(const unsigned char* y, long long y_pitch, const unsigned char* uv,
+                            long long uv_pitch, unsigned char* out, int W, int H, int CW, int CH) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long n = (long long)W * H, nc = (long long)CW * CH;
+    if (i < n) out[i] = y[(i / W) * y_pitch + i % W];
+    if (i < nc) {
+        const unsigned char* p = uv + (i / CW) * uv_pitch + 2 * (i % CW);
+        out[n + i] = p[0];
+        out[n + nc + i] = p[1];
+    }
+}
+
 }
 """

@@ -20,7 +20,7 @@ import numpy as np
 
 from ffray.engine import anchors
 from ffray.engine.colour import Matrix
-from ffray.engine.frames import Frame, Layout, back_matrix, compose, planes, unpack, upright
+from ffray.engine.frames import Frame, Layout, back_matrix, compose, unpack, upright
 from ffray.engine.kernels import ITEMS, MAX_ITEMS, SOURCE
 from ffray.engine.ops_cpu import fit, roi
 from ffray.models.streams import thread_stream
@@ -47,6 +47,7 @@ class GpuOps:
             self._warp_norm = mod.get_function("warp_norm")
             self._warp_u8 = mod.get_function("warp_u8")
             self._paste = mod.get_function("paste")
+            self._nv12 = mod.get_function("nv12_unpack")
             self._dec = cp.asarray(np.array(mat.decode_coeffs(), np.float32))
             self._enc = cp.asarray(np.array(mat.encode_coeffs(), np.float32))
             self.device.synchronize()  # made on the default stream: done before any stage uses them
@@ -134,21 +135,19 @@ class GpuOps:
 
     def from_cuda_frame(self, frame) -> object:
         """A decoded CUDA frame (NVDEC, NV12 in FFmpeg's frame pool) copied into a packed
-        yuv420p device buffer on this thread's stream; the caller drops ``frame`` after, so the
-        decoder's pool is never held by frames in flight."""
+        yuv420p device buffer on this thread's stream (one launch: ``nv12_unpack``); the caller
+        drops ``frame`` after, so the decoder's pool is never held by frames in flight."""
         cp, lay = self.cp, self.lay
+        y, uv = frame.planes[0], frame.planes[1]
         s = self._stream()
         with self.device:
             cp.cuda.Stream.null.synchronize()  # FFmpeg copied the picture out on the legacy stream
-            y_src = cp.from_dlpack(DlpackPlane(frame.planes[0]))
-            uv_src = cp.from_dlpack(DlpackPlane(frame.planes[1]))
         with self.device, s:
             buf = cp.empty(lay.nbytes, cp.uint8)
-            y, u, v = planes(buf, lay)
-            y[...] = y_src[:lay.height, :lay.width]
-            uv = uv_src.reshape(uv_src.shape[0], -1)[:lay.ch, :2 * lay.cw]
-            u[...] = uv[:, 0::2]
-            v[...] = uv[:, 1::2]
+            n = lay.width * lay.height
+            self._nv12(((n + _BLOCK - 1) // _BLOCK,), (_BLOCK,),
+                       (np.uint64(y.buffer_ptr), np.int64(y.line_size), np.uint64(uv.buffer_ptr),
+                        np.int64(uv.line_size), buf, *self._dims[:4]))
             s.synchronize()  # complete before the frame goes back and another stage reads buf
         return buf
 
@@ -338,20 +337,6 @@ class GpuOps:
         for f in frames:
             f.dirty = True
             f.host_current = False
-
-
-class DlpackPlane:
-    """A PyAV CUDA plane for ``cupy.from_dlpack``: PyAV exports without a stream only (its
-    caller synchronises first); CuPy passes its current stream."""
-
-    def __init__(self, plane):
-        self.plane = plane
-
-    def __dlpack_device__(self):
-        return self.plane.__dlpack_device__()
-
-    def __dlpack__(self, stream=None, **_):
-        return self.plane.__dlpack__()
 
 
 def _check_layout(cp, kernel) -> None:

@@ -6,6 +6,10 @@ keyframe that comes, in decode order, before every frame of the chunk and is pre
 its first frame (so open-GOP leading pictures still find their references); ``last_packet`` is the
 last packet, in decode order, that carries a frame of the chunk. Frames outside the chunk that this
 range decodes are dropped by pts, so seeking never relies on seconds.
+
+Every frame a chunk decodes before its first (from the keyframe on) costs a full decode. A chunk
+that starts on a keyframe (or its context frames do) decodes only its own frames: ``snap`` moves
+each boundary to the nearest keyframe (plus the context) within that share of a chunk's length.
 """
 
 from __future__ import annotations
@@ -73,13 +77,19 @@ def auto_chunk_seconds(duration_s: float) -> float:
     return float(min(AUTO_MAX_S, max(AUTO_MIN_S, round(duration_s / AUTO_CHUNKS, 2))))
 
 
+# what a job uses: boundaries move by up to a quarter of a chunk to start decoding on a keyframe
+SNAP_TO_KEYFRAMES = 0.25
+
+
 def plan_chunks(index: PacketIndex, time_base: Fraction, chunk_seconds: float,
                 frame_range: tuple[int, int] | None = None,
-                min_tail: float = 0.25, context: int = 0) -> list[ChunkSpec]:
+                min_tail: float = 0.25, context: int = 0, snap: float = 0.0) -> list[ChunkSpec]:
     """Split frames ``frame_range`` into chunks of about ``chunk_seconds`` (by timestamps, so VFR
     sources get equal durations); a tail shorter than ``min_tail`` of a chunk joins the one before.
     ``context``: up to that many frames before each chunk (within the range) are decoded with it,
-    so per-chunk state (face tracks, smoothing) has history at the boundary."""
+    so per-chunk state (face tracks, smoothing) has history at the boundary. ``snap``: each
+    boundary moves to the nearest keyframe + ``context`` within that share of a chunk's length
+    (``SNAP_TO_KEYFRAMES``), so the chunk's decoding starts with its first decoded frame."""
     if chunk_seconds <= 0:
         raise FFrayError("--chunk-seconds must be > 0")
     order = index.frame_packets  # decode index of each frame, presentation order
@@ -93,8 +103,15 @@ def plan_chunks(index: PacketIndex, time_base: Fraction, chunk_seconds: float,
         tail_ticks = fpts[b - 1] - fpts[starts[-1]] + (fpts[b - 1] - fpts[b - 2] if b - a > 1 else 1)
         if tail_ticks < min_tail * ticks:
             starts.pop()
-    ends = starts[1:] + [b]
     key_idx = np.flatnonzero(index.key)
+    if snap > 0 and len(starts) > 1:
+        where = np.full(len(index.key), -1, np.int64)
+        where[order] = np.arange(len(order))  # presentation frame of each packet (-1: none)
+        kf = where[key_idx]
+        key_frames = np.sort(kf[kf >= 0])
+        tol = int(snap * float(np.median(np.diff(starts + [b]))))
+        starts = snap_starts(starts, key_frames[key_frames >= a] + int(context), tol, b)
+    ends = starts[1:] + [b]
     chunks = []
     for i, (s, e) in enumerate(zip(starts, ends)):
         c = min(int(context), int(s) - a) if context > 0 else 0
@@ -111,3 +128,16 @@ def plan_chunks(index: PacketIndex, time_base: Fraction, chunk_seconds: float,
                                 last_pts=int(fpts[e - 1]), key_packet=k,
                                 key_pts=int(index.pts[k]), last_packet=hi, context=c))
     return chunks
+
+
+def snap_starts(starts: list[int], targets: np.ndarray, tol: int, end: int) -> list[int]:
+    """``starts`` (the first kept) each moved to the nearest of ``targets`` (sorted) within
+    ``tol`` frames, where that keeps every chunk non-empty; else left where it is."""
+    out = [int(starts[0])]
+    for i, s in enumerate(starts[1:], 1):
+        nxt = starts[i + 1] if i + 1 < len(starts) else end
+        j = int(np.searchsorted(targets, s))
+        near = [int(t) for t in targets[max(0, j - 1):j + 1] if abs(int(t) - s) <= tol
+                and out[-1] < t < nxt]
+        out.append(min(near, key=lambda t: (abs(t - s), t)) if near else int(s))
+    return out
