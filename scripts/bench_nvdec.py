@@ -1,7 +1,7 @@
 """Decoding a job's chunks in one process as the worker would: the CPU decoder (what each codec
 process does by default) against NVDEC with frames kept on the GPU (``engine.sources``: PyAV's
-``HWAccel(is_hw_owned=True)`` in the thread's current CUDA context, NV12 planes to CuPy by DLPack,
-copied into packed buffers) and NVDEC downloaded to the host (the ``FFRAY_NVDEC`` switch).
+``HWAccel(is_hw_owned=True)`` in the thread's current CUDA context, each NV12 frame unpacked
+into a packed buffer by one kernel) and NVDEC downloaded to the host (the ``FFRAY_NVDEC`` switch).
 
     python scripts/bench_nvdec.py INPUT [--threads 16] [--modes cpu,nvdec-device,nvdec-host]
 

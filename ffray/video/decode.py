@@ -162,9 +162,10 @@ def decoder_context(codec: str, threads: int, hw_device: int | None, on_device: 
     NVDEC decodes (``None``: the CPU). Codecs NVDEC lacks, and any failure to open it (no
     driver, no NVDEC, a profile it refuses) give the CPU decoder: both decode to the same pixels
     (H.264/HEVC/VP9/AV1 decoding is exact), so this is a speed choice, never a quality one.
-    ``on_device``: frames stay in GPU memory (CUDA frames, read by DLPack), decoded in the
-    calling thread's current CUDA context, the one CuPy and ONNX Runtime use (FFmpeg refuses the
-    primary context itself once it is active with flags other than its own)."""
+    ``on_device``: frames stay in GPU memory (CUDA frames, read by their planes' device
+    pointers), decoded in the calling thread's current CUDA context, the one CuPy and ONNX
+    Runtime use (FFmpeg refuses the primary context itself once it is active with flags other
+    than its own)."""
     if hw_device is not None and codec in NVDEC_CODECS:
         try:
             from av.codec.hwaccel import HWAccel
