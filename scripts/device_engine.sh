@@ -16,6 +16,13 @@ SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export PYTHONPATH="/tmp/site:$PWD" RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1 FFRAY_HOME=/tmp/ffray-home
 export LD_LIBRARY_PATH="$SP/nvidia/cu13/lib:$SP/nvidia/cudnn/lib:${LD_LIBRARY_PATH:-}"
 SECONDS_LONG=${SECONDS_LONG:-120}
+# swap20 PROC NAME [bench_swap args]: the 20 s 6-face input, no telemetry, output /tmp/NAME/out.mp4
+swap20() {
+  local proc=$1 name=$2; shift 2
+  timeout 300 python3 scripts/bench_swap.py --processor "$proc" --input /tmp/media20/faces6_1080p.mp4 \
+    --source /tmp/media20/source.png --model-dir /tmp/cm --workdir "/tmp/$name" --no-telemetry "$@" \
+    > "$OUT/$name.json" 2> "$OUT/$name.err"
+}
 for phase in "$@"; do
   set -- $phase
   case $1 in
@@ -49,19 +56,15 @@ for phase in "$@"; do
     determinism)  # the same job at two slot counts: identity and faceswap outputs byte-identical
       for proc in identity faceswap; do
         for slots in 16 3; do
-          timeout 300 python3 scripts/bench_swap.py --processor $proc --input /tmp/media20/faces6_1080p.mp4 \
-            --source /tmp/media20/source.png --model-dir /tmp/cm --workdir "/tmp/det-$proc-$slots" \
-            --slots $slots --no-telemetry > "$OUT/det-$proc-$slots.json" 2> "$OUT/det-$proc-$slots.err"
+          swap20 "$proc" "det-$proc-$slots" --slots "$slots"
         done
         md5sum /tmp/det-$proc-*/out.mp4 | tee -a "$OUT/determinism.txt"
       done ;;
     pair)  # pair VAR=VALUE...: the 20 s 6-face faceswap at defaults and with these switches (same bytes?)
       shift; tag=$(echo "$*" | tr -c 'A-Za-z0-9\n' '_')
       for v in default "$tag"; do
-        ( [ "$v" != default ] && export "$@"; timeout 300 python3 scripts/bench_swap.py --processor faceswap \
-          --input /tmp/media20/faces6_1080p.mp4 --source /tmp/media20/source.png --model-dir /tmp/cm \
-          --workdir "/tmp/pair-$v" --no-telemetry > "$OUT/pair-$v.json" 2> "$OUT/pair-$v.err" )
-        echo "== pair $v rc=$? $(grep -o '"fps_processing": [0-9.]*\|"chunks_worker_decoded": {[^}]*}' "$OUT/pair-$v.json" | tr '\n' ' ')"
+        ( [ "$v" != default ] && export "$@"; swap20 faceswap "pair-$v" )
+        echo "== pair $v rc=$? $(python3 -c "import json; d=json.load(open('$OUT/pair-$v.json')); print(d['fps_processing'], d['chunks_worker_decoded'])" 2>&1 | tail -1)"
       done; md5sum /tmp/pair-default/out.mp4 "/tmp/pair-$tag/out.mp4" | tee -a "$OUT/pair.txt" ;;
     detect)  # the detector stage alone: phases of a batch, host vs device decoding, 1-4 threads
       python3 -c "import pytest" 2>/dev/null && timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_anchors.py 2>&1 | tail -3

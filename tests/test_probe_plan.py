@@ -117,14 +117,14 @@ def test_context_frames_come_before_each_chunk_and_decode(media):
 
 def _decoded_before(index, chunks) -> int:
     """Frames each chunk's decoder decodes before its first decoded frame (from its keyframe)."""
-    order = index.frame_packets
-    where = {int(p): i for i, p in enumerate(order)}
+    where = {int(p): i for i, p in enumerate(index.frame_packets)}
     return sum(c.first_frame - c.context - where[c.key_packet] for c in chunks)
 
 
 def test_snapped_boundaries_start_decoding_on_a_keyframe(media):
     info, index = probe(media.cfr_audio)  # 96 frames, keyframes at 0, 25, 50, 75
-    keys = sorted(int(i) for i, p in enumerate(index.frame_packets) if index.key[p])
+    keys = [int(i) for i, p in enumerate(index.frame_packets) if index.key[p]]
+    assert keys == index.key_frames.tolist() == [0, 25, 50, 75]
     plain = plan_chunks(index, info.video.time_base, 0.8, context=3)
     snapped = plan_chunks(index, info.video.time_base, 0.8, context=3, snap=0.25)
     assert [c.first_frame for c in plain] == [0, 24, 48, 72]
@@ -145,7 +145,7 @@ def test_snapped_boundaries_start_decoding_on_a_keyframe(media):
 def test_snap_keeps_every_chunk_non_empty():
     assert snap_starts([0, 10, 20], np.array([11, 12]), 5, 30) == [0, 11, 20]
     assert snap_starts([0, 10, 12], np.array([13]), 5, 20) == [0, 10, 13]
-    assert snap_starts([0, 10, 12], np.array([12]), 5, 20) == [0, 10, 12]  # 12 taken: stays
+    assert snap_starts([0, 10, 12], np.array([12]), 5, 20) == [0, 10, 12]  # 10 not onto the next start
     assert snap_starts([0, 10], np.array([16]), 5, 15) == [0, 10]  # past the end: stays
 
 

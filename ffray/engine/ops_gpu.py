@@ -140,9 +140,8 @@ class GpuOps:
         cp, lay = self.cp, self.lay
         y, uv = frame.planes[0], frame.planes[1]
         s = self._stream()
-        with self.device:
-            cp.cuda.Stream.null.synchronize()  # FFmpeg copied the picture out on the legacy stream
         with self.device, s:
+            cp.cuda.Stream.null.synchronize()  # FFmpeg copied the picture out on the legacy stream
             buf = cp.empty(lay.nbytes, cp.uint8)
             n = lay.width * lay.height
             self._nv12(((n + _BLOCK - 1) // _BLOCK,), (_BLOCK,),

@@ -105,10 +105,7 @@ def plan_chunks(index: PacketIndex, time_base: Fraction, chunk_seconds: float,
             starts.pop()
     key_idx = np.flatnonzero(index.key)
     if snap > 0 and len(starts) > 1:
-        where = np.full(len(index.key), -1, np.int64)
-        where[order] = np.arange(len(order))  # presentation frame of each packet (-1: none)
-        kf = where[key_idx]
-        key_frames = np.sort(kf[kf >= 0])
+        key_frames = index.key_frames
         tol = int(snap * float(np.median(np.diff(starts + [b]))))
         starts = snap_starts(starts, key_frames[key_frames >= a] + int(context), tol, b)
     ends = starts[1:] + [b]

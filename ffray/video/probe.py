@@ -99,6 +99,12 @@ class PacketIndex:
     def frame_pts(self) -> np.ndarray:
         return self.pts[self.frame_packets]
 
+    @property
+    def key_frames(self) -> np.ndarray:
+        """Presentation-order frame numbers of the keyframes, ascending."""
+        order = self.frame_packets
+        return np.flatnonzero(self.key[order])
+
 
 @dataclass(frozen=True)
 class MediaInfo:
