@@ -247,7 +247,12 @@ def main() -> None:
         "faces_swapped": int(sum(s["stages"].get("faces_swapped", 0) for s in stats)),
         "chunk_encode_s_mean": round(sum(s["encode_s"] for s in stats) / len(stats), 2),
         "chunk_wall_s_mean": round(sum(s["wall_s"] for s in stats) / len(stats), 2),
+        # the encoders' share of their chunks' time: below 1, an encoder waited for frames
+        "encoder_busy_share": round(sum(s["encode_s"] for s in stats)
+                                    / max(1e-9, sum(s["wall_s"] for s in stats)), 3),
         "models": (stats[0].get("notes") or {}).get("models"),
+        "cuda_graphs": {k: [v.get("cuda_graph"), v.get("graphs", 0), v.get("graph_refused")]
+                        for k, v in ((stats[0].get("notes") or {}).get("models") or {}).items()},
         "chunks_worker_decoded": dict(Counter((s.get("decode_report") or {}).get("worker_decoded", "")
                                               for s in stats)),
         # every slot busy: from the start of the last chunk of the first wave to the start of the

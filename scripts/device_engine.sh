@@ -47,7 +47,7 @@ for phase in "$@"; do
       name=$2 faces=$3; shift 3
       timeout 540 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${faces}_1080p.mp4" \
         --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
-      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min','core_ms_per_frame_steady','ceiling_transcode_before_after','share_processing','share_steady')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
+      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min','core_ms_per_frame_steady','ceiling_transcode_before_after','share_processing','share_steady','encoder_busy_share','cuda_graphs')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
     identity)  # identity NAME FACES [extra]
       name=$2 faces=$3; shift 3
       timeout 540 python3 scripts/bench_swap.py --processor identity --input "/tmp/media/faces${faces}_1080p.mp4" \
@@ -64,7 +64,7 @@ for phase in "$@"; do
       shift; tag=$(echo "$*" | tr -c 'A-Za-z0-9\n' '_')
       for v in default "$tag"; do
         ( [ "$v" != default ] && export "$@"; swap20 faceswap "pair-$v" )
-        echo "== pair $v rc=$? $(python3 -c "import json; d=json.load(open('$OUT/pair-$v.json')); print(d['fps_processing'], d['chunks_worker_decoded'])" 2>&1 | tail -1)"
+        echo "== pair $v rc=$? $(python3 -c "import json; d=json.load(open('$OUT/pair-$v.json')); print(d['fps_processing'], d['chunks_worker_decoded'], d.get('cuda_graphs'))" 2>&1 | tail -1)"
       done; md5sum /tmp/pair-default/out.mp4 "/tmp/pair-$tag/out.mp4" | tee -a "$OUT/pair.txt" ;;
     detect)  # the detector stage alone: phases of a batch, host vs device decoding, 1-4 threads
       python3 -c "import pytest" 2>/dev/null && timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_anchors.py 2>&1 | tail -3

@@ -1,6 +1,7 @@
 """GPU checks on the device machine: the CuPy frame backend against the CPU one on a real 1080p
 frame, prepared models (batch edit, fp16) against the originals, batch-position determinism,
-and fp16/fp32 differences on real face crops. Prints a table; writes JSON.
+fp16/fp32 differences on real face crops, and CUDA graphs against ordinary runs (same bits, time).
+Prints a table; writes JSON.
 
     python scripts/gpu_selftest.py --models DIR [--background IMG] [--out FILE]
 """
@@ -144,7 +145,22 @@ def model_checks(model_dir: Path, rng) -> dict:
             same = all(np.array_equal(o[0], m[3]) for o, m in zip(one, mixed))
             out[f"{n}_{precision}"]["bitwise_same_in_any_batch_position"] = bool(same)
             out[f"{n}_{precision}"]["timing"] = _timing(r, feeds)
+            if precision == "auto":
+                out[f"{n}_cuda_graph"] = _graph_check(data, sha, providers, cache, n, r, feeds)
     return out
+
+
+def _graph_check(data, sha, providers, cache, name: str, plain: DeviceRunner, feeds: dict) -> dict:
+    """The model with CUDA graphs (captured by this thread) against the same prepared graph
+    without: the same bits for the same inputs (5 items: a full group and a padded one)?"""
+    loader = DeviceLoader(data, sha, 0, providers, "auto", cache=cache, graphs=True)
+    r = loader.runner(name, flat_outputs=(name == "det_10g"), batch=plain.batch)
+    r.warm({k: v.shape[1:] for k, v in feeds.items()})
+    got, ref = r.host_run(feeds), plain.host_run(feeds)
+    note = loader.notes[name]
+    return {"captured": note.get("graphs", 0), "refused": note.get("graph_refused"),
+            "same_bits_as_without": all(np.array_equal(a, b) for a, b in zip(ref, got)),
+            "timing": _timing(r, feeds)}
 
 
 def _feed(inp, n: int, rng, name: str) -> np.ndarray:
@@ -188,7 +204,9 @@ def main() -> None:
     for k, v in res["ops"].items():
         print(f"ops {k}: {v}")
     for k, v in res["models"].items():
-        if isinstance(v, dict):
+        if k.endswith("_cuda_graph"):
+            print(f"model {k}: {v}")
+        elif isinstance(v, dict):
             tries = v["verdict"].get("tries")
             print(f"model {k}: batch {v['verdict']['batch']} fp16 {v['verdict']['fp16']} "
                   f"rel_err_vs_cpu {v['rel_err_vs_cpu']:.2e} same_any_pos "

@@ -269,3 +269,62 @@ def test_stage_and_sink_threads_carry_native_names():
     assert stage.seen <= {"ffray-detect-0", "ffray-detect-1"} and stage.seen
     assert {"ffray-detect-0", "ffray-detect-1"} <= names
     assert sinks == {"ffray-sink-7"}
+
+
+class Warmed(Jitter):
+    """A stage with per-thread set-up: it records which thread warmed, and whether two warmed at
+    once or a frame came before its thread had warmed."""
+
+    def __init__(self, name, threads, log, fail=False, **kw):
+        super().__init__(name, threads=threads, **kw)
+        self.log, self.fail, self.warmed = log, fail, set()
+
+    def warm(self):
+        me = threading.current_thread().name
+        self.log.append(("start", me))
+        time.sleep(0.02)  # long enough for an overlapping warm-up to show in the log
+        self.log.append(("end", me))
+        if self.fail:
+            raise RuntimeError("capture refused")
+        self.warmed.add(me)
+
+    def process(self, items):
+        assert threading.current_thread().name in self.warmed
+        super().process(items)
+
+
+def test_stage_threads_warm_one_at_a_time_before_any_frame():
+    """CUDA graphs are captured per thread, in a mode where no other thread may use CUDA: every
+    thread of every stage warms once, never two at a time, and the engine takes frames only
+    once all have."""
+    log: list = []
+    a, b = Warmed("a", 2, log), Warmed("b", 3, log)
+    eng = Engine([a, Jitter("plain", threads=2), b], queue_size=4)
+    assert len(log) == 2 * 5  # all warmed when the constructor returns
+    assert all(log[k][0] == "start" and log[k + 1] == ("end", log[k][1]) for k in range(0, 10, 2))
+    assert len({name for _, name in log}) == 5
+    assert len(_run(eng, 0, 30)) == 30  # process() asserts its thread had warmed
+    eng.close()
+
+
+def test_a_failed_warm_up_fails_the_engine_with_the_stage_named():
+    n = threading.active_count()
+    with pytest.raises(StageError, match="b stage: RuntimeError: capture refused"):
+        Engine([Warmed("a", 1, []), Warmed("b", 2, [], fail=True)])
+    deadline = time.time() + 5
+    while threading.active_count() > n and time.time() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == n  # its threads stopped
+
+
+def test_cuda_graphs_only_on_a_cuda_ep_first():
+    from ffray.models.sessions import with_cuda_graphs
+
+    cuda = [("CUDAExecutionProvider", {"device_id": 1, "cudnn_conv_algo_search": "HEURISTIC"}),
+            "CPUExecutionProvider"]
+    got = with_cuda_graphs(cuda)
+    assert got[0] == ("CUDAExecutionProvider", {"device_id": 1, "cudnn_conv_algo_search": "HEURISTIC",
+                                                "enable_cuda_graph": "1"})
+    assert got[1] == "CPUExecutionProvider" and "enable_cuda_graph" not in cuda[0][1]
+    assert with_cuda_graphs(["CPUExecutionProvider"]) is None
+    assert with_cuda_graphs([("TensorrtExecutionProvider", {}), cuda[0], "CPUExecutionProvider"]) is None

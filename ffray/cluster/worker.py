@@ -66,7 +66,7 @@ def _env_ints(name: str) -> dict[str, int]:
 # set on the driver, they reach every worker through the actors' runtime environment.
 EXPERIMENT_SWITCHES = ("FFRAY_GPU_BATCHES", "FFRAY_STAGE_THREADS", "FFRAY_MODEL_SESSIONS",
                        "FFRAY_STAGE_BATCH", "FFRAY_NVDEC", "FFRAY_WORKER_DECODE", "FFRAY_CODEC_NICE",
-                       "FFRAY_SWITCH_INTERVAL")
+                       "FFRAY_SWITCH_INTERVAL", "FFRAY_CUDA_GRAPH", "FFRAY_WINDOW")
 
 
 def experiment_env(environ=None) -> dict[str, str]:
@@ -96,21 +96,26 @@ class ChunkWorker:
             if real_gpu else None
         # experiments only: FFRAY_GPU_BATCHES="det=8,swap=16", FFRAY_STAGE_THREADS="swap=3",
         # FFRAY_MODEL_SESSIONS="swap=1" (sessions per model stage; default one per stage thread),
-        # FFRAY_STAGE_BATCH="swap=16" (items a stage takes per batch)
+        # FFRAY_STAGE_BATCH="swap=16" (items a stage takes per batch), FFRAY_CUDA_GRAPH=1|0,
+        # FFRAY_WINDOW=N (frames per chunk between decoder and encoder)
         batches, threads = _env_ints("FFRAY_GPU_BATCHES"), _env_ints("FFRAY_STAGE_THREADS")
         sessions, items = _env_ints("FFRAY_MODEL_SESSIONS"), _env_ints("FFRAY_STAGE_BATCH")
-        if batches or threads or sessions or items:
+        graphs = os.environ.get("FFRAY_CUDA_GRAPH")  # "1" / "0": CUDA graphs on / off
+        window = int(os.environ.get("FFRAY_WINDOW", 0))  # frames per chunk in flight
+        if batches or threads or sessions or items or graphs or window:
             o = spec.options
             spec = replace(spec, options=replace(
                 o, gpu_batches={**o.gpu_batches, **batches}, stage_threads={**o.stage_threads, **threads},
-                gpu_sessions={**o.gpu_sessions, **sessions}, stage_batches={**o.stage_batches, **items}))
+                gpu_sessions={**o.gpu_sessions, **sessions}, stage_batches={**o.stage_batches, **items},
+                cuda_graphs=o.cuda_graphs if graphs is None else graphs == "1",
+                window=window or o.window))
             self._spec = spec
         cpus = spec.options.cpus or self._cpu_share()
         kind = spec.processor.kind
         light = kind == "identity"  # no frame work at all: every CPU can encode
         self._budget: Budget = plan_budget(cpus, gpu=light or self._ordinal is not None,
                                            encoder_threads=spec.options.encoder_threads,
-                                           slots=spec.options.slots)
+                                           slots=spec.options.slots, window=spec.options.window)
         self._codecs: CodecPool | None = None
         if spec.options.codec_processes and kind in ("identity", "faceswap"):
             # started first: the codec processes come up while the models load
@@ -128,7 +133,7 @@ class ChunkWorker:
         # on the GPU (or with no frame work) the CPU only decodes and encodes: more encoders fit
         self._budget = plan_budget(cpus, gpu=light or built.backend == "gpu",
                                    encoder_threads=spec.options.encoder_threads,
-                                   slots=spec.options.slots)
+                                   slots=spec.options.slots, window=spec.options.window)
         if self._codecs is not None:
             self._codecs.resize(self._budget.slots)
             self._codecs.pin_rings(built.pin)  # GPU: frames go up and down by DMA from the rings

@@ -15,6 +15,9 @@ serves them all and one batch may hold frames of several chunks.
   that changes frames in place fails every chunk of the batch. The stage thread carries on.
 - Items leave the last stage in any order (a stage may have several threads); the sink restores
   the chunk's frame order.
+- A stage may ``warm`` each of its threads before the first frame (CUDA graphs are captured per
+  thread, in a mode where no other thread may use CUDA meanwhile): one thread at a time, and the
+  engine is ready once all have.
 """
 
 from __future__ import annotations
@@ -126,6 +129,10 @@ class Stage(Protocol):
     def process(self, items: list[Item]) -> None:
         """Work on ``items`` in place (a stage returns nothing; it fills or changes the items)."""
 
+    # optional: ``warm()``, called once in each of the stage's threads before any frame comes
+    # (one thread at a time; the engine's constructor waits for all, and raises what one raised):
+    # per-thread set-up such as capturing CUDA graphs
+
 
 @dataclass
 class StageStats:
@@ -155,13 +162,23 @@ class Engine:
         self._held: list[dict] = [{} for _ in self.stages]  # ordered stages: early frames per chunk
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._started = time.perf_counter()
+        self._warm_lock = threading.Lock()  # one stage thread warms at a time
+        self._warm_errors: list[StageError] = []
+        ready = []
         for i, s in enumerate(self.stages):
             for k in range(max(1, s.threads)):
-                t = threading.Thread(target=self._loop, args=(i,), name=f"ffray-{s.name}-{k}",
+                ev = threading.Event()
+                t = threading.Thread(target=self._loop, args=(i, ev), name=f"ffray-{s.name}-{k}",
                                      daemon=True)
                 t.start()
                 self._threads.append(t)
+                ready.append(ev)
+        for ev in ready:  # every thread warmed before the first frame goes in
+            ev.wait()
+        if self._warm_errors:
+            self.close()
+            raise self._warm_errors[0]
+        self._started = time.perf_counter()
 
     def submit(self, item: Item) -> bool:
         """Hand a frame to the first stage; blocks while it is full. False if the chunk failed."""
@@ -170,9 +187,18 @@ class Engine:
             return True
         return _put(self._queues[0], item)
 
-    def _loop(self, i: int) -> None:
+    def _loop(self, i: int, ready: threading.Event) -> None:
         name_this_thread()  # e.g. "ffray-detect-0" in top -H
         stage, q_in = self.stages[i], self._queues[i]
+        warm = getattr(stage, "warm", None)
+        if warm is not None:  # per-thread set-up (CUDA graphs), while no frame is in flight
+            try:
+                with self._warm_lock:
+                    warm()
+            except BaseException as e:  # noqa: BLE001 - the engine's constructor raises it
+                with self._lock:
+                    self._warm_errors.append(StageError.of(stage.name, e))
+        ready.set()
         q_out = self._queues[i + 1] if i + 1 < len(self._queues) else None
         st = self._stats[i]
         while True:

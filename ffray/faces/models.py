@@ -13,7 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from ffray.faces.align import FFHQ_512, Face, crop, face_matrices, insightface_template, similarity
-from ffray.models.runner import HostRunner
+from ffray.models.runner import HostRunner, warm
 
 
 def normed(v: np.ndarray) -> np.ndarray:
@@ -41,6 +41,9 @@ class ArcFace:
 
     def matrix(self, face: Face) -> np.ndarray:
         return similarity(face.kps, insightface_template(self.size))
+
+    def warm(self) -> None:
+        warm(self.runner, {self.input_name: (3, self.size, self.size)})
 
     def embed(self, items: list[tuple[np.ndarray, Face]]) -> np.ndarray:
         if not items:
@@ -78,6 +81,9 @@ class InSwapper:
         names = set(self.runner.input_names)
         if names != {"target", "source"}:
             raise ValueError(f"inswapper inputs are {sorted(names)}, expected source and target")
+
+    def warm(self) -> None:
+        warm(self.runner, {"target": (3, self.size, self.size), "source": (self.emap.shape[1],)})
 
     def latent(self, identity: np.ndarray) -> np.ndarray:
         """identity: a (mean of) normed embedding(s); returns the (1, 512) latent."""
@@ -122,6 +128,9 @@ class GFPGAN:
 
     def matrices(self, faces: list[Face]) -> list[np.ndarray]:
         return face_matrices(faces, FFHQ_512 * self.size)
+
+    def warm(self) -> None:
+        warm(self.runner, {self.input_name: (3, self.size, self.size)})
 
     def enhance(self, items: list[tuple[np.ndarray, Face]], group: int = 16) -> list[np.ndarray]:
         """Enhanced 512 crops (BGR uint8), ``group`` faces at a time."""

@@ -15,7 +15,7 @@ import numpy as np
 from ffray.engine.ops_cpu import fit, host_anchor_hits
 from ffray.faces.align import Face
 from ffray.faces.mtcnn import nms
-from ffray.models.runner import HostRunner
+from ffray.models.runner import HostRunner, warm
 
 STRIDES = {8: ("448", "451", "454"), 16: ("471", "474", "477"), 32: ("494", "497", "500")}
 ANCHORS = 2
@@ -79,6 +79,10 @@ class SCRFD:
         self.out_names = self.runner.output_names
         self.input_size = input_size  # (width, height)
         self.threshold, self.nms_thresh = threshold, nms_thresh
+
+    def warm(self) -> None:
+        """Capture the calling thread's CUDA graph (GPU graph runners only)."""
+        warm(self.runner, {self.input_name: (3, self.input_size[1], self.input_size[0])})
 
     def _prepare(self, bgr: np.ndarray) -> tuple[np.ndarray, float]:
         iw, ih = self.input_size

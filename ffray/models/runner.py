@@ -19,6 +19,14 @@ def dynamic_batch(session) -> bool:
     return all(not isinstance(i.shape[0], int) for i in session.get_inputs())
 
 
+def warm(runner, shapes: dict[str, tuple]) -> None:
+    """Capture the calling thread's CUDA graph of ``runner`` (``DeviceRunner.warm``; other
+    runners have nothing to capture). ``shapes``: each input's shape without the batch axis."""
+    w = getattr(runner, "warm", None)
+    if w is not None:
+        w(shapes)
+
+
 def _split_flat(out: np.ndarray, groups: int):
     return out.reshape(groups, out.shape[0] // groups, *out.shape[1:])
 

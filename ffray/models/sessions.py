@@ -62,6 +62,21 @@ def choose_providers(requested: list[str] | None = None, device_id: int = 0,
     return [(n, opts[n]) if n in opts else n for n in names]
 
 
+def with_cuda_graphs(providers: list) -> list | None:
+    """``providers`` with CUDA graphs on (ONNX Runtime's ``enable_cuda_graph``), or None when the
+    first provider is not the CUDA EP (TensorRT has its own graphs; the CPU has none)."""
+    if first_provider(providers) != "CUDAExecutionProvider":
+        return None
+    out = []
+    for p in providers:
+        name, opts = (p if isinstance(p, tuple) else (p, None))
+        if name == "CUDAExecutionProvider":
+            out.append((name, {**(opts or {}), "enable_cuda_graph": "1"}))
+        else:
+            out.append(p)
+    return out
+
+
 def first_provider(providers: list) -> str:
     p = providers[0]
     return p[0] if isinstance(p, tuple) else p

@@ -14,6 +14,12 @@ class DetectStage:
         self.detector, self.ops, self.threshold = detector, ops, threshold
         self.batch, self.threads = batch, threads
 
+    def warm(self) -> None:
+        """Before frames flow, in each of the stage's threads (CUDA graphs are per thread)."""
+        w = getattr(self.detector, "warm", None)
+        if w is not None:
+            w()
+
     def process(self, items: list[Item]) -> None:
         found = self.detector.detect_frames(self.ops, [it.frame for it in items], self.threshold)
         for it, faces in zip(items, found):

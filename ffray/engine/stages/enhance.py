@@ -19,6 +19,9 @@ class EnhanceStage:
         self.mask = ops.to_device(np.ascontiguousarray(mask, np.float32))
         self.batch, self.threads = batch, threads
 
+    def warm(self) -> None:
+        self.enhancer.warm()
+
     def process(self, items: list[Item]) -> None:
         frames = [it.frame for it in items for _ in it.targets]
         if not frames:

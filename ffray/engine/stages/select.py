@@ -56,6 +56,10 @@ class SelectStage:
     def needs_embeddings(self) -> bool:
         return self.targets is not None or self.reference is not None
 
+    def warm(self) -> None:
+        if self.needs_embeddings:
+            self.recognizer.warm()
+
     def process(self, items: list[Item]) -> None:
         embs: list = [None] * len(items)
         if self.needs_embeddings:

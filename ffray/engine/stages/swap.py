@@ -18,6 +18,9 @@ class SwapStage:
         self.latents = np.concatenate([np.asarray(x, np.float32).reshape(1, -1) for x in latents])
         self.batch, self.threads = batch, threads
 
+    def warm(self) -> None:
+        self.swapper.warm()
+
     def process(self, items: list[Item]) -> None:
         frames = [it.frame for it in items for _ in it.targets]
         if not frames:
