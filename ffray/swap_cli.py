@@ -63,6 +63,10 @@ def add_swap_options(s: argparse.ArgumentParser) -> None:
     f.add_argument("--precision", default="auto", choices=["auto", "fp16", "fp32"],
                    help="GPU model precision (auto: fp16 for the swapper and enhancer, checked "
                         "against fp32 when first prepared on a node; fp32 for detector and recognizer)")
+    f.add_argument("--cuda-graphs", action="store_true",
+                   help="GPU models replay CUDA graphs captured per stage thread (CUDA EP; each graph "
+                        "is checked bit for bit against an ordinary run, else not used). Off by default: "
+                        "no gain measured on the benchmark models, ~1 s more worker start-up")
     f.add_argument("--frame-ops", default="auto", choices=["auto", "gpu", "cpu"],
                    help="where frames are worked on (auto: the GPU when the worker has one)")
     f.add_argument("--enhance", choices=["gfpgan"], help="face enhancer after the swap")
@@ -148,6 +152,7 @@ def request(args):
                   "enhance_blend": args.enhance_blend, "distance": args.distance,
                   "det_size": args.det_size, "mapping": len(args.map),
                   "precision": args.precision, "frame_ops": args.frame_ops,
+                  "cuda_graphs": args.cuda_graphs,
                   "track": not args.no_track, **smooth(args.smooth),
                   "providers": args.providers.split(",") if args.providers else None}
     named = {}

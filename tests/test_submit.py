@@ -19,7 +19,7 @@ from ffray.video import sample
 SWAP_ARGS = ["-s", "face one.jpg", "-s", "/abs/f2.jpg", "--processor", "identity", "--crf", "21",
              "--no-track", "--map", "t.jpg=s.jpg", "--trim-start", "00:01.5", "--model-dir", "m",
              "--processor-opt", "delay=0.5", "--processor-opt", 'name="x y"', "--overwrite",
-             "--mask-padding", "1,2,3,4", "--precision", "fp32", "--encoder-threads", "2"]
+             "--mask-padding", "1,2,3,4", "--precision", "fp32", "--encoder-threads", "2", "--cuda-graphs"]
 
 
 def _swap_dests() -> set[str]:
@@ -129,3 +129,14 @@ def test_rows_show_progress_of_running_jobs_and_why_failed_ones_failed():
     f = row("ffray-b-2", "FAILED", {"ffray": "swap"}, "Job entrypoint command failed with exit code 2, "
             "last available logs:\nffray: error: input has no video stream\n")
     assert f.state == "failed" and f.reason == "input has no video stream" and f.progress is None
+
+
+def test_cuda_graphs_is_a_face_swap_option_off_by_default():
+    from ffray.faces.params import FaceSwapParams
+    from ffray.swap_cli import request
+
+    base = ["swap", "a.mp4", "-o", "x.mp4", "-s", "f.jpg"]
+    on = request(build_parser().parse_args([*base, "--cuda-graphs"])).processor.params
+    off = request(build_parser().parse_args(base)).processor.params
+    assert FaceSwapParams.from_dict(on).cuda_graphs is True
+    assert FaceSwapParams.from_dict(off).cuda_graphs is False

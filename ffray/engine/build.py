@@ -32,7 +32,7 @@ class WorkerOptions:
     gpu_sessions: dict = field(default_factory=dict)  # experiments: sessions per model stage
     stage_batches: dict = field(default_factory=dict)  # experiments: items per batch by stage name
     codec_processes: bool = True  # identity and faceswap chunks decode/encode in codec processes
-    cuda_graphs: bool = False  # model stages replay CUDA graphs (ffray.models.device)
+    cuda_graphs: bool | None = None  # experiments: overrides the job's --cuda-graphs
     window: int = 24  # frames per chunk between its decoder and its encoder
 
 
@@ -98,7 +98,9 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
             if uses_gpu(providers):
                 ops = GpuOps(lay, mat, ordinal, space, rng, rotation=fmt.rotation)
                 loader = DeviceLoader(ctx.models, params.model_sha256, ordinal, providers,
-                                      params.precision, fetch=fetch, graphs=options.cuda_graphs)
+                                      params.precision, fetch=fetch,
+                                      graphs=params.cuda_graphs if options.cuda_graphs is None
+                                      else options.cuda_graphs)
             else:
                 why = "the ONNX Runtime providers are CPU only"
         if want_gpu == "gpu" and ops is None:

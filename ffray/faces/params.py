@@ -44,6 +44,7 @@ class FaceSwapParams:
     mapping: int = 0  # number of --map pairs (their images travel as named images)
     precision: str = "auto"  # GPU models: fp16 where it holds accuracy (auto), or forced
     frame_ops: str = "auto"  # where frames are worked on: the GPU when there is one (auto)
+    cuda_graphs: bool = False  # GPU models replay CUDA graphs (CUDA EP; ffray.models.device)
     model_paths: dict[str, str] = field(default_factory=dict)  # filled by the driver's setup
     model_sha256: dict[str, str] = field(default_factory=dict)
 
