@@ -153,7 +153,7 @@ def _timed_runs(r, feeds: dict, n: int = 12) -> float:
 def model_ceilings(model_dir: Path) -> dict:
     import cupy as cp
 
-    from ffray.models.device import DeviceLoader, probe_feeds
+    from ffray.models.gpu_loader import DeviceLoader, probe_feeds
     from ffray.models.manifest import MODELS
     from ffray.models.sessions import choose_providers
     from ffray.settings import sha256_file
@@ -190,7 +190,7 @@ def worker_model_ceilings(model_dir: Path, seconds: float = 3.0) -> dict:
     import cupy as cp
 
     from ffray.engine.build import GPU_BATCHES
-    from ffray.models.device import DeviceLoader, probe_feeds
+    from ffray.models.gpu_loader import DeviceLoader, probe_feeds
     from ffray.models.manifest import MODELS
     from ffray.models.sessions import choose_providers
     from ffray.settings import sha256_file

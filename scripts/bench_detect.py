@@ -45,7 +45,7 @@ def main() -> None:
     from ffray.engine.ops_cpu import host_anchor_hits
     from ffray.engine.ops_gpu import GpuOps
     from ffray.faces import scrfd
-    from ffray.models.device import DeviceLoader
+    from ffray.models.gpu_loader import DeviceLoader
     from ffray.models.manifest import MODELS
     from ffray.models.sessions import choose_providers
     from ffray.settings import sha256_file

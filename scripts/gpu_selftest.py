@@ -26,7 +26,8 @@ from ffray.engine.ops_cpu import CpuOps  # noqa: E402
 from ffray.engine.ops_gpu import GpuOps  # noqa: E402
 from ffray.faces.align import insightface_template, similarity  # noqa: E402
 from ffray.faces.blend import face_mask  # noqa: E402
-from ffray.models.device import DeviceLoader, DeviceRunner  # noqa: E402
+from ffray.models.device import DeviceRunner  # noqa: E402
+from ffray.models.gpu_loader import DeviceLoader  # noqa: E402
 from ffray.models.manifest import MODELS  # noqa: E402
 from ffray.models.runner import HostRunner  # noqa: E402
 from ffray.models.sessions import choose_providers, make_session  # noqa: E402

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ffray.faces.align import FFHQ_512, crop, insightface_template, similarity
 from ffray.models import prepare
-from ffray.models.device import FP16_TOL, DeviceLoader
+from ffray.models.gpu_loader import FP16_TOL, DeviceLoader
 from ffray.models.manifest import MODELS
 from scripts.make_test_models import write_all
 

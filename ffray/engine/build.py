@@ -90,7 +90,7 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
         why = available(ordinal) or ""
         if not why:
             from ffray.engine.ops_gpu import GpuOps
-            from ffray.models.device import DeviceLoader
+            from ffray.models.gpu_loader import DeviceLoader
             from ffray.models.sessions import choose_providers, uses_gpu
 
             providers = choose_providers(list(params.providers) if params.providers else None,

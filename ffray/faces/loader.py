@@ -1,6 +1,6 @@
 """Where the face pipeline's model runners come from, on the host: ORT sessions built from the
 model bytes the driver shipped (contract-checked), run with NumPy arrays. The GPU worker uses
-``ffray.models.device.DeviceLoader`` instead (prepared models, IO binding)."""
+``ffray.models.gpu_loader.DeviceLoader`` instead (prepared models, IO binding)."""
 
 from __future__ import annotations
 
