@@ -251,7 +251,8 @@ def main() -> None:
         "encoder_busy_share": round(sum(s["encode_s"] for s in stats)
                                     / max(1e-9, sum(s["wall_s"] for s in stats)), 3),
         "models": (stats[0].get("notes") or {}).get("models"),
-        "cuda_graphs": {k: [v.get("cuda_graph"), v.get("graphs", 0), v.get("graph_refused")]
+        "cuda_graphs": {k: [v.get("cuda_graph"), v.get("graphs", 0), v.get("graph_refused"),
+                            v.get("shared_streams", 0)]
                         for k, v in ((stats[0].get("notes") or {}).get("models") or {}).items()},
         "chunks_worker_decoded": dict(Counter((s.get("decode_report") or {}).get("worker_decoded", "")
                                               for s in stats)),

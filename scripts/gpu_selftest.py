@@ -147,19 +147,25 @@ def model_checks(model_dir: Path, rng) -> dict:
             out[f"{n}_{precision}"]["bitwise_same_in_any_batch_position"] = bool(same)
             out[f"{n}_{precision}"]["timing"] = _timing(r, feeds)
             if precision == "auto":
-                out[f"{n}_cuda_graph"] = _graph_check(data, sha, providers, cache, n, r, feeds)
+                out[f"{n}_cuda_graph"] = _variant_check(data, sha, providers, cache, n, r, feeds,
+                                                        graphs=True)
+                out[f"{n}_shared_stream"] = _variant_check(data, sha, providers, cache, n, r, feeds,
+                                                           shared_streams=True)
     return out
 
 
-def _graph_check(data, sha, providers, cache, name: str, plain: DeviceRunner, feeds: dict) -> dict:
-    """The model with CUDA graphs (captured by this thread) against the same prepared graph
-    without: the same bits for the same inputs (5 items: a full group and a padded one)?"""
-    loader = DeviceLoader(data, sha, 0, providers, "auto", cache=cache, graphs=True)
+def _variant_check(data, sha, providers, cache, name: str, plain: DeviceRunner, feeds: dict,
+                   **variant) -> dict:
+    """The model with CUDA graphs, or on this thread's own stream (``variant``: the loader's
+    switch; warmed by this thread), against the same prepared graph without: the same bits for
+    the same inputs (5 items: a full group and a padded one)?"""
+    loader = DeviceLoader(data, sha, 0, providers, "auto", cache=cache, **variant)
     r = loader.runner(name, flat_outputs=(name == "det_10g"), batch=plain.batch)
     r.warm({k: v.shape[1:] for k, v in feeds.items()})
     got, ref = r.host_run(feeds), plain.host_run(feeds)
     note = loader.notes[name]
-    return {"captured": note.get("graphs", 0), "refused": note.get("graph_refused"),
+    return {"graphs": note.get("graphs", 0), "shared_streams": note.get("shared_streams", 0),
+            "refused": note.get("graph_refused") or note.get("stream_refused"),
             "same_bits_as_without": all(np.array_equal(a, b) for a, b in zip(ref, got)),
             "timing": _timing(r, feeds)}
 
@@ -205,7 +211,7 @@ def main() -> None:
     for k, v in res["ops"].items():
         print(f"ops {k}: {v}")
     for k, v in res["models"].items():
-        if k.endswith("_cuda_graph"):
+        if k.endswith(("_cuda_graph", "_shared_stream")):
             print(f"model {k}: {v}")
         elif isinstance(v, dict):
             tries = v["verdict"].get("tries")

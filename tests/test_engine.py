@@ -328,3 +328,34 @@ def test_cuda_graphs_only_on_a_cuda_ep_first():
     assert got[1] == "CPUExecutionProvider" and "enable_cuda_graph" not in cuda[0][1]
     assert with_cuda_graphs(["CPUExecutionProvider"]) is None
     assert with_cuda_graphs([("TensorrtExecutionProvider", {}), cuda[0], "CPUExecutionProvider"]) is None
+
+
+def test_a_thread_given_a_stream_uses_it_and_finishes_the_old_one_first():
+    """Shared streams: a model stage thread computes on its session's stream from its warm-up on;
+    other threads keep their own."""
+    from ffray.models.streams import thread_stream, use_stream
+
+    class FakeStream:
+        def __init__(self):
+            self.synced = 0
+
+        def synchronize(self):
+            self.synced += 1
+
+    mine, old, seen = FakeStream(), FakeStream(), {}
+
+    def stage_thread():
+        use_stream(0, old)
+        use_stream(0, mine)  # replaces the first, which is finished first
+        seen["stage"] = thread_stream(None, 0)  # no CuPy needed: the thread has its stream
+
+    def other_thread():
+        use_stream(0, old)
+        seen["other"] = thread_stream(None, 0)
+
+    for fn in (stage_thread, other_thread):
+        t = threading.Thread(target=fn)
+        t.start()
+        t.join()
+    assert seen == {"stage": mine, "other": old}
+    assert old.synced == 1 and mine.synced == 0

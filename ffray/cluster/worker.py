@@ -66,7 +66,8 @@ def _env_ints(name: str) -> dict[str, int]:
 # set on the driver, they reach every worker through the actors' runtime environment.
 EXPERIMENT_SWITCHES = ("FFRAY_GPU_BATCHES", "FFRAY_STAGE_THREADS", "FFRAY_MODEL_SESSIONS",
                        "FFRAY_STAGE_BATCH", "FFRAY_NVDEC", "FFRAY_WORKER_DECODE", "FFRAY_CODEC_NICE",
-                       "FFRAY_SWITCH_INTERVAL", "FFRAY_CUDA_GRAPH", "FFRAY_WINDOW")
+                       "FFRAY_SWITCH_INTERVAL", "FFRAY_CUDA_GRAPH", "FFRAY_WINDOW",
+                       "FFRAY_SHARED_STREAM")
 
 
 def experiment_env(environ=None) -> dict[str, str]:
@@ -97,18 +98,19 @@ class ChunkWorker:
         # experiments only: FFRAY_GPU_BATCHES="det=8,swap=16", FFRAY_STAGE_THREADS="swap=3",
         # FFRAY_MODEL_SESSIONS="swap=1" (sessions per model stage; default one per stage thread),
         # FFRAY_STAGE_BATCH="swap=16" (items a stage takes per batch), FFRAY_CUDA_GRAPH=1|0,
-        # FFRAY_WINDOW=N (frames per chunk between decoder and encoder)
+        # FFRAY_WINDOW=N (frames per chunk between decoder and encoder), FFRAY_SHARED_STREAM=1
         batches, threads = _env_ints("FFRAY_GPU_BATCHES"), _env_ints("FFRAY_STAGE_THREADS")
         sessions, items = _env_ints("FFRAY_MODEL_SESSIONS"), _env_ints("FFRAY_STAGE_BATCH")
         graphs = os.environ.get("FFRAY_CUDA_GRAPH")  # "1" / "0": CUDA graphs on / off
         window = int(os.environ.get("FFRAY_WINDOW", 0))  # frames per chunk in flight
-        if batches or threads or sessions or items or graphs or window:
+        shared = os.environ.get("FFRAY_SHARED_STREAM") == "1"  # ORT on its stage thread's stream
+        if batches or threads or sessions or items or graphs or window or shared:
             o = spec.options
             spec = replace(spec, options=replace(
                 o, gpu_batches={**o.gpu_batches, **batches}, stage_threads={**o.stage_threads, **threads},
                 gpu_sessions={**o.gpu_sessions, **sessions}, stage_batches={**o.stage_batches, **items},
                 cuda_graphs=o.cuda_graphs if graphs is None else graphs == "1",
-                window=window or o.window))
+                window=window or o.window, shared_streams=shared or o.shared_streams))
             self._spec = spec
         cpus = spec.options.cpus or self._cpu_share()
         kind = spec.processor.kind

@@ -33,6 +33,7 @@ class WorkerOptions:
     stage_batches: dict = field(default_factory=dict)  # experiments: items per batch by stage name
     codec_processes: bool = True  # identity and faceswap chunks decode/encode in codec processes
     cuda_graphs: bool | None = None  # experiments: overrides the job's --cuda-graphs
+    shared_streams: bool = False  # experiments: ORT on its stage thread's CUDA stream
     window: int = 24  # frames per chunk between its decoder and its encoder
 
 
@@ -100,7 +101,7 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
                 loader = DeviceLoader(ctx.models, params.model_sha256, ordinal, providers,
                                       params.precision, fetch=fetch,
                                       graphs=params.cuda_graphs if options.cuda_graphs is None
-                                      else options.cuda_graphs)
+                                      else options.cuda_graphs, shared_streams=options.shared_streams)
             else:
                 why = "the ONNX Runtime providers are CPU only"
         if want_gpu == "gpu" and ops is None:

@@ -11,6 +11,12 @@ CUDA graphs (``DeviceLoader(graphs=True)``): the sessions are built with ONNX Ru
 after its regular runs), then one replay checked bit for bit against the same session's ordinary
 run. A thread whose graph fails or differs runs ordinarily (``gpu_graph_id = -1``), as do threads
 that never warmed (the set-up thread finding source faces).
+
+Shared streams (``DeviceLoader(shared_streams=True)``, an experiment): each session computes on a
+CUDA stream of its own given to ONNX Runtime (``user_compute_stream``), and the stage thread that
+warms on that session makes it its CuPy stream too, so its frame kernels and the model's are
+ordered on one stream: a call then synchronises once, at its end, instead of before the run,
+inside ORT's run and at its end (run option ``disable_synchronize_execution_providers``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import threading
 
 import numpy as np
 
-from ffray.models.streams import thread_stream
+from ffray.models.streams import thread_stream, use_stream
 
 GRAPH_RUNS = 4  # ORT captures on a thread's 2nd or 3rd run of a session (after 1-2 regular runs)
 _NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
@@ -36,7 +42,7 @@ class DeviceRunner:
     device = "cuda"
 
     def __init__(self, sessions: list, ordinal: int, batch: int, flat_outputs: bool = False,
-                 graphs: bool = False, note: dict | None = None):
+                 graphs: bool = False, note: dict | None = None, streams: list | None = None):
         import cupy as cp
 
         self.sessions = list(sessions)
@@ -51,18 +57,24 @@ class DeviceRunner:
         self.graphs = bool(graphs)
         self.note = note if note is not None else {}  # the loader's verdict: graphs captured, refusals
         self._taken: set[int] = set()  # sessions a thread has captured a graph on
-        self._plain_ro = None
-        if self.graphs:  # runs outside a captured graph say so (ORT would count them towards capture)
+        self.streams = streams  # per session: the CUDA stream it computes on (shared streams)
+        self._plain_ro = self._async_ro = None
+        if self.graphs or streams:
             import onnxruntime as ort
 
-            self._plain_ro = ort.RunOptions()
-            self._plain_ro.add_run_config_entry("gpu_graph_id", "-1")
+            if self.graphs:  # runs outside a captured graph say so (ORT would count them towards capture)
+                self._plain_ro = ort.RunOptions()
+                self._plain_ro.add_run_config_entry("gpu_graph_id", "-1")
+            if streams:  # a thread on its session's stream: no sync at the end of ORT's run
+                self._async_ro = ort.RunOptions()
+                self._async_ro.add_run_config_entry("disable_synchronize_execution_providers", "1")
 
     def _mine(self):
         """This thread's session (assigned on its first call)."""
         s = getattr(self._local, "session", None)
         if s is None:
-            s = self._local.session = self.sessions[next(self._turn) % len(self.sessions)]
+            self._local.index = next(self._turn) % len(self.sessions)
+            s = self._local.session = self.sessions[self._local.index]
         return s
 
     def _group(self, x, g: int):
@@ -75,22 +87,27 @@ class DeviceRunner:
     def run(self, feeds: dict) -> list:
         """Outputs (CuPy, on this runner's device) for ``feeds`` (CuPy or NumPy) of N items."""
         cp = self.cp
-        s = thread_stream(cp, self.ordinal)
+        shared = getattr(self._local, "stream", None)  # this thread computes on its session's stream
+        s = shared or thread_stream(cp, self.ordinal)
         with cp.cuda.Device(self.ordinal), s:
             feeds = {k: cp.asarray(v, dtype=self._types.get(k, np.float32)) for k, v in feeds.items()}
             graph = getattr(self._local, "graph", None)
-            out = self._plain(self._mine(), feeds, s) if graph is None else self._replay(graph, feeds, s)
+            out = self._plain(self._mine(), feeds, s, ordered=shared is not None) if graph is None \
+                else self._replay(graph, feeds, s)
             s.synchronize()
             return out
 
-    def _plain(self, session, feeds: dict, s) -> list:
+    def _plain(self, session, feeds: dict, s, ordered: bool = False) -> list:
+        """``ordered``: ``s`` is the session's own stream (no sync needed between them)."""
         cp = self.cp
         n = len(next(iter(feeds.values())))
         groups = []
         for i in range(0, n, self.batch):
             g = min(self.batch, n - i)
             groups.append((g, {k: self._group(x[i:i + g], g) for k, x in feeds.items()}))
-        s.synchronize()  # the inputs are complete before ONNX Runtime reads them on its stream
+        if not ordered:
+            s.synchronize()  # the inputs are complete before ONNX Runtime reads them on its stream
+        ro = self._async_ro if ordered else self._plain_ro
         parts: list[list] = [[] for _ in self.output_names]
         for g, group in groups:
             io = session.io_binding()
@@ -102,7 +119,7 @@ class DeviceRunner:
             # the end of a run). ``io.synchronize_outputs()`` would add a device-wide CUDA sync
             # while holding the GIL: measured on the H200 (py-spy --gil), it stalled every other
             # stage thread of the worker.
-            session.run_with_iobinding(io, self._plain_ro)
+            session.run_with_iobinding(io, ro)
             for j, ov in enumerate(io.get_outputs()):
                 y = _wrap(cp, ov)
                 y = y.reshape(self.batch, -1, *y.shape[1:]) if self.flat else y
@@ -137,6 +154,8 @@ class DeviceRunner:
         breaks the capture. The graph is kept only if its outputs equal the session's ordinary
         run bit for bit; otherwise (and on a session another thread captured on) this thread
         runs ordinarily."""
+        if self.streams and getattr(self._local, "stream", None) is None:
+            self._share_stream()
         if not self.graphs or getattr(self._local, "graph", None) is not None:
             return
         cp = self.cp
@@ -170,6 +189,18 @@ class DeviceRunner:
         self._local.graph = graph
         with self._lock:
             self.note["graphs"] = self.note.get("graphs", 0) + 1
+
+    def _share_stream(self) -> None:
+        """Compute on this thread's session's stream from now on (shared streams)."""
+        session = self._mine()
+        with self._lock:
+            if id(session) in self._taken:
+                self._refuse("two threads on one session")
+                return
+            self._taken.add(id(session))
+            self.note["shared_streams"] = self.note.get("shared_streams", 0) + 1
+        self._local.stream = self.streams[self._local.index]
+        use_stream(self.ordinal, self._local.stream)
 
     def _refuse(self, why: str) -> None:
         with self._lock:

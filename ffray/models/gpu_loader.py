@@ -21,7 +21,7 @@ import numpy as np
 from ffray.errors import FFrayError
 from ffray.models.device import DeviceRunner
 from ffray.models.manifest import check_contract, get
-from ffray.models.sessions import make_session, with_cuda_graphs
+from ffray.models.sessions import make_session, with_cuda_graphs, with_cuda_options
 from ffray.settings import atomic_write_bytes, atomic_write_text
 
 FP16_TOL = 0.02  # max |fp16 - fp32| / max |fp32| over the probe outputs
@@ -41,8 +41,10 @@ class DeviceLoader:
     when the node's cache misses) by manifest name; ``sha256``: their digests (cache keys)."""
 
     def __init__(self, models: dict, sha256: dict[str, str], ordinal: int, providers: list,
-                 precision: str = "auto", cache: Path | None = None, fetch=None, graphs: bool = False):
+                 precision: str = "auto", cache: Path | None = None, fetch=None, graphs: bool = False,
+                 shared_streams: bool = False):
         self.graphs = graphs  # runners with CUDA graphs (captured per thread by ``DeviceRunner.warm``)
+        self.shared_streams = shared_streams and not graphs  # sessions on their threads' streams
         self.models, self.sha = dict(models), dict(sha256)
         self.ordinal, self.providers, self.precision = ordinal, providers, precision
         self.cache = Path(cache) if cache else cache_dir()
@@ -81,6 +83,15 @@ class DeviceLoader:
             except Exception as e:  # noqa: BLE001 - e.g. nodes outside the CUDA EP: no graphs
                 verdict["graph_refused"] = [f"{type(e).__name__}: {e}"[:300]]
         verdict["cuda_graph"] = made is not None
+        streams = self._streams(n) if self.shared_streams else None
+        if streams is not None:
+            try:
+                made = [make_session(str(path), with_cuda_options(self.providers,
+                                                                  user_compute_stream=str(st.ptr)),
+                                     1, what=name) for st in streams]
+            except Exception as e:  # noqa: BLE001 - the EP refused the stream: ordinary sessions
+                verdict["stream_refused"] = f"{type(e).__name__}: {e}"[:300]
+                streams = None
         made = made or [make_session(str(path), self.providers, 1, what=name) for _ in range(n)]
         if not verdict["edited"]:  # an edited graph has a symbolic batch: checked before the edit
             check_contract(made[0], get(name))
@@ -88,7 +99,16 @@ class DeviceLoader:
         verdict["sessions"] = n
         self.notes[name] = verdict
         return DeviceRunner(made, self.ordinal, verdict["batch"], flat_outputs,
-                            graphs=verdict["cuda_graph"], note=verdict)
+                            graphs=verdict["cuda_graph"], note=verdict, streams=streams)
+
+    def _streams(self, n: int) -> list | None:
+        """A CUDA stream per session (shared streams), or None off the CUDA EP."""
+        if with_cuda_options(self.providers) is None:
+            return None
+        import cupy as cp
+
+        with cp.cuda.Device(self.ordinal):
+            return [cp.cuda.Stream(non_blocking=True) for _ in range(n)]
 
     def _prepared(self, name: str, batch: int, fp16: bool) -> tuple[Path, dict]:
         key = f"{self.sha.get(name, name)[:20]}-b{batch}-{'h' if fp16 else 'f'}"

@@ -62,19 +62,21 @@ def choose_providers(requested: list[str] | None = None, device_id: int = 0,
     return [(n, opts[n]) if n in opts else n for n in names]
 
 
-def with_cuda_graphs(providers: list) -> list | None:
-    """``providers`` with CUDA graphs on (ONNX Runtime's ``enable_cuda_graph``), or None when the
-    first provider is not the CUDA EP (TensorRT has its own graphs; the CPU has none)."""
+def with_cuda_options(providers: list, **options: str) -> list | None:
+    """``providers`` with ``options`` added to the CUDA EP's, or None when the first provider is
+    not the CUDA EP (TensorRT has its own graphs and streams; the CPU neither)."""
     if first_provider(providers) != "CUDAExecutionProvider":
         return None
     out = []
     for p in providers:
         name, opts = (p if isinstance(p, tuple) else (p, None))
-        if name == "CUDAExecutionProvider":
-            out.append((name, {**(opts or {}), "enable_cuda_graph": "1"}))
-        else:
-            out.append(p)
+        out.append((name, {**(opts or {}), **options}) if name == "CUDAExecutionProvider" else p)
     return out
+
+
+def with_cuda_graphs(providers: list) -> list | None:
+    """CUDA graphs on (ONNX Runtime's ``enable_cuda_graph``)."""
+    return with_cuda_options(providers, enable_cuda_graph="1")
 
 
 def first_provider(providers: list) -> str:

@@ -32,3 +32,17 @@ def thread_stream(cp, device_id: int):
                 s = cp.cuda.Stream(non_blocking=True)
             streams[device_id] = s
     return s
+
+
+def use_stream(device_id: int, stream) -> None:
+    """Make ``stream`` this thread's stream on ``device_id``: a model stage thread whose ONNX
+    Runtime session computes on that stream (``ffray.models.device``), so that its CuPy kernels
+    and the model's are ordered on one stream with no synchronisation between them. Called before
+    the thread's first frame; work left on a stream it had before is finished first."""
+    streams = getattr(_local, "streams", None)
+    if streams is None:
+        streams = _local.streams = {}
+    old = streams.get(device_id)
+    if old is not None and old is not stream:
+        old.synchronize()
+    streams[device_id] = stream
