@@ -158,6 +158,8 @@ def main() -> None:
     ap.add_argument("--actors", type=int)
     ap.add_argument("--gpu-per-actor", type=float)
     ap.add_argument("--chunk-seconds", type=float)
+    ap.add_argument("--chunk-taper", type=float, default=0.0,
+                    help="the last share of the input in half-length chunks (experiment)")
     ap.add_argument("--processor", default="identity")
     ap.add_argument("--workdir")
     ap.add_argument("--input", help="use this video instead of generating one")
@@ -198,6 +200,7 @@ def main() -> None:
     t0 = time.perf_counter()
     t_wall0 = time.time()
     req = SwapRequest(input=str(src), output=str(out), overwrite=True, chunk_seconds=a.chunk_seconds,
+                      chunk_taper=a.chunk_taper,
                       processor=ProcessorSpec(kind=a.processor, params=params, batch_size=a.batch_size),
                       sources=[source] if source else [], actors=a.actors, gpu_per_actor=a.gpu_per_actor,
                       model_dirs=a.model_dir, telemetry=not a.no_telemetry, encode=EncodeSettings(),
@@ -223,7 +226,7 @@ def main() -> None:
     steady = steady_window(stats)
     report = {
         "machine": f"{platform.node()} {os.cpu_count()} cpu", "input": str(src), "frames": res.frames,
-        "chunks": res.chunks, "chunk_seconds": spec.get("chunk_seconds"),
+        "chunks": res.chunks, "chunk_seconds": spec.get("chunk_seconds"), "chunk_taper": a.chunk_taper,
         "workers": len({s['actor_id'] for s in stats}), "pipeline": spec.get("pipeline"),
         "backend": stats[0].get("backend"), "slots_per_worker": stats[0].get("slots"),
         "wall_s": round(wall, 2), "fps_whole_job": round(res.frames / wall, 2),

@@ -142,6 +142,35 @@ def test_snapped_boundaries_start_decoding_on_a_keyframe(media):
     assert [c.first_frame for c in far] == [0, 15, 28, 45, 60, 78, 90]  # 53 is 7 from 60
 
 
+def _cfr_index(n: int, gop: int) -> PacketIndex:
+    """``n`` frames at 1 tick each (time base 1/30 s), a keyframe every ``gop`` frames."""
+    pts = np.arange(n)
+    return PacketIndex(pts, pts - 1, pts % gop == 0, np.zeros(n, bool), np.ones(n, np.int64))
+
+
+def test_a_taper_cuts_the_last_share_of_the_video_into_half_chunks():
+    """2 minutes at 30 frames/s, 3.75 s chunks: 32 whole chunks untapered; with the last third
+    tapered, 21 whole chunks (up to the whole-chunk boundary before 80 s), then half chunks; every
+    frame once, and snapping keeps both kinds within a quarter of their own length."""
+    tb = Fraction(1, 30)
+    idx = _cfr_index(3600, 1_000_000)
+    plain = plan_chunks(idx, tb, 3.75)
+    tapered = plan_chunks(idx, tb, 3.75, taper=1 / 3)
+    assert len(plain) == 32 and {c.frames for c in plain[:-1]} == {112}
+    assert [c.frames for c in tapered[:21]] == [112] * 21 and tapered[21].first_frame == 21 * 112
+    assert {c.frames for c in tapered[21:-1]} == {56} and 0.25 * 56 <= tapered[-1].frames <= 56
+    for plan in (plain, tapered):
+        assert plan[0].first_frame == 0 and plan[-1].end_frame == 3600
+        assert all(x.end_frame == y.first_frame for x, y in zip(plan, plan[1:]))
+    keyed = _cfr_index(3600, 25)
+    snapped = plan_chunks(keyed, tb, 3.75, context=8, snap=0.25, taper=1 / 3)
+    whole = [c.frames for c in snapped if c.first_frame < 21 * 112][:-1]
+    half = [c.frames for c in snapped if c.first_frame > 21 * 112 + 56][:-1]
+    assert whole and half and all(abs(f - 112) <= 2 * 28 for f in whole)
+    assert all(abs(f - 56) <= 2 * 14 for f in half)
+    assert all((c.first_frame - c.context) % 25 == 0 for c in snapped[1:] if c.first_frame > 21 * 112)
+
+
 def test_snap_keeps_every_chunk_non_empty():
     assert snap_starts([0, 10, 20], np.array([11, 12]), 5, 30) == [0, 11, 20]
     assert snap_starts([0, 10, 12], np.array([13]), 5, 20) == [0, 10, 13]

@@ -119,7 +119,7 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
 
         context = CONTEXT_FRAMES  # face tracks start warm at every chunk boundary
     chunks = plan_chunks(index, info.video.time_base, chunk_seconds, frames, context=context,
-                         snap=SNAP_TO_KEYFRAMES)
+                         snap=SNAP_TO_KEYFRAMES, taper=req.chunk_taper)
     check_space(space_needed(info, index, frames[1] - frames[0], frames[1] - frames[0]),
                 data_dir / "jobs", out.parent)
     spec = JobSpec(

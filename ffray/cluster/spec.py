@@ -22,6 +22,7 @@ class SwapRequest:
     overwrite: bool = False
     keep_chunks: bool = False  # keep the encoded chunks after a verified assembly
     chunk_seconds: float | None = None  # None: auto (ffray.video.plan.auto_chunk_seconds)
+    chunk_taper: float = 0.0  # experiments: the last share of the video in half-length chunks
     trim_start: float | None = None
     trim_end: float | None = None
     encode: EncodeSettings = field(default_factory=EncodeSettings)

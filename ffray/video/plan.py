@@ -83,13 +83,17 @@ SNAP_TO_KEYFRAMES = 0.25
 
 def plan_chunks(index: PacketIndex, time_base: Fraction, chunk_seconds: float,
                 frame_range: tuple[int, int] | None = None,
-                min_tail: float = 0.25, context: int = 0, snap: float = 0.0) -> list[ChunkSpec]:
+                min_tail: float = 0.25, context: int = 0, snap: float = 0.0,
+                taper: float = 0.0) -> list[ChunkSpec]:
     """Split frames ``frame_range`` into chunks of about ``chunk_seconds`` (by timestamps, so VFR
     sources get equal durations); a tail shorter than ``min_tail`` of a chunk joins the one before.
     ``context``: up to that many frames before each chunk (within the range) are decoded with it,
     so per-chunk state (face tracks, smoothing) has history at the boundary. ``snap``: each
     boundary moves to the nearest keyframe + ``context`` within that share of a chunk's length
-    (``SNAP_TO_KEYFRAMES``), so the chunk's decoding starts with its first decoded frame."""
+    (``SNAP_TO_KEYFRAMES``), so the chunk's decoding starts with its first decoded frame.
+    ``taper``: the last share of the range (from a whole chunk's boundary on) is cut into chunks
+    of half the length, so the last wave of a job's chunks ends closer together (an experiment;
+    like every option here it depends on the input alone, never on the cluster)."""
     if chunk_seconds <= 0:
         raise FFrayError("--chunk-seconds must be > 0")
     order = index.frame_packets  # decode index of each frame, presentation order
@@ -98,15 +102,25 @@ def plan_chunks(index: PacketIndex, time_base: Fraction, chunk_seconds: float,
     ticks = max(1, int(round(chunk_seconds / float(time_base))))
     rel = fpts[a:b] - fpts[a]
     bucket = rel // ticks
+    step = np.full(len(rel), ticks)  # each frame's chunk length
+    if taper > 0:
+        span = int(rel[-1]) + (int(rel[-1] - rel[-2]) if len(rel) > 1 else 1)
+        cut = int((1.0 - min(1.0, float(taper))) * span) // ticks * ticks
+        half = max(1, ticks // 2)
+        late = rel >= cut
+        bucket = np.where(late, cut // ticks + (rel - cut) // half, bucket)
+        step = np.where(late, half, step)
     starts = list(a + np.flatnonzero(np.diff(bucket, prepend=-1)))
     if len(starts) > 1:
         tail_ticks = fpts[b - 1] - fpts[starts[-1]] + (fpts[b - 1] - fpts[b - 2] if b - a > 1 else 1)
-        if tail_ticks < min_tail * ticks:
+        if tail_ticks < min_tail * step[starts[-1] - a]:
             starts.pop()
     key_idx = np.flatnonzero(index.key)
     if snap > 0 and len(starts) > 1:
         key_frames = index.key_frames
-        tol = int(snap * float(np.median(np.diff(starts + [b]))))
+        # a share of the chunk length (frames, the median of chunks of its kind: full or tapered)
+        lengths, kinds = np.diff(starts + [b]), np.array([step[s - a] for s in starts])
+        tol = [int(snap * float(np.median(lengths[kinds == k]))) for k in kinds]
         starts = snap_starts(starts, key_frames[key_frames >= a] + int(context), tol, b)
     ends = starts[1:] + [b]
     chunks = []
@@ -127,11 +141,14 @@ def plan_chunks(index: PacketIndex, time_base: Fraction, chunk_seconds: float,
     return chunks
 
 
-def snap_starts(starts: list[int], targets: np.ndarray, tol: int, end: int) -> list[int]:
+def snap_starts(starts: list[int], targets: np.ndarray, tol, end: int) -> list[int]:
     """``starts`` (the first kept) each moved to the nearest of ``targets`` (sorted) within
-    ``tol`` frames, where that keeps every chunk non-empty; else left where it is."""
+    ``tol`` frames (one number, or one per start), where that keeps every chunk non-empty; else
+    left where it is."""
+    tols = list(tol) if isinstance(tol, (list, tuple, np.ndarray)) else [tol] * len(starts)
     out = [int(starts[0])]
     for i, s in enumerate(starts[1:], 1):
+        tol = tols[i]
         nxt = starts[i + 1] if i + 1 < len(starts) else end
         j = int(np.searchsorted(targets, s))
         near = [int(t) for t in targets[max(0, j - 1):j + 1] if abs(int(t) - s) <= tol
