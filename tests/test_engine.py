@@ -359,3 +359,21 @@ def test_a_thread_given_a_stream_uses_it_and_finishes_the_old_one_first():
         t.join()
     assert seen == {"stage": mine, "other": old}
     assert old.synced == 1 and mine.synced == 0
+
+
+def test_experiment_switches_become_worker_options():
+    """Set on the driver, the switches reach the workers' environment (``experiment_env``) and the
+    worker turns them into typed options; without them the job's options stand."""
+    from ffray.cluster.worker import EXPERIMENT_SWITCHES, experiment_env, experiment_options
+    from ffray.engine.build import WorkerOptions
+
+    base = WorkerOptions(gpu_batches={"det": 8}, window=24)
+    assert experiment_options(base, {}) == base
+    env = {"FFRAY_GPU_BATCHES": "swap=16", "FFRAY_STAGE_THREADS": "enhance=3", "FFRAY_CUDA_GRAPH": "1",
+           "FFRAY_WINDOW": "30", "FFRAY_SHARED_STREAM": "1", "PATH": "/bin"}
+    o = experiment_options(base, env)
+    assert o.gpu_batches == {"det": 8, "swap": 16} and o.stage_threads == {"enhance": 3}
+    assert o.cuda_graphs is True and o.window == 30 and o.shared_streams is True
+    assert experiment_options(WorkerOptions(cuda_graphs=True), {"FFRAY_CUDA_GRAPH": "0"}).cuda_graphs is False
+    passed = set(experiment_env(env))
+    assert passed == set(env) - {"PATH"} and passed <= set(EXPERIMENT_SWITCHES)

@@ -56,10 +56,27 @@ class WorkerSpec:
     models: dict = field(default_factory=dict)  # manifest name -> ObjectRef of the model bytes
 
 
-def _env_ints(name: str) -> dict[str, int]:
+def _env_ints(env, name: str) -> dict[str, int]:
     """``{key: int}`` from an environment variable of ``key=N`` pairs (experiment switches)."""
-    text = os.environ.get(name, "")
+    text = env.get(name, "")
     return {k: int(v) for k, v in (kv.split("=") for kv in text.split(",") if kv)}
+
+
+def experiment_options(o: WorkerOptions, env) -> WorkerOptions:
+    """``o`` with the experiment switches set in ``env`` (the worker's environment) applied:
+    FFRAY_GPU_BATCHES="det=8,swap=16", FFRAY_STAGE_THREADS="swap=3", FFRAY_MODEL_SESSIONS="swap=1"
+    (sessions per model stage; default one per stage thread), FFRAY_STAGE_BATCH="swap=16" (items a
+    stage takes per batch), FFRAY_CUDA_GRAPH=1|0, FFRAY_WINDOW=N (frames per chunk between
+    decoder and encoder), FFRAY_SHARED_STREAM=1 (ORT on its stage thread's stream)."""
+    graphs = env.get("FFRAY_CUDA_GRAPH")
+    return replace(
+        o, gpu_batches={**o.gpu_batches, **_env_ints(env, "FFRAY_GPU_BATCHES")},
+        stage_threads={**o.stage_threads, **_env_ints(env, "FFRAY_STAGE_THREADS")},
+        gpu_sessions={**o.gpu_sessions, **_env_ints(env, "FFRAY_MODEL_SESSIONS")},
+        stage_batches={**o.stage_batches, **_env_ints(env, "FFRAY_STAGE_BATCH")},
+        cuda_graphs=o.cuda_graphs if graphs is None else graphs == "1",
+        window=int(env.get("FFRAY_WINDOW") or o.window),
+        shared_streams=env.get("FFRAY_SHARED_STREAM") == "1" or o.shared_streams)
 
 
 # Experiment switches the worker reads from its environment (docs/design.md, "Codec processes"):
@@ -95,23 +112,7 @@ class ChunkWorker:
         real_gpu = bool(self._gpu_ids) and self._gpu_uuids and self._gpu_uuids[0] is not None
         self._ordinal = cuda_ordinal(self._gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES")) \
             if real_gpu else None
-        # experiments only: FFRAY_GPU_BATCHES="det=8,swap=16", FFRAY_STAGE_THREADS="swap=3",
-        # FFRAY_MODEL_SESSIONS="swap=1" (sessions per model stage; default one per stage thread),
-        # FFRAY_STAGE_BATCH="swap=16" (items a stage takes per batch), FFRAY_CUDA_GRAPH=1|0,
-        # FFRAY_WINDOW=N (frames per chunk between decoder and encoder), FFRAY_SHARED_STREAM=1
-        batches, threads = _env_ints("FFRAY_GPU_BATCHES"), _env_ints("FFRAY_STAGE_THREADS")
-        sessions, items = _env_ints("FFRAY_MODEL_SESSIONS"), _env_ints("FFRAY_STAGE_BATCH")
-        graphs = os.environ.get("FFRAY_CUDA_GRAPH")  # "1" / "0": CUDA graphs on / off
-        window = int(os.environ.get("FFRAY_WINDOW", 0))  # frames per chunk in flight
-        shared = os.environ.get("FFRAY_SHARED_STREAM") == "1"  # ORT on its stage thread's stream
-        if batches or threads or sessions or items or graphs or window or shared:
-            o = spec.options
-            spec = replace(spec, options=replace(
-                o, gpu_batches={**o.gpu_batches, **batches}, stage_threads={**o.stage_threads, **threads},
-                gpu_sessions={**o.gpu_sessions, **sessions}, stage_batches={**o.stage_batches, **items},
-                cuda_graphs=o.cuda_graphs if graphs is None else graphs == "1",
-                window=window or o.window, shared_streams=shared or o.shared_streams))
-            self._spec = spec
+        spec = self._spec = replace(spec, options=experiment_options(spec.options, os.environ))
         cpus = spec.options.cpus or self._cpu_share()
         kind = spec.processor.kind
         light = kind == "identity"  # no frame work at all: every CPU can encode
