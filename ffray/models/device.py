@@ -159,12 +159,9 @@ class DeviceRunner:
         if not self.graphs or getattr(self._local, "graph", None) is not None:
             return
         cp = self.cp
-        session = self._mine()
-        with self._lock:
-            if id(session) in self._taken:
-                self._refuse("two threads on one session")
-                return
-            self._taken.add(id(session))
+        session = self._take()
+        if session is None:
+            return
         s = thread_stream(cp, self.ordinal)
         rng = np.random.default_rng(0)
         with cp.cuda.Device(self.ordinal), s:
@@ -190,14 +187,24 @@ class DeviceRunner:
         with self._lock:
             self.note["graphs"] = self.note.get("graphs", 0) + 1
 
-    def _share_stream(self) -> None:
-        """Compute on this thread's session's stream from now on (shared streams)."""
+    def _take(self):
+        """This thread's session, if no other thread has warmed on it (a captured graph or a
+        shared stream belongs to one thread); else None, and the note says so."""
         session = self._mine()
         with self._lock:
             if id(session) in self._taken:
-                self._refuse("two threads on one session")
-                return
+                seen = self.note.setdefault("graph_refused", [])
+                if "two threads on one session" not in seen:
+                    seen.append("two threads on one session")
+                return None
             self._taken.add(id(session))
+        return session
+
+    def _share_stream(self) -> None:
+        """Compute on this thread's session's stream from now on (shared streams)."""
+        if self._take() is None:
+            return
+        with self._lock:
             self.note["shared_streams"] = self.note.get("shared_streams", 0) + 1
         self._local.stream = self.streams[self._local.index]
         use_stream(self.ordinal, self._local.stream)
