@@ -66,6 +66,16 @@ def window(data: Data, view: ClusterView):
     return a, b, ""
 
 
+def last_bucket_end(end: datetime, b: int, done: bool) -> datetime:
+    """Where a preset window's drawn buckets stop (whole buckets only). While a recorder runs
+    (``done`` False), before the bucket holding ``end``, the data's last sample: a roll of its
+    journal may still add samples there, and live refresh appends it once it is complete. When
+    none runs (a finished job), after that bucket: no sample can come to complete it, and a
+    finished job's last seconds, often all of a short one's, would never be drawn."""
+    t = end.timestamp()
+    return datetime.fromtimestamp((-(-t // b) if done else t // b) * b, tz=timezone.utc)
+
+
 def draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
     if data.missing():
         return Drawn(msg=f"No data directory at {data.target} yet. {EMPTY_HELP}")
@@ -82,10 +92,10 @@ def _draw(data: Data, view: ClusterView, now: datetime) -> Drawn:
     # one scan per table: the GPUs and hosts drawn come from the trends themselves (no inventory
     # scan first); the bucket allows 600 points per series, coarser only past ~66 lines a chart
     b = bucket_seconds((end - start).total_seconds(), 600)
+    done = not data.recording()  # no recorder can add to the last bucket any more
     while True:
         s0 = datetime.fromtimestamp(start.timestamp() // b * b, tz=timezone.utc)  # whole buckets only,
-        e0 = end if view.range == "custom" else \
-            datetime.fromtimestamp(end.timestamp() // b * b, tz=timezone.utc)  # so live refresh appends
+        e0 = end if view.range == "custom" else last_bucket_end(end, b, done)  # live refresh appends
         per_gpu = data.gpu_trends(s0, e0, b, uuids=gpus, nodes=nodes)
         ht = data.host_trends(s0, e0, b, nodes=nodes)
         chosen = gpus_in(per_gpu)

@@ -62,6 +62,16 @@ class Data:
             return {"missing": False, **s.present}
 
     # cluster page
+    def recording(self) -> bool:
+        """Whether a recorder may still add samples to this data: an open journal in a local data
+        dir's telemetry (a recorder keeps one per table while its window is open, and rolls it to
+        Parquet when it stops), or a URI (the journals are on the recorders' nodes)."""
+        from ffray.analytics.source import is_uri
+
+        if is_uri(self.target):
+            return True
+        return any((Path(self.target) / "telemetry").glob("*/.journal/**/*.arrow"))
+
     def extent(self) -> tuple[datetime, datetime] | None:
         """First and last sample of GPU or host telemetry (a CPU-only cluster has host rows only)."""
         with self.store() as s:

@@ -277,8 +277,14 @@ def _check_hover(root: Path, trace: dict) -> int:
 def test_live_refresh_appends_new_points_without_redrawing(browser, tmp_path):
     """More than the window's hour is recorded, so appending slides the window: the hover's
     min/max must slide with their means (they used to stay behind)."""
+    from ffray.telemetry.store import TelemetryStore
+
     now = time.time()
     _record(tmp_path, now - 3800, 3700)  # samples up to 100 s ago, more than the 1 h window
+    # a recorder still running (its journal open): the page keeps the last bucket back, since a
+    # roll may still add samples to it
+    live = TelemetryStore(tmp_path / "telemetry", "recorder", roll_seconds=3600)
+    live.append({"host": [{"ts": datetime.fromtimestamp(now, timezone.utc), "node": "recorder"}]}, now)
     s = Served(Data(str(tmp_path), tmp_path))
     ctx = browser.new_context()
     page = ctx.new_page()
@@ -316,6 +322,7 @@ def test_live_refresh_appends_new_points_without_redrawing(browser, tmp_path):
     finally:
         ctx.close()
         s.close()
+        live.close()
 
 
 @pytest.fixture(scope="module")

@@ -102,3 +102,25 @@ def test_workers_sharing_a_gpu_get_their_own_timeline_lanes():
     assert [(ln[1], ln[3]) for ln in lanes] == [(0, "slot 1"), (1, "slot 2"), (2, "slot 3"),
                                                (0, "slot 1"), (1, "slot 2")]
     assert {ln[2] for ln in lanes} == {3}
+
+
+def test_the_cluster_page_draws_a_finished_jobs_last_bucket(tmp_path):
+    """Preset windows draw whole buckets only. While a recorder runs (an open journal), the
+    bucket holding the last sample waits (a journal roll may still add to it; live refresh appends
+    it later); once none runs it is drawn: a short job that ended within one bucket was never
+    drawn at all."""
+    from dashboard.clusterview import last_bucket_end
+    from ffray.telemetry.store import TelemetryStore
+
+    t = datetime(2026, 12, 2, 16, 20, 38, 870000, tzinfo=timezone.utc)  # last sample + 1 s
+    bucket = datetime(2026, 12, 2, 16, 20, 40, tzinfo=timezone.utc)
+    assert last_bucket_end(t, 10, done=True) == bucket
+    assert last_bucket_end(t, 10, done=False) == bucket - timedelta(seconds=10)
+    assert last_bucket_end(bucket, 10, done=True) == last_bucket_end(bucket, 10, done=False) == bucket
+    data = Data(str(tmp_path), tmp_path)
+    assert not data.recording()
+    store = TelemetryStore(tmp_path / "telemetry", "n1", roll_seconds=3600)
+    store.append({"host": [{"ts": t, "node": "n1", "cpu_percent": 5.0}]}, t.timestamp())
+    assert data.recording()  # its journal is open
+    store.close()
+    assert not data.recording() and Data("s3://bucket/x", tmp_path).recording()
