@@ -60,8 +60,9 @@ def line_figure(table: pa.Table, metric: Metric, labels: dict, *, spread: str = 
                 xs = np.insert(xs, gaps, xs[gaps - 1] + np.timedelta64(int(bucket_s), "s"))
                 ys = np.insert(ys, gaps, np.nan)
                 cd = np.insert(cd, gaps, np.nan, axis=0)
-            traces.append({
-                "type": "scatter", "mode": "lines", "name": labels.get(key, key), "uid": str(key),
+            traces.append({  # a line of one or two buckets (a short job) would not show: markers too
+                "type": "scatter", "mode": "lines" if len(valued(ys)) > 2 else "lines+markers",
+                "marker": {"size": 5}, "name": labels.get(key, key), "uid": str(key),
                 "line": {"width": 1.3, "color": series_colour(key)},
                 "x": xs, "y": ys, "customdata": cd,
                 "hovertemplate": f"%{{fullData.name}}<br>%{{x|%Y-%m-%d %H:%M:%S}} UTC<br>mean %{{y}} {unit} "
@@ -82,6 +83,11 @@ def line_figure(table: pa.Table, metric: Metric, labels: dict, *, spread: str = 
         "uirevision": "keep", "shapes": shapes, "xaxis": X_AXIS,
         "yaxis": {"title": {"text": unit}}, "yaxis2": {"overlaying": "y", "range": [0, 1], "visible": False,
                                                        "fixedrange": True}}}
+
+
+def valued(ys: np.ndarray) -> np.ndarray:
+    """The values of a series that are points (gaps are NaN)."""
+    return ys[~np.isnan(ys.astype(np.float64))]
 
 
 def alert_marks(episodes) -> dict:

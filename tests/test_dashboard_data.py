@@ -124,3 +124,20 @@ def test_the_cluster_page_draws_a_finished_jobs_last_bucket(tmp_path):
     assert data.recording()  # its journal is open
     store.close()
     assert not data.recording() and Data("s3://bucket/x", tmp_path).recording()
+
+
+def test_a_series_of_one_or_two_buckets_is_drawn_with_markers():
+    """plotly draws no line through a single point: a short job's series (one bucket) would show
+    as an empty chart, so few-point series get markers; longer ones stay plain lines."""
+    import pyarrow as pa
+
+    from dashboard.trends import line_figure
+    from ffray.analytics.metrics import METRICS
+
+    t0 = datetime(2026, 12, 2, 16, 20, tzinfo=timezone.utc)
+    rows = [("a", t0)] + [("b", t0 + timedelta(seconds=10 * i)) for i in range(6)]
+    table = pa.table({"series": [r[0] for r in rows], "bucket": [r[1] for r in rows],
+                      **{f"worker_cpu_{s}": [50.0] * len(rows) for s in ("mean", "min", "max")}})
+    fig = line_figure(table, METRICS["worker_cpu"], {}, bucket_s=10)
+    assert [(t["uid"], t["mode"], len(t["x"])) for t in fig["data"]] == \
+        [("a", "lines+markers", 1), ("b", "lines", 6)]
