@@ -5,6 +5,8 @@
 #           benchmark inputs (2-minute 1080p30, 1 and 6 face markers) in /tmp/media
 # selftest: scripts/gpu_selftest.py (GPU vs CPU frame ops, prepared models, determinism)
 # bench   : scripts/bench_swap.py at default settings on /tmp/media/faces$FACES_1080p.mp4
+# benchenv: the same with experiment switches set for that run only (alternated runs in one call:
+#           "bench a 1" "benchenv FFRAY_SHARED_STREAM=1 b 1" "bench c 1" ...)
 # detect  : scripts/bench_detect.py (detector stage alone; host vs device output decoding)
 # pair    : the 20 s faceswap at defaults and with experiment switches (VAR=VALUE): byte-identical?
 # codec   : scripts/bench_codec.py (codec processes alone: passthrough, ring clean/dirty, transcode)
@@ -43,10 +45,12 @@ for phase in "$@"; do
       wait; ls -la /tmp/media /tmp/cm | head -20; echo "installed in $(( $(date +%s) - t0 )) s" ;;
     selftest)
       timeout 300 python3 scripts/gpu_selftest.py --models /tmp/cm --background .devdata/t1.jpg --out "$OUT/selftest.json" 2>&1 | tail -40 ;;
-    bench)  # bench NAME FACES [extra bench_swap args]
+    bench|benchenv)  # bench NAME FACES [extra bench_swap args]; benchenv VAR=VALUE[,VAR=VALUE] NAME FACES [extra]
+      envs=""; [ "$1" = benchenv ] && { envs=$2; shift; }
       name=$2 faces=$3; shift 3
-      timeout 540 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${faces}_1080p.mp4" \
-        --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
+      ( [ -n "$envs" ] && export $(echo "$envs" | tr ',' ' ')
+        timeout 540 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${faces}_1080p.mp4" \
+          --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err" )
       echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min','core_ms_per_frame_steady','ceiling_transcode_before_after','share_processing','share_steady','encoder_busy_share','cuda_graphs')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
     identity)  # identity NAME FACES [extra]
       name=$2 faces=$3; shift 3
