@@ -61,7 +61,7 @@ def line_figure(table: pa.Table, metric: Metric, labels: dict, *, spread: str = 
                 ys = np.insert(ys, gaps, np.nan)
                 cd = np.insert(cd, gaps, np.nan, axis=0)
             traces.append({  # a line of one or two buckets (a short job) would not show: markers too
-                "type": "scatter", "mode": "lines" if len(valued(ys)) > 2 else "lines+markers",
+                "type": "scatter", "mode": "lines" if np.isfinite(ys).sum() > 2 else "lines+markers",
                 "marker": {"size": 5}, "name": labels.get(key, key), "uid": str(key),
                 "line": {"width": 1.3, "color": series_colour(key)},
                 "x": xs, "y": ys, "customdata": cd,
@@ -83,11 +83,6 @@ def line_figure(table: pa.Table, metric: Metric, labels: dict, *, spread: str = 
         "uirevision": "keep", "shapes": shapes, "xaxis": X_AXIS,
         "yaxis": {"title": {"text": unit}}, "yaxis2": {"overlaying": "y", "range": [0, 1], "visible": False,
                                                        "fixedrange": True}}}
-
-
-def valued(ys: np.ndarray) -> np.ndarray:
-    """The values of a series that are points (gaps are NaN)."""
-    return ys[~np.isnan(ys.astype(np.float64))]
 
 
 def alert_marks(episodes) -> dict:

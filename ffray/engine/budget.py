@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ffray.video.encode import DEFAULT_THREADS as ENCODER_THREADS
 
 MIN_SLOTS = 2  # one chunk's encoder flush overlaps the next chunk's start even on 1-2 CPUs
+WINDOW = 24  # frames per chunk between its decoder and its encoder (a 30-frame window: no gain)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def node_cpus() -> int:
 
 
 def plan_budget(cpus: float, gpu: bool, encoder_threads: int = ENCODER_THREADS,
-                slots: int | None = None, window: int = 24) -> Budget:
+                slots: int | None = None, window: int = WINDOW) -> Budget:
     """The worker's threads for ``cpus`` CPUs. ``gpu``: models and frame work run on a GPU (the
     CPU then only decodes and encodes); ``slots`` overrides the derived chunk count."""
     cpus = max(1.0, float(cpus))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ffray.engine.api import WorkerContext
-from ffray.engine.budget import ENCODER_THREADS, Budget
+from ffray.engine.budget import ENCODER_THREADS, WINDOW, Budget
 from ffray.engine.colour import Matrix
 from ffray.engine.frames import Layout, layout_for
 from ffray.engine.ops_cpu import CpuOps
@@ -34,7 +34,7 @@ class WorkerOptions:
     codec_processes: bool = True  # identity and faceswap chunks decode/encode in codec processes
     cuda_graphs: bool | None = None  # experiments: overrides the job's --cuda-graphs
     shared_streams: bool = False  # experiments: ORT on its stage thread's CUDA stream
-    window: int = 24  # frames per chunk between its decoder and its encoder
+    window: int = WINDOW  # frames per chunk between its decoder and its encoder
 
 
 @dataclass(frozen=True)

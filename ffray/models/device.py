@@ -49,7 +49,7 @@ class DeviceRunner:
         self.cp, self.session, self.ordinal = cp, self.sessions[0], ordinal
         self._local = threading.local()
         self._turn = itertools.count()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # _take refuses (_refuse) while it holds it
         self.batch, self.flat = max(1, int(batch)), flat_outputs
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -121,15 +121,19 @@ class DeviceRunner:
             # stage thread of the worker.
             session.run_with_iobinding(io, ro)
             for j, ov in enumerate(io.get_outputs()):
-                y = _wrap(cp, ov)
-                y = y.reshape(self.batch, -1, *y.shape[1:]) if self.flat else y
-                parts[j].append(y[:g])
-        return [p[0] if len(p) == 1 else cp.concatenate(p) for p in parts]
+                parts[j].append(self._items(_wrap(cp, ov))[:g])
+        return self._join(parts)
+
+    def _items(self, y):
+        """A batch's output by item: flat outputs (rows of all items stacked) as (B, rows, ...)."""
+        return y.reshape(self.batch, -1, *y.shape[1:]) if self.flat else y
+
+    def _join(self, parts: list[list]) -> list:
+        return [p[0] if len(p) == 1 else self.cp.concatenate(p) for p in parts]
 
     def _replay(self, graph: _Graph, feeds: dict, s) -> list:
         """Groups through this thread's graph: each copied into the static inputs (the last
         padded with copies of its last item), the outputs copied out before the next group."""
-        cp = self.cp
         n = len(next(iter(feeds.values())))
         parts: list[list] = [[] for _ in self.output_names]
         for i in range(0, n, self.batch):
@@ -142,10 +146,8 @@ class DeviceRunner:
             s.synchronize()  # inputs written, and the last group's outputs copied out
             graph.run()  # a replay returns with its outputs complete (ORT syncs its stream)
             for j, name in enumerate(self.output_names):
-                y = graph.outputs[name]
-                y = y.reshape(self.batch, -1, *y.shape[1:]) if self.flat else y
-                parts[j].append(y[:g].copy())
-        return [p[0] if len(p) == 1 else cp.concatenate(p) for p in parts]
+                parts[j].append(self._items(graph.outputs[name])[:g].copy())
+        return self._join(parts)
 
     def warm(self, shapes: dict[str, tuple]) -> None:
         """Capture this thread's CUDA graph (graph runners only; ``shapes``: each input's shape
@@ -193,9 +195,7 @@ class DeviceRunner:
         session = self._mine()
         with self._lock:
             if id(session) in self._taken:
-                seen = self.note.setdefault("graph_refused", [])
-                if "two threads on one session" not in seen:
-                    seen.append("two threads on one session")
+                self._refuse("two threads on one session")
                 return None
             self._taken.add(id(session))
         return session

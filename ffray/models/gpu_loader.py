@@ -21,7 +21,7 @@ import numpy as np
 from ffray.errors import FFrayError
 from ffray.models.device import DeviceRunner
 from ffray.models.manifest import check_contract, get
-from ffray.models.sessions import make_session, with_cuda_graphs, with_cuda_options
+from ffray.models.sessions import first_provider, make_session, with_cuda_graphs, with_cuda_options
 from ffray.settings import atomic_write_bytes, atomic_write_text
 
 FP16_TOL = 0.02  # max |fp16 - fp32| / max |fp32| over the probe outputs
@@ -44,7 +44,7 @@ class DeviceLoader:
                  precision: str = "auto", cache: Path | None = None, fetch=None, graphs: bool = False,
                  shared_streams: bool = False):
         self.graphs = graphs  # runners with CUDA graphs (captured per thread by ``DeviceRunner.warm``)
-        self.shared_streams = shared_streams and not graphs  # sessions on their threads' streams
+        self.shared_streams = shared_streams  # sessions on their threads' streams (not with graphs)
         self.models, self.sha = dict(models), dict(sha256)
         self.ordinal, self.providers, self.precision = ordinal, providers, precision
         self.cache = Path(cache) if cache else cache_dir()
@@ -74,24 +74,22 @@ class DeviceLoader:
         """``sessions``: sessions of the prepared graph, one per thread that will run it."""
         t = time.perf_counter()
         path, verdict = self._prepared(name, batch, self._want_fp16(name))
-        graphed = with_cuda_graphs(self.providers) if self.graphs else None
         n = max(1, int(sessions))
-        made = None
-        if graphed is not None:
-            try:
-                made = [make_session(str(path), graphed, 1, what=name) for _ in range(n)]
-            except Exception as e:  # noqa: BLE001 - e.g. nodes outside the CUDA EP: no graphs
-                verdict["graph_refused"] = [f"{type(e).__name__}: {e}"[:300]]
-        verdict["cuda_graph"] = made is not None
-        streams = self._streams(n) if self.shared_streams else None
-        if streams is not None:
-            try:
-                made = [make_session(str(path), with_cuda_options(self.providers,
-                                                                  user_compute_stream=str(st.ptr)),
-                                     1, what=name) for st in streams]
-            except Exception as e:  # noqa: BLE001 - the EP refused the stream: ordinary sessions
-                verdict["stream_refused"] = f"{type(e).__name__}: {e}"[:300]
-                streams = None
+        cuda = first_provider(self.providers) == "CUDAExecutionProvider"  # graphs and streams: CUDA EP
+        made = streams = None
+        if self.graphs and cuda:
+            made = _attempt(verdict, "graph_refused", lambda: [
+                make_session(str(path), with_cuda_graphs(self.providers), 1, what=name) for _ in range(n)])
+        elif self.shared_streams and cuda:
+            import cupy as cp
+
+            with cp.cuda.Device(self.ordinal):
+                streams = [cp.cuda.Stream(non_blocking=True) for _ in range(n)]
+            made = _attempt(verdict, "stream_refused", lambda: [
+                make_session(str(path), with_cuda_options(self.providers, user_compute_stream=str(st.ptr)),
+                             1, what=name) for st in streams])
+            streams = streams if made else None
+        verdict["cuda_graph"] = bool(self.graphs and made)
         made = made or [make_session(str(path), self.providers, 1, what=name) for _ in range(n)]
         if not verdict["edited"]:  # an edited graph has a symbolic batch: checked before the edit
             check_contract(made[0], get(name))
@@ -100,15 +98,6 @@ class DeviceLoader:
         self.notes[name] = verdict
         return DeviceRunner(made, self.ordinal, verdict["batch"], flat_outputs,
                             graphs=verdict["cuda_graph"], note=verdict, streams=streams)
-
-    def _streams(self, n: int) -> list | None:
-        """A CUDA stream per session (shared streams), or None off the CUDA EP."""
-        if with_cuda_options(self.providers) is None:
-            return None
-        import cupy as cp
-
-        with cp.cuda.Device(self.ordinal):
-            return [cp.cuda.Stream(non_blocking=True) for _ in range(n)]
 
     def _prepared(self, name: str, batch: int, fp16: bool) -> tuple[Path, dict]:
         key = f"{self.sha.get(name, name)[:20]}-b{batch}-{'h' if fp16 else 'f'}"
@@ -161,6 +150,16 @@ class DeviceLoader:
                 return {"model": name, "file": fname, "batch": b, "fp16": h, "edited": edited,
                         "tries": tries}
         raise FFrayError(f"{name}: no GPU variant matched the original graph ({tries})")
+
+
+def _attempt(verdict: dict, key: str, build):
+    """``build()``'s sessions, or None when ONNX Runtime refuses them (e.g. a node off the CUDA EP
+    for graphs): ``verdict[key]`` then says why, and the caller makes ordinary sessions."""
+    try:
+        return build()
+    except Exception as e:  # noqa: BLE001 - any refusal falls back to ordinary sessions
+        verdict[key] = [f"{type(e).__name__}: {e}"[:300]]
+        return None
 
 
 def probe_feeds(session, n: int, seed: int = 0) -> dict[str, np.ndarray]:
