@@ -32,6 +32,10 @@ def add_swap_options(s: argparse.ArgumentParser) -> None:
                    help="keep the encoded chunks in the job's ledger after the output is assembled")
     s.add_argument("--chunk-seconds", type=float,
                    help="chunk length (default: about 1/32 of the video, 2 to 10 s)")
+    s.add_argument("--chunk-taper", type=float, metavar="SHARE",
+                   help="the last SHARE of the video in half-length chunks, so the last chunks end "
+                   "together (default: 1/3 where the video makes 16 or more auto-length chunks, "
+                   "else 0; 0 with --chunk-seconds)")
     s.add_argument("--trim-start", type=seconds, help="start time (seconds or HH:MM:SS.ms)")
     s.add_argument("--trim-end", type=seconds, help="end time, exclusive")
     s.add_argument("--codec", default="h264", help="h264 (libx264, default), hevc (libx265), or "
@@ -175,8 +179,8 @@ def request(args):
             params[key] = value
     return SwapRequest(
         input=args.input, output=args.output, sources=args.source, overwrite=args.overwrite,
-        keep_chunks=args.keep_chunks,
-        chunk_seconds=args.chunk_seconds, trim_start=args.trim_start, trim_end=args.trim_end,
+        keep_chunks=args.keep_chunks, chunk_seconds=args.chunk_seconds, chunk_taper=args.chunk_taper,
+        trim_start=args.trim_start, trim_end=args.trim_end,
         encode=EncodeSettings(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
                               **({"threads": args.encoder_threads} if args.encoder_threads else {})),
         processor=ProcessorSpec(kind=args.processor, params=params, batch_size=args.batch_size),

@@ -158,8 +158,9 @@ def main() -> None:
     ap.add_argument("--actors", type=int)
     ap.add_argument("--gpu-per-actor", type=float)
     ap.add_argument("--chunk-seconds", type=float)
-    ap.add_argument("--chunk-taper", type=float, default=0.0,
-                    help="the last share of the input in half-length chunks (experiment)")
+    ap.add_argument("--chunk-taper", type=float,
+                    help="the last share of the input in half-length chunks (default: the job's "
+                    "auto taper; 0: none)")
     ap.add_argument("--processor", default="identity")
     ap.add_argument("--workdir")
     ap.add_argument("--input", help="use this video instead of generating one")
@@ -226,7 +227,8 @@ def main() -> None:
     steady = steady_window(stats)
     report = {
         "machine": f"{platform.node()} {os.cpu_count()} cpu", "input": str(src), "frames": res.frames,
-        "chunks": res.chunks, "chunk_seconds": spec.get("chunk_seconds"), "chunk_taper": a.chunk_taper,
+        "chunks": res.chunks, "chunk_seconds": spec.get("chunk_seconds"),
+        "chunk_taper": spec.get("chunk_taper"),
         "workers": len({s['actor_id'] for s in stats}), "pipeline": spec.get("pipeline"),
         "backend": stats[0].get("backend"), "slots_per_worker": stats[0].get("slots"),
         "wall_s": round(wall, 2), "fps_whole_job": round(res.frames / wall, 2),

@@ -8,6 +8,7 @@
 # benchenv: the same with experiment switches set for that run only (alternated runs in one call:
 #           "bench a 1" "benchenv FFRAY_SHARED_STREAM=1 b 1" "bench c 1" ...)
 # detect  : scripts/bench_detect.py (detector stage alone; host vs device output decoding)
+# longdet : the 2-minute faceswap (tapered chunk plan) at 16 and 3 chunks in flight: same bytes?
 # pair    : the 20 s faceswap at defaults and with experiment switches (VAR=VALUE): byte-identical?
 # codec   : scripts/bench_codec.py (codec processes alone: passthrough, ring clean/dirty, transcode)
 # nvdec   : scripts/bench_nvdec.py (a job's chunks decoded in one process: CPU vs NVDEC on the GPU)
@@ -64,6 +65,13 @@ for phase in "$@"; do
         done
         md5sum /tmp/det-$proc-*/out.mp4 | tee -a "$OUT/determinism.txt"
       done ;;
+    longdet)  # longdet FACES: the 2-minute input (auto taper) at 16 and 3 chunks in flight: same bytes?
+      for slots in 16 3; do
+        timeout 300 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${2:-1}_1080p.mp4" \
+          --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/ld-$slots" --no-telemetry \
+          --slots "$slots" > "$OUT/longdet-$slots.json" 2> "$OUT/longdet-$slots.err"
+        echo "== longdet $slots rc=$? $(python3 -c "import json; d=json.load(open('$OUT/longdet-$slots.json')); print(d['fps_processing'], d['chunks'], d['chunk_taper'])" 2>&1 | tail -1)"
+      done; md5sum /tmp/ld-16/out.mp4 /tmp/ld-3/out.mp4 | tee -a "$OUT/longdet.txt" ;;
     pair)  # pair VAR=VALUE...: the 20 s 6-face faceswap at defaults and with these switches (same bytes?)
       shift; tag=$(echo "$*" | tr -c 'A-Za-z0-9\n' '_')
       for v in default "$tag"; do

@@ -100,6 +100,8 @@ CASES = {
                                       "--smooth", "1,-2"], "--smooth values must be >= 0"),
     "bad slots": (lambda d: [d / "in.mp4", "-s", d / "face.jpg", "-o", d / "o.mp4", "--slots", "0"],
                   "--slots must be >= 1"),
+    "bad chunk taper": (lambda d: [d / "in.mp4", "-s", d / "face.jpg", "-o", d / "o.mp4",
+                                   "--chunk-taper", "1.5"], "--chunk-taper must be between 0 and 1"),
     "bad encoder threads": (lambda d: [d / "in.mp4", "-s", d / "face.jpg", "-o", d / "o.mp4",
                                        "--encoder-threads", "99"], "--encoder-threads"),
 }

@@ -17,13 +17,15 @@ def _md5(path) -> str:
 
 
 def test_identity_output_is_byte_identical_across_layouts(cluster, media, data_dir, tmp_path):
+    """With a tapered plan (whole and half-length chunks), as the default plan of a long video."""
     outs = []
     for i, layout in enumerate([dict(actors=1, slots=None), dict(actors=3, slots=1),
                                 dict(actors=2, slots=4)]):
         out = tmp_path / f"id{i}.mp4"
         ledger, res = swap(media.faces_video, out, data_dir / str(i), gpu_per_actor=1,
-                           chunk_seconds=0.3, **layout)
-        assert res.chunks >= 4
+                           chunk_seconds=0.3, chunk_taper=0.5, **layout)
+        plan = [c.frames for c in ledger.load_plan()]
+        assert res.chunks >= 4 and max(plan[-3:]) < min(plan[:2]), plan
         assert len({s["actor_id"] for s in ledger.chunk_stats()}) == min(layout["actors"], res.chunks)
         outs.append(out)
     assert len({_md5(o) for o in outs}) == 1

@@ -9,7 +9,16 @@ import pytest
 
 from ffray.errors import FFrayError
 from ffray.video.decode import decode_payload, iter_payloads
-from ffray.video.plan import AUTO_CHUNKS, auto_chunk_seconds, plan_chunks, select_frames, snap_starts
+from ffray.video.plan import (
+    AUTO_CHUNKS,
+    CHUNK_TAPER,
+    TAPER_MIN_CHUNKS,
+    auto_chunk_seconds,
+    auto_chunk_taper,
+    plan_chunks,
+    select_frames,
+    snap_starts,
+)
 from ffray.video.probe import PacketIndex, probe
 from tests.media import audio_only_file, frames
 
@@ -236,3 +245,44 @@ def test_auto_chunk_length_gives_whole_waves_within_bounds():
     assert auto_chunk_seconds(120.0) == 3.75 and 120.0 / auto_chunk_seconds(120.0) == 32
     assert auto_chunk_seconds(160.0) == 5.0
     assert auto_chunk_seconds(10.0) == 2.0 and auto_chunk_seconds(1000.0) == 10.0
+
+
+def test_auto_taper_only_where_the_input_makes_several_waves():
+    """The default taper from the input alone: a third of a 2-minute input (32 chunks), none for
+    a 20 s one (10 chunks of 2 s, one wave: half chunks would only cost keyframe decoding)."""
+    assert 0 < CHUNK_TAPER < 1 and TAPER_MIN_CHUNKS == 16
+    assert auto_chunk_taper(120.0, auto_chunk_seconds(120.0)) == CHUNK_TAPER
+    assert auto_chunk_taper(32.0, auto_chunk_seconds(32.0)) == CHUNK_TAPER  # 16 chunks of 2 s
+    assert auto_chunk_taper(31.0, auto_chunk_seconds(31.0)) == 0.0
+    assert auto_chunk_taper(20.0, auto_chunk_seconds(20.0)) == 0.0
+
+
+def test_a_long_input_is_planned_tapered_unless_the_chunk_length_is_given(data_dir, tmp_path):
+    """prepare_swap on a real 40 s video: auto chunks (2 s) with the last third in 1 s chunks,
+    recorded in the job spec; an explicit --chunk-seconds or --chunk-taper 0 gives whole chunks
+    only; every plan covers every frame once."""
+    from ffray.cluster.jobs import SwapRequest, prepare_swap
+    from ffray.video import sample
+
+    video = sample.write_video(tmp_path / "long.mp4", sample.pattern_frames(400, 64, 48), fps=10,
+                               gop=10, audio=False)
+
+    def plan(**kw):
+        ledger = prepare_swap(SwapRequest(input=str(video), output=str(tmp_path / "o.mp4"),
+                                          telemetry=False, **kw), data_dir)
+        chunks = ledger.load_plan()
+        assert chunks[0].first_frame == 0 and chunks[-1].end_frame == 400
+        assert all(x.end_frame == y.first_frame for x, y in zip(chunks, chunks[1:]))
+        return ledger.spec, [c.frames for c in chunks]
+
+    spec, frames = plan()
+    assert spec["chunk_seconds"] == 2.0 and spec["chunk_taper"] == CHUNK_TAPER
+    # boundaries snap to keyframes (each by a quarter of its chunk length at most): 13 chunks of about
+    # 20 frames up to the whole-chunk boundary before the last third (260), then 14 of about 10
+    cut = int((1 - CHUNK_TAPER) * 400) // 20 * 20
+    assert len(frames) == cut // 20 + (400 - cut) // 10 == 27
+    assert sum(frames[:13]) in range(cut - 5, cut + 6) and all(10 <= f <= 30 for f in frames[:12])
+    assert all(5 <= f <= 15 for f in frames[14:])
+    for kw in ({"chunk_seconds": 2.0}, {"chunk_taper": 0.0}):
+        spec, frames = plan(**kw)
+        assert spec["chunk_taper"] == 0.0 and len(frames) == 20 and all(10 <= f <= 30 for f in frames)

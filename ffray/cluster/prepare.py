@@ -20,7 +20,13 @@ from ffray.models.store import file_digest
 from ffray.processors import ProcessorSpec, check_params, resolve
 from ffray.video.assemble import output_format
 from ffray.video.encode import check_encoder, size_note
-from ffray.video.plan import SNAP_TO_KEYFRAMES, auto_chunk_seconds, plan_chunks, select_frames
+from ffray.video.plan import (
+    SNAP_TO_KEYFRAMES,
+    auto_chunk_seconds,
+    auto_chunk_taper,
+    plan_chunks,
+    select_frames,
+)
 from ffray.video.probe import MediaInfo, PacketIndex, fingerprint, probe
 from ffray.video.streams import dropped_note, split_streams
 
@@ -83,6 +89,8 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
         raise FFrayError("--gpu-per-actor must be >= 0")
     if req.slots is not None and req.slots < 1:
         raise FFrayError("--slots must be >= 1")
+    if req.chunk_taper is not None and not 0.0 <= req.chunk_taper <= 1.0:
+        raise FFrayError("--chunk-taper must be between 0 and 1 (a share of the video)")
     info, index = probe(inp)
     v = info.video
     if not req.encode.nvenc or req.address in (None, "", "local"):
@@ -113,18 +121,20 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
     frames = select_frames(index.frame_pts, info.video.time_base, req.trim_start, req.trim_end)
     secs = (index.frame_pts[frames[1] - 1] - index.frame_pts[frames[0]]) * float(info.video.time_base)
     chunk_seconds = req.chunk_seconds if req.chunk_seconds is not None else auto_chunk_seconds(secs)
+    taper = req.chunk_taper if req.chunk_taper is not None else \
+        auto_chunk_taper(secs, chunk_seconds) if req.chunk_seconds is None else 0.0
     context = 0
     if proc_spec.kind == "faceswap" and proc_spec.params.get("track", True):
         from ffray.faces.track import CONTEXT_FRAMES
 
         context = CONTEXT_FRAMES  # face tracks start warm at every chunk boundary
     chunks = plan_chunks(index, info.video.time_base, chunk_seconds, frames, context=context,
-                         snap=SNAP_TO_KEYFRAMES, taper=req.chunk_taper)
+                         snap=SNAP_TO_KEYFRAMES, taper=taper)
     check_space(space_needed(info, index, frames[1] - frames[0], frames[1] - frames[0]),
                 data_dir / "jobs", out.parent)
     spec = JobSpec(
         input=str(inp), input_sha256=fingerprint(inp, index), output=str(out),
-        frames=frames[1] - frames[0], chunks=len(chunks), chunk_seconds=chunk_seconds,
+        frames=frames[1] - frames[0], chunks=len(chunks), chunk_seconds=chunk_seconds, chunk_taper=taper,
         frame_range=frames, video=info.to_json()["video"], encode=req.encode, processor=proc_spec,
         pipeline=pipeline, overwrite=req.overwrite, keep_chunks=req.keep_chunks,
         trim=(req.trim_start, req.trim_end),

@@ -22,7 +22,9 @@ class SwapRequest:
     overwrite: bool = False
     keep_chunks: bool = False  # keep the encoded chunks after a verified assembly
     chunk_seconds: float | None = None  # None: auto (ffray.video.plan.auto_chunk_seconds)
-    chunk_taper: float = 0.0  # experiments: the last share of the video in half-length chunks
+    # the last share of the video in half-length chunks; None: auto (plan.auto_chunk_taper) with
+    # auto chunk lengths, none with an explicit --chunk-seconds
+    chunk_taper: float | None = None
     trim_start: float | None = None
     trim_end: float | None = None
     encode: EncodeSettings = field(default_factory=EncodeSettings)
@@ -76,6 +78,7 @@ class JobSpec:
     sources: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # what the input policies did, said before the job runs
     plan_s: float = 0.0
+    chunk_taper: float = 0.0  # the share of the input planned in half-length chunks
 
     def to_json(self) -> dict:
         d = asdict(self)
