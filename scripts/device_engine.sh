@@ -19,13 +19,15 @@ SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export PYTHONPATH="/tmp/site:$PWD" RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1 FFRAY_HOME=/tmp/ffray-home
 export LD_LIBRARY_PATH="$SP/nvidia/cu13/lib:$SP/nvidia/cudnn/lib:${LD_LIBRARY_PATH:-}"
 SECONDS_LONG=${SECONDS_LONG:-120}
-# swap20 PROC NAME [bench_swap args]: the 20 s 6-face input, no telemetry, output /tmp/NAME/out.mp4
-swap20() {
-  local proc=$1 name=$2; shift 2
-  timeout 300 python3 scripts/bench_swap.py --processor "$proc" --input /tmp/media20/faces6_1080p.mp4 \
-    --source /tmp/media20/source.png --model-dir /tmp/cm --workdir "/tmp/$name" --no-telemetry "$@" \
+# swapon INPUT PROC NAME [bench_swap args]: no telemetry, the source beside INPUT, output /tmp/NAME/out.mp4
+swapon() {
+  local input=$1 proc=$2 name=$3; shift 3
+  timeout 300 python3 scripts/bench_swap.py --processor "$proc" --input "$input" \
+    --source "$(dirname "$input")/source.png" --model-dir /tmp/cm --workdir "/tmp/$name" --no-telemetry "$@" \
     > "$OUT/$name.json" 2> "$OUT/$name.err"
 }
+# swap20 PROC NAME [bench_swap args]: the 20 s 6-face input
+swap20() { swapon /tmp/media20/faces6_1080p.mp4 "$@"; }
 for phase in "$@"; do
   set -- $phase
   case $1 in
@@ -67,10 +69,8 @@ for phase in "$@"; do
       done ;;
     longdet)  # longdet FACES: the 2-minute input (auto taper) at 16 and 3 chunks in flight: same bytes?
       for slots in 16 3; do
-        timeout 300 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${2:-1}_1080p.mp4" \
-          --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/ld-$slots" --no-telemetry \
-          --slots "$slots" > "$OUT/longdet-$slots.json" 2> "$OUT/longdet-$slots.err"
-        echo "== longdet $slots rc=$? $(python3 -c "import json; d=json.load(open('$OUT/longdet-$slots.json')); print(d['fps_processing'], d['chunks'], d['chunk_taper'])" 2>&1 | tail -1)"
+        swapon "/tmp/media/faces${2:-1}_1080p.mp4" faceswap "ld-$slots" --slots "$slots"
+        echo "== longdet $slots rc=$? $(python3 -c "import json; d=json.load(open('$OUT/ld-$slots.json')); print(d['fps_processing'], d['chunks'], d['chunk_taper'])" 2>&1 | tail -1)"
       done; md5sum /tmp/ld-16/out.mp4 /tmp/ld-3/out.mp4 | tee -a "$OUT/longdet.txt" ;;
     pair)  # pair VAR=VALUE...: the 20 s 6-face faceswap at defaults and with these switches (same bytes?)
       shift; tag=$(echo "$*" | tr -c 'A-Za-z0-9\n' '_')

@@ -17,7 +17,7 @@ def _md5(path) -> str:
 
 
 def test_identity_output_is_byte_identical_across_layouts(cluster, media, data_dir, tmp_path):
-    """With a tapered plan (whole and half-length chunks), as the default plan of a long video."""
+    """On a tapered plan (whole and half-length chunks, as a long video's default plan has)."""
     outs = []
     for i, layout in enumerate([dict(actors=1, slots=None), dict(actors=3, slots=1),
                                 dict(actors=2, slots=4)]):

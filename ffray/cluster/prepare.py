@@ -121,8 +121,12 @@ def prepare_swap(req: SwapRequest, data_dir: Path) -> JobLedger:
     frames = select_frames(index.frame_pts, info.video.time_base, req.trim_start, req.trim_end)
     secs = (index.frame_pts[frames[1] - 1] - index.frame_pts[frames[0]]) * float(info.video.time_base)
     chunk_seconds = req.chunk_seconds if req.chunk_seconds is not None else auto_chunk_seconds(secs)
-    taper = req.chunk_taper if req.chunk_taper is not None else \
-        auto_chunk_taper(secs, chunk_seconds) if req.chunk_seconds is None else 0.0
+    if req.chunk_taper is not None:
+        taper = req.chunk_taper
+    elif req.chunk_seconds is None:
+        taper = auto_chunk_taper(secs, chunk_seconds)
+    else:  # an explicit --chunk-seconds means chunks of that length
+        taper = 0.0
     context = 0
     if proc_spec.kind == "faceswap" and proc_spec.params.get("track", True):
         from ffray.faces.track import CONTEXT_FRAMES
