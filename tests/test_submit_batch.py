@@ -107,3 +107,28 @@ def test_slot_semaphore_frees_the_slot_of_a_dead_driver(cluster):
     finally:
         for a in (slots, one, two):
             ray.kill(a)
+
+
+def test_a_slow_lease_keeps_its_slot(cluster):
+    """A holder whose lease answers late (a loaded node) is not taken for dead: only a dead lease
+    frees a slot, so two jobs never run where the limit says one."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class SlowLease:
+        def ping(self) -> bool:
+            import time
+
+            time.sleep(3)
+            return True
+
+    _, slots_cls = _actor_classes()
+    slots = slots_cls.remote(ping_s=0.5)
+    slow, other = SlowLease.remote(), SlowLease.remote()
+    try:
+        assert ray.get(slots.acquire.remote("a", 1, [slow]))
+        assert not ray.get(slots.acquire.remote("b", 1, [other]))
+        assert ray.get(slots.holders.remote()) == ["a"]
+    finally:
+        for a in (slots, slow, other):
+            ray.kill(a)

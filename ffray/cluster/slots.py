@@ -8,10 +8,13 @@ queue of its own (a job is PENDING only while Ray starts its driver), so the wai
 and the client's ``ffray submit`` still returns at once.
 
 A slot is held by a *lease*: a small actor the waiting driver owns, so it dies with the driver
-(SIGKILL included). The semaphore drops holders whose lease no longer answers before each grant:
-a killed driver cannot keep its slot. The log lines ``ffray: queued ...`` / ``ffray: slot granted``
-/ ``ffray: slot released ... exit N`` (``QUEUED``, ``GRANTED``, ``RELEASED``) are what ``ffray jobs`` reads to
-show ``queued``; they carry wall-clock times so a batch's overlap can be checked afterwards.
+(SIGKILL included). The semaphore drops holders whose lease is dead before each grant: a killed
+driver cannot keep its slot. A lease that is merely slow to answer (a loaded node) keeps it: Ray
+reports a dead owner's actors as dead, so only death, never a timeout, frees a slot.
+
+The log lines ``ffray: queued ...`` / ``ffray: slot granted`` / ``ffray: slot released ... exit N``
+(``QUEUED``, ``GRANTED``, ``RELEASED``) are what ``ffray jobs`` reads to show ``queued``; they
+carry wall-clock times so a batch's overlap can be checked afterwards.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ GRANTED = "ffray: slot granted"
 RELEASED = "ffray: slot released"
 ACTOR = "ffray-slots"
 POLL_S = 1.0
+PING_S = 10.0  # how long the semaphore waits on one lease's answer before it asks again later
 
 
 def slot_state(log: str) -> str | None:
@@ -68,8 +72,9 @@ def _actor_classes():
 
     @ray.remote(num_cpus=0, max_concurrency=1)
     class Slots:
-        def __init__(self):
+        def __init__(self, ping_s: float = PING_S):
             self.held: dict[str, object] = {}  # job id -> its driver's Lease
+            self.ping_s = ping_s
 
         def acquire(self, job_id: str, limit: int, lease: list) -> bool:
             self._prune()
@@ -86,11 +91,15 @@ def _actor_classes():
             return list(self.held)
 
         def _prune(self) -> None:
-            for j, lease in list(self.held.items()):
+            pings = {j: lease.ping.remote() for j, lease in self.held.items()}  # all at once
+            deadline = time.monotonic() + self.ping_s
+            for j, ref in pings.items():
                 try:
-                    ray.get(lease.ping.remote(), timeout=10)
-                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+                except ray.exceptions.RayActorError:  # its driver is gone
                     self.held.pop(j, None)
+                except ray.exceptions.GetTimeoutError:  # alive but slow: it keeps its slot
+                    pass
 
     return Lease, Slots
 
