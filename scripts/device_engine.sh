@@ -10,6 +10,8 @@
 # detect  : scripts/bench_detect.py (detector stage alone; host vs device output decoding)
 # longdet : the 2-minute faceswap (tapered chunk plan) at 16 and 3 chunks in flight: same bytes?
 # pair    : the 20 s faceswap at defaults and with experiment switches (VAR=VALUE): byte-identical?
+# layouts : the 20 s faceswap at defaults and with these bench_swap flags (e.g. --actors 2
+#           --gpu-per-actor 0.5): byte-identical?
 # codec   : scripts/bench_codec.py (codec processes alone: passthrough, ring clean/dirty, transcode)
 # nvdec   : scripts/bench_nvdec.py (a job's chunks decoded in one process: CPU vs NVDEC on the GPU)
 # ceilings: scripts/bench_ceilings.py (decode, parallel libx264, models at batch 1..16, fp32/fp16)
@@ -54,7 +56,7 @@ for phase in "$@"; do
       ( [ -n "$envs" ] && export $(echo "$envs" | tr ',' ' ')
         timeout 540 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${faces}_1080p.mp4" \
           --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err" )
-      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min','core_ms_per_frame_steady','ceiling_transcode_before_after','share_processing','share_steady','encoder_busy_share','cuda_graphs')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
+      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min','core_ms_per_frame_steady','ceiling_transcode_before_after','share_processing','share_steady','encoder_busy_share','cuda_graphs','workers')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
     identity)  # identity NAME FACES [extra]
       name=$2 faces=$3; shift 3
       timeout 540 python3 scripts/bench_swap.py --processor identity --input "/tmp/media/faces${faces}_1080p.mp4" \
@@ -78,6 +80,12 @@ for phase in "$@"; do
         ( [ "$v" != default ] && export "$@"; swap20 faceswap "pair-$v" )
         echo "== pair $v rc=$? $(python3 -c "import json; d=json.load(open('$OUT/pair-$v.json')); print(d['fps_processing'], d['chunks_worker_decoded'], d.get('cuda_graphs'))" 2>&1 | tail -1)"
       done; md5sum /tmp/pair-default/out.mp4 "/tmp/pair-$tag/out.mp4" | tee -a "$OUT/pair.txt" ;;
+    layouts)  # layouts FLAGS...: the 20 s 6-face faceswap at defaults and with these flags (same bytes?)
+      shift
+      for v in default other; do
+        if [ $v = default ]; then swap20 faceswap lay-default; else swap20 faceswap lay-other "$@"; fi
+        echo "== layouts $v rc=$? $(python3 -c "import json; d=json.load(open('$OUT/lay-$v.json')); print(d['fps_processing'], d.get('workers'), d.get('slots_per_worker'))" 2>&1 | tail -1)"
+      done; md5sum /tmp/lay-default/out.mp4 /tmp/lay-other/out.mp4 | tee -a "$OUT/layouts.txt" ;;
     detect)  # the detector stage alone: phases of a batch, host vs device decoding, 1-4 threads
       python3 -c "import pytest" 2>/dev/null && timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_anchors.py 2>&1 | tail -3
       timeout 300 python3 scripts/bench_detect.py --input /tmp/media/faces${2:-1}_1080p.mp4 --models /tmp/cm \
