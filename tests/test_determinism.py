@@ -55,47 +55,60 @@ def scene(tmp_path_factory):
     return video, d / "s.png", d / "models"
 
 
-def test_faceswap_output_is_byte_identical_across_layouts(cluster, scene, data_dir, tmp_path):
+FACESWAP = dict(processor="faceswap", params={"detector": "auto", "swapper": "auto"},
+                gpu_per_actor=1, chunk_seconds=0.3)
+
+
+@pytest.fixture(scope="module")
+def calm(cluster, scene, tmp_path_factory):
+    """The reference: the faceswap job at the default layout (one worker, its derived chunks in
+    flight, codec processes), run once for the tests below to compare their bytes with."""
     video, source, models = scene
-    outs = []
-    # codec processes (default) and in-process codecs: both skip the chunks' context frames
-    for i, layout in enumerate([dict(actors=1, slots=None), dict(actors=3, slots=1),
-                                dict(actors=1, slots=None, codec_processes=False)]):
+    d = tmp_path_factory.mktemp("calm")
+    ledger, res = swap(video, d / "calm.mp4", d / "data", sources=[str(source)],
+                       model_dirs=[str(models)], actors=1, telemetry=False, **FACESWAP)
+    assert ledger.spec["pipeline"].startswith("scrfd detector + inswapper swapper")
+    assert sum(s["stages"]["faces_swapped"] for s in ledger.chunk_stats()) > 30
+    assert res.chunks >= 3 and ledger.load_plan()[1].context > 0  # chunks skip context frames
+    return _md5(d / "calm.mp4")
+
+
+def test_faceswap_output_is_byte_identical_across_layouts(calm, scene, data_dir, tmp_path):
+    """Three workers with one chunk each in flight (telemetry on), and in-process codecs: both
+    give the default layout's bytes."""
+    video, source, models = scene
+    for i, layout in enumerate([dict(actors=3, slots=1),
+                                dict(actors=1, slots=None, codec_processes=False, telemetry=False)]):
         out = tmp_path / f"fs{i}.mp4"
-        ledger, res = swap(video, out, data_dir / str(i), processor="faceswap", gpu_per_actor=1,
-                           chunk_seconds=0.3, sources=[str(source)], model_dirs=[str(models)],
-                           params={"detector": "auto", "swapper": "auto"}, **layout)
-        assert ledger.spec["pipeline"].startswith("scrfd detector + inswapper swapper")
+        ledger, res = swap(video, out, data_dir / str(i), sources=[str(source)],
+                           model_dirs=[str(models)], **FACESWAP, **layout)
         assert sum(s["stages"]["faces_swapped"] for s in ledger.chunk_stats()) > 30
-        outs.append(out)
-    assert ledger.load_plan()[1].context > 0
-    assert len({_md5(o) for o in outs}) == 1
+        if layout["actors"] > 1:
+            assert len({s["actor_id"] for s in ledger.chunk_stats()}) == 3
+        assert _md5(out) == calm, layout
 
 
-def test_worker_side_decoding_gives_the_same_bytes(cluster, scene, data_dir, tmp_path, monkeypatch):
+def test_worker_side_decoding_gives_the_same_bytes(calm, scene, data_dir, tmp_path, monkeypatch):
     """FFRAY_WORKER_DECODE (an experiment switch, set on the driver and passed to the workers'
     environment): the worker decodes and its codec processes only encode. With the CPU decoder
     (the NVDEC source needs a GPU) the output is byte for byte the default path's."""
     from ffray.cluster.worker import experiment_env
 
     video, source, models = scene
-    opts = dict(processor="faceswap", gpu_per_actor=1, chunk_seconds=0.3, sources=[str(source)],
-                model_dirs=[str(models)], params={"detector": "auto", "swapper": "auto"},
-                actors=1, telemetry=False)
     monkeypatch.delenv("FFRAY_WORKER_DECODE", raising=False)
-    assert "FFRAY_WORKER_DECODE" not in experiment_env()
-    swap(video, tmp_path / "a.mp4", data_dir / "a", **opts)
+    assert "FFRAY_WORKER_DECODE" not in experiment_env()  # the reference ran without it
     monkeypatch.setenv("FFRAY_WORKER_DECODE", "cpu")
     assert experiment_env()["FFRAY_WORKER_DECODE"] == "cpu"
-    ledger, res = swap(video, tmp_path / "b.mp4", data_dir / "b", **opts)
+    ledger, res = swap(video, tmp_path / "b.mp4", data_dir / "b", sources=[str(source)],
+                       model_dirs=[str(models)], actors=1, telemetry=False, **FACESWAP)
     stats = ledger.chunk_stats()
     assert res.chunks >= 3 and all(s["decode_report"].get("worker_decoded") == "cpu" for s in stats)
     assert sum(s["stages"]["faces_swapped"] for s in stats) > 30
     assert sum(s["frames"] for s in stats) == res.frames
-    assert _md5(tmp_path / "a.mp4") == _md5(tmp_path / "b.mp4")
+    assert _md5(tmp_path / "b.mp4") == calm
 
 
-def test_a_worker_killed_mid_chunk_changes_nothing_in_the_output(cluster, scene, data_dir, tmp_path):
+def test_a_worker_killed_mid_chunk_changes_nothing_in_the_output(calm, scene, data_dir, tmp_path):
     """SIGKILL a busy worker while its chunks run: they are redone elsewhere and the output is
     byte for byte the undisturbed run's."""
     import os
@@ -108,14 +121,12 @@ def test_a_worker_killed_mid_chunk_changes_nothing_in_the_output(cluster, scene,
     from ffray.processors import ProcessorSpec
 
     video, source, models = scene
-    opts = dict(gpu_per_actor=1, chunk_seconds=0.3, sources=[str(source)], model_dirs=[str(models)],
-                actors=2, telemetry=False)
-    params = {"detector": "auto", "swapper": "auto"}
-    calm = tmp_path / "calm.mp4"
-    swap(video, calm, data_dir / "calm", processor="faceswap", params=params, **opts)
     out = tmp_path / "hit.mp4"
-    ledger = prepare_swap(SwapRequest(input=str(video), output=str(out), processor=ProcessorSpec(
-        kind="faceswap", params=params, batch_size=4), **opts), data_dir / "hit")
+    ledger = prepare_swap(SwapRequest(
+        input=str(video), output=str(out),
+        processor=ProcessorSpec(kind="faceswap", params=FACESWAP["params"], batch_size=4),
+        gpu_per_actor=1, chunk_seconds=FACESWAP["chunk_seconds"], sources=[str(source)],
+        model_dirs=[str(models)], actors=2, telemetry=False), data_dir / "hit")
     got: dict = {}
     t = threading.Thread(target=lambda: got.update(res=run_job(ledger)))
     t.start()
@@ -134,4 +145,4 @@ def test_a_worker_killed_mid_chunk_changes_nothing_in_the_output(cluster, scene,
     assert any(e["kind"] == "actor_died" for e in events)
     assert any(e["kind"] == "attempt_failed" and "worker died" in e["reason"] for e in events)
     assert victim not in {s["pid"] for s in ledger.chunk_stats() if s["attempt"] > 1}
-    assert _md5(out) == _md5(calm)
+    assert _md5(out) == calm
