@@ -31,9 +31,9 @@ def ffray(*args, timeout=240, **kw) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, env=kw.pop("env", ENV), **kw)
 
 
-def kill_tree_by_marker(marker: str) -> None:
-    """Kill, by PID, every process whose command line or RAY_TMPDIR names ``marker`` (a private
-    temp dir): Ray's agents rename themselves, so the environment is what identifies them."""
+def marked(marker: str) -> list[psutil.Process]:
+    """Every process whose command line or RAY_TMPDIR names ``marker`` (a private temp dir):
+    Ray's agents rename themselves, so the environment is what identifies them."""
     needle = f"RAY_TMPDIR={marker}".encode()
 
     def ours(p: psutil.Process) -> bool:
@@ -43,8 +43,12 @@ def kill_tree_by_marker(marker: str) -> None:
         except (psutil.Error, OSError):
             return False
 
-    procs = [p for p in psutil.process_iter() if p.pid != os.getpid() and ours(p)]
-    kill_and_wait(procs)
+    return [p for p in psutil.process_iter() if p.pid != os.getpid() and ours(p)]
+
+
+def kill_tree_by_marker(marker: str) -> None:
+    """Kill, by PID, every process ``marked`` with ``marker``."""
+    kill_and_wait(marked(marker))
 
 
 def test_demo_runs_offline_end_to_end(tmp_path):
@@ -269,6 +273,10 @@ def test_a_terminated_job_is_interrupted_and_resumable(media, tmp_path):
         r = ffray("resume", job.name, "--data-dir", data, env=env)
         assert r.returncode == 0, r.stderr[-2000:]
         assert json.loads((job / "job.json").read_text())["status"] == "done" and out.exists()
+        # the instance stopped while the output was assembled, and the driver waited for it:
+        # nothing of it outlives the driver (the watchdog would take 2 s or more)
+        _, alive = psutil.wait_procs(marked(temp), timeout=1)
+        assert not alive, [(p.pid, p.name()) for p in alive]
     finally:
         if driver.poll() is None:
             driver.kill()

@@ -16,7 +16,7 @@ from ffray.cluster.ledger import JobLedger
 from ffray.cluster.liveness import driver_identity
 from ffray.cluster.lock import OutputLock
 from ffray.cluster.prepare import prepare_swap, space_needed  # noqa: F401 - callers plan here too
-from ffray.cluster.runtime import ClusterInfo, connect, disconnect
+from ffray.cluster.runtime import ClusterInfo, Teardown, connect
 from ffray.cluster.space import check_space
 from ffray.cluster.spec import JobResult, JobSpec, SwapRequest  # noqa: F401
 from ffray.cluster.worker import MAX_CONCURRENCY, ChunkWorker, WorkerSpec, experiment_env
@@ -116,9 +116,23 @@ def _run(ledger: JobLedger, on_progress, on_note, address: str | None, verbose: 
     ledger.event(kind="run", todo=len(todo), done=len(done))
     publish(ledger)
     t_pool = time.perf_counter()
+    teardown = None  # a private Ray instance stopping while the output is assembled
     if todo:
-        _run_chunks(ledger, job, info, index, todo, len(chunks), progress, on_progress, on_note,
-                    address if address is not None else job.address, verbose)
+        teardown = _run_chunks(ledger, job, info, index, todo, len(chunks), progress, on_progress,
+                               on_note, address if address is not None else job.address, verbose)
+    try:
+        return _finish(ledger, job, info, index, chunks, todo, progress, on_note, t_start, t_pool,
+                       plan_s)
+    finally:
+        if teardown is not None:
+            teardown.join()  # no Ray process outlives the job
+
+
+def _finish(ledger: JobLedger, job: JobSpec, info, index, chunks: list, todo: list,
+            progress: Progress, on_note, t_start: float, t_pool: float, plan_s: float) -> JobResult:
+    """Assemble the output, mark the job done, publish it, remove the chunk files, write the
+    report."""
+    inp, out = Path(job.input), Path(job.output)
     t_asm = time.perf_counter()
     try:
         if out.exists() and not job.overwrite:
@@ -172,13 +186,17 @@ def _worker_spec(ledger: JobLedger, job: JobSpec, info, worker_cpus: float | Non
 
 
 def _run_chunks(ledger: JobLedger, job: JobSpec, info, index, todo: list, total_chunks: int,
-                progress: Progress, on_progress, on_note, address: str | None, verbose: bool) -> None:
+                progress: Progress, on_progress, on_note, address: str | None,
+                verbose: bool) -> Teardown:
     """Connect, start the workers and the telemetry, run ``todo`` through the pool; on failure
-    the ledger says why (finished chunks stay for ``ffray resume``)."""
+    the ledger says why (finished chunks stay for ``ffray resume``). Once every chunk is done,
+    the connection closes in the background (a private instance takes 1-1.5 s to stop: its
+    processes get a second each to exit) while the caller assembles the output; the caller
+    joins the returned ``Teardown`` before it returns."""
     t_run0 = time.time()
     published = [time.time()]
     cluster = connect(address, verbose)
-    failed = False
+    failed = ok = False
     try:
         opts, notes, worker_cpus = _pool_options(job, cluster)
         ledger.update(actors_used=opts.actors, gpu_per_actor_used=opts.gpu_per_actor)
@@ -228,15 +246,17 @@ def _run_chunks(ledger: JobLedger, job: JobSpec, info, index, todo: list, total_
         finally:
             if tele is not None:
                 tele.stop()
+        ok = True
     except BaseException as e:
         _fail(ledger, e)
         failed = isinstance(e, Exception)  # not for Ctrl-C
         raise
     finally:
-        disconnect(cluster)
+        teardown = Teardown.start(cluster) if ok else Teardown.now(cluster)
         publish(ledger)  # every attempt so far becomes a span (rewritten whole on resume)
         if failed:
             job_report(ledger)
+    return teardown
 
 
 def job_report(ledger: JobLedger) -> str | None:

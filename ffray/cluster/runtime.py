@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 
 import ray
@@ -79,7 +80,6 @@ def _restore_sigterm(handler) -> None:
     the job's cleanup); a Python handler set before it (the CLI's: SIGTERM -> interrupted job) is
     put back so the job still ends cleanly."""
     import signal
-    import threading
 
     if callable(handler) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
@@ -89,3 +89,44 @@ def disconnect(info: ClusterInfo) -> None:
     if ray.is_initialized() and info.started_here:
         ray.shutdown()
     stop_watchdog(info.watchdog)
+
+
+class Teardown:
+    """``disconnect`` now (``Teardown.now``) or on a thread of its own (``Teardown.start``):
+    stopping a private instance is mostly waiting (Ray gives each of its processes a second to
+    exit), so the driver assembles the output meanwhile. ``join`` waits for it and re-raises
+    what it raised; the driver calls it before the job returns, so no Ray process outlives the
+    job and the next job in this process starts from a clean state."""
+
+    def __init__(self, info: ClusterInfo):
+        self.info, self.error = info, None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def now(cls, info: ClusterInfo) -> Teardown:
+        disconnect(info)
+        return cls(info)
+
+    @classmethod
+    def start(cls, info: ClusterInfo) -> Teardown:
+        t = cls(info)
+        if info.started_here:
+            t._thread = threading.Thread(target=t._run, name="ray-teardown")
+            t._thread.start()
+        else:  # nothing to wait for: the connection to a cluster stays with this process
+            disconnect(info)
+        return t
+
+    def _run(self) -> None:
+        try:
+            disconnect(self.info)
+        except BaseException as e:  # noqa: BLE001 - handed to the joining thread
+            self.error = e
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self.error is not None:
+            e, self.error = self.error, None
+            raise e
