@@ -234,6 +234,7 @@ def main() -> None:
         "wall_s": round(wall, 2), "fps_whole_job": round(res.frames / wall, 2),
         "fps_processing": round(res.frames / proc_s, 2), "processing_s": round(proc_s, 2),
         "start_to_first_chunk_s": round(first - t_wall0, 2),
+        "after_last_chunk_s": round(t_wall0 + wall - last, 2),  # assembly, teardown, report
         "fps_from_first_chunk": round(res.frames / (t_wall0 + wall - first), 2),
         "startup": {k: v for k, v in spec.get("startup", {}).items() if k != "workers"},
         "workers_ready_s": spec.get("startup", {}).get("workers_ready_s"),
