@@ -103,3 +103,19 @@ def kill_and_wait(procs: list, timeout: float = 10.0) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(procs, timeout=timeout)
+
+
+class Weighted(Stamp):
+    """Stamps frames; takes ``model_paths`` as the face swap does, so the driver ships those
+    files' bytes to the workers as object refs (``ctx.models``), which it checks arrived."""
+
+    name = "weighted"
+
+    def __init__(self, ctx, model_paths: dict | None = None):
+        super().__init__(ctx)
+        import ray
+
+        got = {k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in ctx.models.items()}
+        want = {k: Path(p).read_bytes() for k, p in (model_paths or {}).items()}
+        if got != want:
+            raise ValueError(f"model bytes did not arrive: {sorted(got)} vs {sorted(want)}")

@@ -16,7 +16,7 @@ from ffray.cluster.ledger import JobLedger
 from ffray.cluster.liveness import driver_identity
 from ffray.cluster.lock import OutputLock
 from ffray.cluster.prepare import prepare_swap, space_needed  # noqa: F401 - callers plan here too
-from ffray.cluster.runtime import ClusterInfo, Teardown, connect
+from ffray.cluster.runtime import ClusterInfo, Teardown, connect, disconnect
 from ffray.cluster.space import check_space
 from ffray.cluster.spec import JobResult, JobSpec, SwapRequest  # noqa: F401
 from ffray.cluster.worker import MAX_CONCURRENCY, ChunkWorker, WorkerSpec, experiment_env
@@ -118,8 +118,9 @@ def _run(ledger: JobLedger, on_progress, on_note, address: str | None, verbose: 
     t_pool = time.perf_counter()
     teardown = None  # a private Ray instance stopping while the output is assembled
     if todo:
-        teardown = _run_chunks(ledger, job, info, index, todo, len(chunks), progress, on_progress,
-                               on_note, address if address is not None else job.address, verbose)
+        cluster = _run_chunks(ledger, job, info, index, todo, len(chunks), progress, on_progress,
+                              on_note, address if address is not None else job.address, verbose)
+        teardown = Teardown.start(cluster)  # the job's Ray objects died with _run_chunks' frame
     try:
         return _finish(ledger, job, info, index, chunks, todo, progress, on_note, t_start, t_pool,
                        plan_s)
@@ -187,12 +188,12 @@ def _worker_spec(ledger: JobLedger, job: JobSpec, info, worker_cpus: float | Non
 
 def _run_chunks(ledger: JobLedger, job: JobSpec, info, index, todo: list, total_chunks: int,
                 progress: Progress, on_progress, on_note, address: str | None,
-                verbose: bool) -> Teardown:
+                verbose: bool) -> ClusterInfo:
     """Connect, start the workers and the telemetry, run ``todo`` through the pool; on failure
-    the ledger says why (finished chunks stay for ``ffray resume``). Once every chunk is done,
-    the connection closes in the background (a private instance takes 1-1.5 s to stop: its
-    processes get a second each to exit) while the caller assembles the output; the caller
-    joins the returned ``Teardown`` before it returns."""
+    the ledger says why (finished chunks stay for ``ffray resume``) and Ray is disconnected.
+    Once every chunk is done it returns the connection, still open, for the caller to close in
+    the background (``Teardown.start``) while it assembles the output: only once this frame
+    is gone, with the object refs and actor handles it held."""
     t_run0 = time.time()
     published = [time.time()]
     cluster = connect(address, verbose)
@@ -252,11 +253,12 @@ def _run_chunks(ledger: JobLedger, job: JobSpec, info, index, todo: list, total_
         failed = isinstance(e, Exception)  # not for Ctrl-C
         raise
     finally:
-        teardown = Teardown.start(cluster) if ok else Teardown.now(cluster)
+        if not ok:
+            disconnect(cluster)
         publish(ledger)  # every attempt so far becomes a span (rewritten whole on resume)
         if failed:
             job_report(ledger)
-    return teardown
+    return cluster
 
 
 def job_report(ledger: JobLedger) -> str | None:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -92,25 +93,26 @@ def disconnect(info: ClusterInfo) -> None:
 
 
 class Teardown:
-    """``disconnect`` now (``Teardown.now``) or on a thread of its own (``Teardown.start``):
-    stopping a private instance is mostly waiting (Ray gives each of its processes a second to
-    exit), so the driver assembles the output meanwhile. ``join`` waits for it and re-raises
-    what it raised; the driver calls it before the job returns, so no Ray process outlives the
-    job and the next job in this process starts from a clean state."""
+    """``disconnect`` on a thread of its own (``Teardown.start``): stopping a private instance is
+    mostly waiting (Ray gives each of its processes a second to exit), so the driver assembles
+    the output meanwhile. ``join`` waits for it and re-raises what it raised; the driver calls it
+    before the job returns, so no Ray process outlives the job and the next job in this process
+    starts from a clean state.
+
+    Start it only once the job's Ray objects are gone: an object ref freed on another thread while
+    Ray stops makes Ray's core worker end the process ("The core worker has already been
+    shutdown", seen on the H200 when the refs of the job's model bytes died as the thread
+    started). ``start`` collects reference cycles first, so none is freed during the stop."""
 
     def __init__(self, info: ClusterInfo):
         self.info, self.error = info, None
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def now(cls, info: ClusterInfo) -> Teardown:
-        disconnect(info)
-        return cls(info)
-
-    @classmethod
     def start(cls, info: ClusterInfo) -> Teardown:
         t = cls(info)
         if info.started_here:
+            gc.collect()
             t._thread = threading.Thread(target=t._run, name="ray-teardown")
             t._thread.start()
         else:  # nothing to wait for: the connection to a cluster stays with this process
