@@ -235,6 +235,7 @@ def main() -> None:
         "fps_processing": round(res.frames / proc_s, 2), "processing_s": round(proc_s, 2),
         "start_to_first_chunk_s": round(first - t_wall0, 2),
         "after_last_chunk_s": round(t_wall0 + wall - last, 2),  # assembly, teardown, report
+        "report_s": round(res.report_s, 2), "teardown_wait_s": round(res.teardown_wait_s, 2),
         "fps_from_first_chunk": round(res.frames / (t_wall0 + wall - first), 2),
         "startup": {k: v for k, v in spec.get("startup", {}).items() if k != "workers"},
         "workers_ready_s": spec.get("startup", {}).get("workers_ready_s"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -122,11 +123,13 @@ def _run(ledger: JobLedger, on_progress, on_note, address: str | None, verbose: 
                               on_note, address if address is not None else job.address, verbose)
         teardown = Teardown.start(cluster)  # the job's Ray objects died with _run_chunks' frame
     try:
-        return _finish(ledger, job, info, index, chunks, todo, progress, on_note, t_start, t_pool,
-                       plan_s)
+        res = _finish(ledger, job, info, index, chunks, todo, progress, on_note, t_start, t_pool,
+                      plan_s)
     finally:
+        t_join = time.perf_counter()
         if teardown is not None:
             teardown.join()  # no Ray process outlives the job
+    return replace(res, teardown_wait_s=time.perf_counter() - t_join)
 
 
 def _finish(ledger: JobLedger, job: JobSpec, info, index, chunks: list, todo: list,
@@ -164,11 +167,14 @@ def _finish(ledger: JobLedger, job: JobSpec, info, index, chunks: list, todo: li
     publish(ledger)
     if not job.keep_chunks:  # the output holds them now (assembly verified every chunk)
         ledger.update(chunks_removed_bytes=ledger.remove_chunk_files())
+    t_report = time.perf_counter()
+    report = job_report(ledger)
     return JobResult(job_id=ledger.job_id, output=str(out), frames=job.frames,
                      chunks=len(chunks), chunks_run=len(todo), frames_run=frames_run,
                      retries=progress.retries,
                      wall_s=wall, worker_s=worker_s, assemble_s=assemble_s, plan_s=plan_s,
-                     ledger=str(ledger.root), summary=summary, report=job_report(ledger))
+                     ledger=str(ledger.root), summary=summary, report=report,
+                     report_s=time.perf_counter() - t_report)
 
 
 def _worker_spec(ledger: JobLedger, job: JobSpec, info, worker_cpus: float | None) -> WorkerSpec:

@@ -118,3 +118,5 @@ class JobResult:
     ledger: str
     summary: dict = field(default_factory=dict)
     report: str | None = None  # the job's report folder (trend.png, summary.json/.md)
+    report_s: float = 0.0  # writing it (after wall_s)
+    teardown_wait_s: float = 0.0  # then waiting for the private Ray instance to finish stopping
