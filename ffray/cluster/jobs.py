@@ -11,6 +11,7 @@ from pathlib import Path
 
 import ray
 
+from ffray.analytics.report import start_warm_up
 from ffray.cluster.driver import PoolOptions, Progress, run_pool
 from ffray.cluster.jobtelemetry import Telemetry
 from ffray.cluster.ledger import JobLedger
@@ -119,6 +120,7 @@ def _run(ledger: JobLedger, on_progress, on_note, address: str | None, verbose: 
     t_pool = time.perf_counter()
     teardown = None  # a private Ray instance stopping while the output is assembled
     if todo:
+        start_warm_up()  # the report's libraries load while the chunks run
         cluster = _run_chunks(ledger, job, info, index, todo, len(chunks), progress, on_progress,
                               on_note, address if address is not None else job.address, verbose)
         teardown = Teardown.start(cluster)  # the job's Ray objects died with _run_chunks' frame
