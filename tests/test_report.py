@@ -104,3 +104,21 @@ def test_a_failed_job_gets_a_report_with_its_failed_attempts(cluster, media, dat
     assert len(failed) == 2 and all(c["node"] and c["actor_id"] and c["pid"] for c, _ in failed)
     assert all(ln[0] != "failed" for _, ln in failed)
     assert (job / "report" / "trend.png").read_bytes().startswith(PNG)
+
+
+def test_the_reports_libraries_load_on_a_daemon_thread_in_a_fresh_process():
+    """``start_warm_up`` (a job starts it as its chunks begin) imports matplotlib and DuckDB and
+    draws once, on a daemon thread, so the report after the last chunk does not pay for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, threading\n"
+            "from ffray.analytics.report import start_warm_up\n"
+            "assert 'matplotlib' not in sys.modules and 'duckdb' not in sys.modules\n"
+            "t = start_warm_up()\n"
+            "assert t.daemon and t is not threading.current_thread()\n"
+            "t.join(120)\n"
+            "print(not t.is_alive(), 'matplotlib.backends.backend_agg' in sys.modules, "
+            "'duckdb' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0 and r.stdout.split() == ["True", "True", "True"], r.stderr[-1500:]
