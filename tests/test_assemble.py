@@ -12,15 +12,33 @@ import pytest
 
 from ffray.errors import MediaError
 from ffray.video.assemble import IN_EXTRADATA, check_chunk, verify_chunks
+from ffray.video.encode import ChunkEncoder, EncodeSettings
 from ffray.video.plan import ChunkSpec
+from ffray.video.probe import Color
 
 TB = Fraction(1, 30)
 N = 12
 
 
+def _gradient(i: int) -> np.ndarray:
+    """A slowly moving gradient (64x64 BGR): x264 uses B-frames on it."""
+    x = np.arange(64, dtype=np.float32)
+    img = np.uint8(127 + 100 * np.sin((x[None, :] + x[:, None] + 2 * i) / 9))
+    return np.repeat(img[:, :, None], 3, 2)
+
+
 def write_chunk(path, first: int, profile: str = "high", global_header: bool = True,
                 frames: int = N, codec: str = "libx264"):
-    """A NUT chunk of ``frames`` 64x64 frames with pts ``first``.., muxed as the worker does."""
+    """A NUT chunk of ``frames`` 64x64 frames with pts ``first``... With libx264 and a global
+    header it is the worker's own encoder (``ChunkEncoder``); otherwise a plain PyAV writer muxing
+    as it does, for what that encoder never makes (in-band parameter sets, MJPEG)."""
+    if codec == "libx264" and global_header:
+        enc = ChunkEncoder(EncodeSettings(crf=30, options={"profile": profile}), 64, 64, TB,
+                           Fraction(30), Color(), "yuv420p", threads=1)
+        for i in range(frames):
+            enc.write(_gradient(first + i), first + i)
+        path.write_bytes(enc.finish())
+        return path
     with av.open(str(path), "w", format="nut", options={"avoid_negative_ts": "disabled"}) as out:
         s = out.add_stream(codec, rate=30)
         s.width, s.height, s.time_base = 64, 64, TB
@@ -29,10 +47,8 @@ def write_chunk(path, first: int, profile: str = "high", global_header: bool = T
             s.codec_context.options = {"profile": profile, "preset": "veryfast", "crf": "30"}
         if not global_header:  # the NUT muxer asks for one; in-band SPS/PPS instead
             s.codec_context.flags &= ~int(av.codec.context.Flags.global_header)
-        x = np.arange(64, dtype=np.float32)
-        for i in range(frames):  # a slowly moving gradient: x264 uses B-frames on it
-            img = np.uint8(127 + 100 * np.sin((x[None, :] + x[:, None] + 2 * (first + i)) / 9))
-            f = av.VideoFrame.from_ndarray(np.repeat(img[:, :, None], 3, 2), "rgb24")
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(_gradient(first + i), "bgr24")
             f.pts = first + i
             out.mux(s.encode(f.reformat(format=s.pix_fmt)))
         out.mux(s.encode(None))
