@@ -205,7 +205,7 @@ def _run_chunks(ledger: JobLedger, job: JobSpec, info, index, todo: list, total_
     t_run0 = time.time()
     published = [time.time()]
     cluster = connect(address, verbose)
-    failed = ok = False
+    failed = False
     try:
         opts, notes, worker_cpus = _pool_options(job, cluster)
         ledger.update(actors_used=opts.actors, gpu_per_actor_used=opts.gpu_per_actor)
@@ -255,14 +255,12 @@ def _run_chunks(ledger: JobLedger, job: JobSpec, info, index, todo: list, total_
         finally:
             if tele is not None:
                 tele.stop()
-        ok = True
     except BaseException as e:
         _fail(ledger, e)
         failed = isinstance(e, Exception)  # not for Ctrl-C
+        disconnect(cluster)
         raise
     finally:
-        if not ok:
-            disconnect(cluster)
         publish(ledger)  # every attempt so far becomes a span (rewritten whole on resume)
         if failed:
             job_report(ledger)
