@@ -43,6 +43,8 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.period, self.rows, self.pids, self.codec_pids = period, [], set(), set()
         self.cpu_s: dict[int, float] = {}
+        self.ctx: dict[int, tuple[int, int]] = {}  # pid -> (voluntary, involuntary) switches so far
+        self.affinity: dict[int, int] = {}  # pid -> CPUs it may run on
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -59,6 +61,7 @@ class Sampler(threading.Thread):
         while not self._halt.wait(self.period):
             ct = psutil.cpu_times()
             row = {"t": time.time(), "util": [], "mem": [],
+                   "ctx": psutil.cpu_stats().ctx_switches,
                    "cpu": psutil.cpu_percent(),
                    "host_s": ct.user + ct.nice + ct.system + ct.irq + ct.softirq}
             for h in handles:
@@ -72,6 +75,9 @@ class Sampler(threading.Thread):
                     rss[pid] = p.memory_info().rss
                     t = p.cpu_times()
                     self.cpu_s[pid] = t.user + t.system
+                    c = p.num_ctx_switches()
+                    self.ctx[pid] = (c.voluntary, c.involuntary)
+                    self.affinity[pid] = len(p.cpu_affinity())  # as last seen
                 except psutil.Error:
                     pass
             row["rss"] = {q: rss[q] for q in workers if q in rss}
@@ -122,6 +128,21 @@ def core_ms_per_frame(rows, t0: float, t1: float, fps: float) -> dict | None:
         return total
 
     return {k: round(1000 * used(k) / frames, 1) for k in ("host", "worker", "codec")}
+
+
+def switches_per_frame(sampler: Sampler, rows, t0: float, t1: float, frames: int) -> dict:
+    """Context switches an output frame: the host's between ``t0`` and ``t1``, and the worker and
+    codec processes' over their lives (voluntary: a thread waited; involuntary: it was preempted)."""
+    out = {}
+    sel = [r for r in rows if t0 <= r["t"] <= t1]
+    if len(sel) >= 2:
+        out["host_processing"] = round((sel[-1]["ctx"] - sel[0]["ctx"])
+                                       / max(1e-9, (sel[-1]["t"] - sel[0]["t"]) * frames / (t1 - t0)), 1)
+    for name, pids in (("worker", sampler.pids), ("codec", sampler.codec_pids)):
+        vals = [sampler.ctx[q] for q in pids if q in sampler.ctx]
+        out[name + "_voluntary"] = round(sum(v[0] for v in vals) / max(1, frames), 1)
+        out[name + "_involuntary"] = round(sum(v[1] for v in vals) / max(1, frames), 1)
+    return out
 
 
 def transcode_ceiling(path: str, frames: int) -> float:
@@ -274,6 +295,9 @@ def main() -> None:
     if steady:
         report["core_ms_per_frame_steady"] = core_ms_per_frame(rows, steady[0], steady[1], steady[2])
     report["core_ms_per_frame_processing"] = core_ms_per_frame(rows, first, last, res.frames / proc_s)
+    report["switches_per_frame"] = switches_per_frame(sampler, rows, first, last, res.frames)
+    report["codec_affinity_cpus"] = dict(Counter(sampler.affinity[q] for q in sampler.codec_pids
+                                                 if q in sampler.affinity))
     if a.ceiling_frames:
         ceilings.append(transcode_ceiling(str(src), a.ceiling_frames))
         ceiling = sum(ceilings) / 2

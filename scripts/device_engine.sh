@@ -3,6 +3,7 @@
 #   bash scripts/device_engine.sh install selftest "bench NAME ARGS..." ceilings
 # install : unpack ray/av/onnxruntime-gpu into /tmp/site; cost-matched contract models in /tmp/cm;
 #           benchmark inputs (2-minute 1080p30, 1 and 6 face markers) in /tmp/media
+# topology: lscpu and SMT siblings into $OUT/topology.txt
 # selftest: scripts/gpu_selftest.py (GPU vs CPU frame ops, prepared models, determinism)
 # bench   : scripts/bench_swap.py at default settings on /tmp/media/faces$FACES_1080p.mp4
 # benchenv: the same with experiment switches set for that run only (alternated runs in one call:
@@ -48,6 +49,9 @@ for phase in "$@"; do
       done
       python3 scripts/bench_media.py /tmp/media20 --faces 6 --seconds 20 --background .devdata/t1.jpg > "$OUT/media20.log" 2>&1 &
       wait; ls -la /tmp/media /tmp/cm | head -20; echo "installed in $(( $(date +%s) - t0 )) s" ;;
+    topology)  # the CPUs: SMT siblings, caches, frequency (for reading the CPU-per-frame figures)
+      { lscpu; echo; for c in 0 1 8 15; do echo "cpu$c siblings $(cat /sys/devices/system/cpu/cpu$c/topology/thread_siblings_list 2>/dev/null)"; done; } > "$OUT/topology.txt" 2>&1
+      grep -E 'Model name|Thread|Core|Socket|L2|L3|MHz' "$OUT/topology.txt"; grep siblings "$OUT/topology.txt" ;;
     selftest)
       timeout 300 python3 scripts/gpu_selftest.py --models /tmp/cm --background .devdata/t1.jpg --out "$OUT/selftest.json" 2>&1 | tail -40 ;;
     bench|benchenv)  # bench NAME FACES [extra bench_swap args]; benchenv VAR=VALUE[,VAR=VALUE] NAME FACES [extra]
@@ -56,7 +60,7 @@ for phase in "$@"; do
       ( [ -n "$envs" ] && export $(echo "$envs" | tr ',' ' ')
         timeout 540 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${faces}_1080p.mp4" \
           --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err" )
-      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min','core_ms_per_frame_steady','ceiling_transcode_before_after','share_processing','share_steady','encoder_busy_share','cuda_graphs','workers','wall_s','plan_s','startup','assemble_s','after_last_chunk_s','report_s','teardown_wait_s')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
+      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min','core_ms_per_frame_steady','ceiling_transcode_before_after','share_processing','share_steady','encoder_busy_share','cuda_graphs','workers','wall_s','plan_s','startup','assemble_s','after_last_chunk_s','report_s','teardown_wait_s','switches_per_frame','codec_affinity_cpus')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
     identity)  # identity NAME FACES [extra]
       name=$2 faces=$3; shift 3
       timeout 540 python3 scripts/bench_swap.py --processor identity --input "/tmp/media/faces${faces}_1080p.mp4" \

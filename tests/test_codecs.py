@@ -440,3 +440,34 @@ def test_nv12_frames_unpack_like_planar_ones(size):
     want = unpack(planar, lay)
     assert np.array_equal(unpack(planar.reformat(format="nv12"), lay), want)
     assert np.array_equal(unpack(planar.reformat(format="nv12").reformat(format="yuv420p"), lay), want)
+
+
+def test_slot_cpus_spread_the_slots_over_the_mask():
+    from ffray.engine.codec_pool import slot_cpus
+
+    mask = [0, 1, 2, 3, 8, 9]  # a sparse mask: the CPUs a container or Ray gave the worker
+    assert slot_cpus(0, 0, mask) is None  # off: the kernel places them
+    assert [slot_cpus(i, 1, mask) for i in range(7)] == [(0,), (1,), (2,), (3,), (8,), (9,), (0,)]
+    assert [slot_cpus(i, 2, mask) for i in range(4)] == [(0, 1), (2, 3), (8, 9), (0, 1)]
+    assert slot_cpus(1, 4, mask) == (0, 1, 8, 9)  # wraps
+    assert slot_cpus(0, 9, mask) == tuple(mask)  # never more than the mask
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux affinity calls")
+def test_pinned_codec_processes_run_on_their_cpus(chunk, monkeypatch):
+    """FFRAY_CODEC_AFFINITY=1: every thread of a slot's codec process, the decoder's and the
+    encoder's included, runs on that slot's CPU, and the chunk's bytes are the unpinned ones."""
+    video, payload = chunk
+    mask = sorted(os.sched_getaffinity(0))
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    monkeypatch.setenv("FFRAY_CODEC_AFFINITY", "1")
+    pool = CodecPool(lay, slots=2, ring=ring_slots(lay, 6))
+    try:
+        data, _ = pool.run(1, _job(video, payload, passthrough=True))
+        for slot, pid in enumerate(pool.pids()):
+            want = {mask[slot % len(mask)]}
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                assert os.sched_getaffinity(int(tid)) == want, (slot, tid)
+    finally:
+        pool.close()
+    assert data == _in_process(video, payload)

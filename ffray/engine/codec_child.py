@@ -235,8 +235,26 @@ def serve(conn: Connection, mem, lay: Layout, slots: int) -> None:
             return
 
 
+def pin_to(cpus: str) -> None:
+    """Run this process (its threads started from now on) on ``cpus`` ("3,4"; "": anywhere).
+    Never raises: placement is a speed choice."""
+    want = {int(c) for c in cpus.split(",") if c.strip()}
+    if not want or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]  # e.g. BLAS threads of imports
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, want)
+        except OSError:
+            pass
+
+
 def main(argv: list[str]) -> None:
     sock_fd, mem_fd, size, ppid = (int(a) for a in argv[:4])
+    pin_to(argv[4] if len(argv) > 4 else "")  # before any thread starts: they inherit it
     lower_priority(int(os.environ.get("FFRAY_CODEC_NICE", CODEC_NICE)))
     threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
     conn = Connection(sock_fd)

@@ -32,6 +32,23 @@ from ffray.errors import MediaError
 READY_TIMEOUT_S = 60.0
 _SLOT_POLL_S = 0.05  # take_slot's wait between looks at slots the worker gave back
 RING_BYTES = 96 << 20  # shared frame memory per codec process (frames between decoder and encoder)
+# Experiment switch FFRAY_CODEC_AFFINITY=N: codec process i runs on N CPUs of the worker's mask,
+# from the (i*N)-th on (wrapping), so that its decoder and encoder stay on warm caches instead of
+# migrating among 30-odd runnable threads. 0: the kernel places them (the default).
+CODEC_AFFINITY = 0
+
+
+def slot_cpus(slot: int, per: int, mask: list[int] | None = None) -> tuple[int, ...] | None:
+    """The CPUs codec process ``slot`` is pinned to: ``per`` consecutive CPUs of ``mask`` (the
+    worker's affinity, sorted) from the (slot*per)-th, wrapping; None when ``per`` is 0 (unpinned)."""
+    if per <= 0:
+        return None
+    cpus = sorted(mask if mask is not None else os.sched_getaffinity(0))
+    if not cpus:
+        return None
+    per = min(per, len(cpus))
+    start = (slot * per) % len(cpus)
+    return tuple(sorted({cpus[(start + k) % len(cpus)] for k in range(per)}))
 
 
 def ring_slots(lay: Layout, window: int) -> int:
@@ -58,7 +75,7 @@ def _anon_file(size: int):
 class CodecProcess:
     """One codec process and its frame ring (``views``: packed frame buffers, one per slot)."""
 
-    def __init__(self, lay: Layout, slots: int):
+    def __init__(self, lay: Layout, slots: int, cpus: tuple[int, ...] | None = None):
         self.lay, self.slots = lay, slots
         size = lay.nbytes * slots if slots else 0
         self._fd, self._file = _anon_file(size) if size else (-1, None)
@@ -69,7 +86,7 @@ class CodecProcess:
         fds = (theirs.fileno(),) + ((self._fd,) if size else ())
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "ffray.engine.codec_child", str(theirs.fileno()), str(self._fd),
-             str(size), str(os.getpid())], pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
+             str(size), str(os.getpid()), ",".join(map(str, cpus or ()))], pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
         theirs.close()
         self._conn = Connection(ours.detach())
         self._conn.send((lay, slots))
@@ -230,7 +247,9 @@ class CodecPool:
 
     def __init__(self, lay: Layout, slots: int, ring: int):
         self.lay, self.ring = lay, ring
-        self._procs: list[CodecProcess | None] = [CodecProcess(lay, ring) for _ in range(slots)]
+        self._per = int(os.environ.get("FFRAY_CODEC_AFFINITY", CODEC_AFFINITY))
+        self._procs: list[CodecProcess | None] = [
+            CodecProcess(lay, ring, slot_cpus(i, self._per)) for i in range(slots)]
         self._lock = threading.Lock()
         self._pin: Callable | None = None
 
@@ -248,7 +267,7 @@ class CodecPool:
             if p is None or not p.alive:
                 if p is not None:
                     p.close()
-                p = self._procs[slot] = CodecProcess(self.lay, self.ring)
+                p = self._procs[slot] = CodecProcess(self.lay, self.ring, slot_cpus(slot, self._per))
                 p.pin(self._pin)
             return p
 
