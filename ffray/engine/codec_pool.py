@@ -86,7 +86,8 @@ class CodecProcess:
         fds = (theirs.fileno(),) + ((self._fd,) if size else ())
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "ffray.engine.codec_child", str(theirs.fileno()), str(self._fd),
-             str(size), str(os.getpid()), ",".join(map(str, cpus or ()))], pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
+             str(size), str(os.getpid()), ",".join(map(str, cpus or ()))],
+            pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
         theirs.close()
         self._conn = Connection(ours.detach())
         self._conn.send((lay, slots))
