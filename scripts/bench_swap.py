@@ -153,6 +153,32 @@ def transcode_ceiling(path: str, frames: int) -> float:
     return measure(path, os.cpu_count() or 1, frames)["fps_aggregate"]
 
 
+def whole_ceiling(path: str) -> dict:
+    """bench_ceilings' transcode ceiling on the whole input (one keyframe-aligned part a CPU):
+    the same work as the job's codecs, where a ceiling on the opening frames sees only the
+    cheapest part of the video."""
+    from bench_ceilings import whole_transcode_ceiling as measure
+
+    return measure(path, os.cpu_count() or 1)
+
+
+def whole_share(report: dict, wholes: list[dict]) -> dict:
+    """The job's frames/s as a share of the whole-input ceiling (mean of before and after): of its
+    parts' rates summed (every CPU busy to the end: the stricter) and of its aggregate (frames over
+    the slowest part's time, the static split's tail included)."""
+    rates = [w["fps_sum_of_rates"] for w in wholes]
+    aggs = [w["fps_aggregate"] for w in wholes]
+    rate, agg = sum(rates) / len(rates), sum(aggs) / len(aggs)
+    out = {"ceiling_whole_sum_of_rates": rates, "ceiling_whole_aggregate": aggs,
+           "ceiling_whole_parts_fps": [w["slowest_fastest_part_fps"] for w in wholes]}
+    for k in ("processing", "steady"):
+        fps = report.get("fps_" + k)
+        if fps:
+            out[f"share_whole_{k}"] = round(fps / rate, 3)
+            out[f"share_whole_{k}_aggregate"] = round(fps / agg, 3)
+    return out
+
+
 def steady_window(stats: list[dict]):
     """(t0, t1, frames/s) while every slot of the worker(s) ran a chunk, or None (too few chunks).
     Frames of a chunk count in proportion to its span's overlap with the window."""
@@ -197,6 +223,9 @@ def main() -> None:
     ap.add_argument("--ceiling-frames", type=int, default=0,
                     help="also measure the transcode ceiling on the input (this many frames a "
                     "process) right before and right after the job, and the job's share of it")
+    ap.add_argument("--ceiling-whole", action="store_true",
+                    help="also measure the transcode ceiling on the whole input (one part a CPU) "
+                    "right before and right after the job, and the job's share of it")
     a = ap.parse_args()
     work = Path(a.workdir or tempfile.mkdtemp(prefix="ffray-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -217,6 +246,7 @@ def main() -> None:
     params = {"detector": a.detector, "swapper": a.swapper, "enhance": a.enhance} \
         if a.processor == "faceswap" else {}
     ceilings = [transcode_ceiling(str(src), a.ceiling_frames)] if a.ceiling_frames else []
+    wholes = [whole_ceiling(str(src))] if a.ceiling_whole else []
     sampler = Sampler()
     sampler.start()
     t0 = time.perf_counter()
@@ -304,6 +334,9 @@ def main() -> None:
         report.update(ceiling_transcode_before_after=ceilings,
                       share_processing=round(report["fps_processing"] / ceiling, 3),
                       share_steady=round(report["fps_steady"] / ceiling, 3) if steady else None)
+    if a.ceiling_whole:
+        wholes.append(whole_ceiling(str(src)))
+        report.update(whole_share(report, wholes))
     print(json.dumps(report, indent=2, default=str))
 
 
