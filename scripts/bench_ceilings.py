@@ -170,6 +170,19 @@ def whole_transcode_ceiling(path: str, procs: int, auto: bool = False) -> dict:
                                          round(max(n / s for n, s in res), 1)]}
 
 
+def segment_costs(path: str, parts: int, auto: bool = False) -> dict:
+    """Decode + encode (1 thread each, the job's options) of each keyframe-aligned part alone,
+    one after another on an otherwise idle node: milliseconds a frame along the input (what a
+    ceiling measured on one part of it misses about the rest)."""
+    ms = []
+    with mp.get_context("spawn").Pool(1) as pool:
+        for a, b in keyframe_spans(path, parts):
+            n, s = pool.apply(_transcode_span, ((path, a, b, auto),))
+            ms.append(round(1000 * s / max(1, n), 2))
+    return {"parts": len(ms), "ms_per_frame": ms, "first_over_rest": round(
+        ms[0] / (sum(ms[1:]) / max(1, len(ms) - 1)), 3) if len(ms) > 1 else None}
+
+
 def transcode_ceiling(path: str, procs: int, frames: int, auto: bool = False) -> dict:
     """The CPU ceiling of a node whose cores both decode and encode: ``procs`` processes each
     transcoding ``frames`` frames (aggregate frames / slowest process)."""
@@ -310,8 +323,13 @@ def main() -> None:
     ap.add_argument("--transcode", default="16", help="process counts for the transcode ceiling")
     ap.add_argument("--x264-auto", action="store_true", help="also measure encode and transcode "
                     "with x264's own instruction-set choice (the job pins one: X264_ASM)")
+    ap.add_argument("--segments", type=int, default=0, help="only this: the cost a frame of "
+                    "each of N keyframe-aligned parts of the input, one at a time")
     ap.add_argument("--out")
     a = ap.parse_args()
+    if a.segments:
+        print(json.dumps({"segments": segment_costs(a.input, a.segments)}))
+        return
     res = {"decode": [decode_ceiling(a.input, 1, 0), decode_ceiling(a.input, 8, 1)], "encode": []}
     for t in [int(x) for x in a.threads.split(",")]:
         for n in [int(x) for x in a.streams.split(",")]:

@@ -10,8 +10,9 @@ chunk, mean GPU utilization (NVML, every 0.2 s, while processing), each stage's 
 memory and worker RSS in the first and last minute of processing, CPU time per frame (the
 host's, the workers', the codec processes') and, with ``--ceiling-frames N``, the transcode
 ceiling measured on the input right before and right after the job (runs drift within a lease:
-the job is compared with the ceiling of its own minutes). Record results in docs/benchmarks.md
-with date, machine and command.
+the job is compared with the ceiling of its own minutes); with ``--ceiling-whole``, the same on
+the whole input (one keyframe-aligned part a CPU). Record results in docs/benchmarks.md with
+date, machine and command.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@
 #           --gpu-per-actor 0.5): byte-identical?
 # codec   : scripts/bench_codec.py (codec processes alone: passthrough, ring clean/dirty, transcode)
 # nvdec   : scripts/bench_nvdec.py (a job's chunks decoded in one process: CPU vs NVDEC on the GPU)
-# ceilings: scripts/bench_ceilings.py (decode, parallel libx264, models at batch 1..16, fp32/fp16)
+# ceilings: scripts/bench_ceilings.py (decode, parallel libx264, transcode on the first 240 frames
+#           and on the whole input, models at batch 1..16, fp32/fp16)
 # Results go to $OUT; record them in docs/benchmarks.md. Expects .devdata/t1.jpg (carried).
 set -uo pipefail
 SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
