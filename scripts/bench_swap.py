@@ -292,6 +292,8 @@ def main() -> None:
         "startup": {k: v for k, v in spec.get("startup", {}).items() if k != "workers"},
         "workers_ready_s": spec.get("startup", {}).get("workers_ready_s"),
         "worker_setup_s": [round(i.get("setup_s", 0), 2) for i in spec.get("startup", {}).get("workers", [])],
+        "worker_setup_phases": [{**i.get("setup_phases", {}), **(i.get("notes") or {}).get("setup", {})}
+                                for i in spec.get("startup", {}).get("workers", [])],
         "plan_s": round(res.plan_s, 2), "assemble_s": round(res.assemble_s, 2),
         "gpu_util_mean_processing": window(rows, first, last, "util"),
         "gpu_mem_gib_first_min": window(rows, first, first + 60, "mem"),

@@ -302,6 +302,12 @@ def test_swap_with_contract_models_and_per_person_mapping(cluster, contract_mode
     ledger, res = run({"map_target_0": white_t, "map_source_0": s1, "map_target_1": red_t,
                        "map_source_1": s2}, [s1], out)
     assert ledger.spec["pipeline"].startswith("scrfd detector + inswapper swapper")
+    for w in ledger.spec["startup"]["workers"]:  # where each worker's set-up time went
+        phases = {**w["setup_phases"], **w["notes"]["setup"]}
+        assert {"context_s", "codecs_start_s", "engine_s", "rings_s", "imports_s", "backend_s",
+                "stages_s"} <= set(phases) and min(phases.values()) >= 0
+        assert abs(sum(w["setup_phases"].values()) - w["setup_s"]) < 0.01
+        assert w["notes"]["setup"]["stages_s"] <= w["setup_phases"]["engine_s"]
     a, b = frames(video), frames(out)
     assert len(b) == len(a) == 20 and res.chunks >= 3
     stats = ledger.chunk_stats()

@@ -131,3 +131,18 @@ def test_telemetry_does_not_import_analytics_and_the_dashboard_reads_through_ana
     graph = import_graph()
     assert "ffray.telemetry.sink" in graph["ffray.analytics.source"]  # analytics reads telemetry's layout
     assert layer_violations(graph) == []
+
+
+def test_a_workers_face_pipeline_imports_neither_onnx_nor_scipy():
+    """Start-up: the worker builds its face pipeline from prepared graphs (and the emap from the
+    node's cache), so the graph library (onnx: ~0.6 s to import) and scipy (~0.4 s, the dense
+    warp's triangulation) stay out of its imports; they load where they are used."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ffray.cluster.worker, ffray.engine.build, ffray.faces.pipeline, "
+            "ffray.faces.loader, ffray.models.gpu_loader, ffray.engine.ops_gpu; "
+            "print(sorted(m for m in ('onnx', 'scipy.spatial', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

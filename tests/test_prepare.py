@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ffray.faces.align import FFHQ_512, crop, insightface_template, similarity
 from ffray.models import prepare
-from ffray.models.gpu_loader import FP16_TOL, DeviceLoader
+from ffray.models.gpu_loader import FP16_TOL, DeviceLoader, trim
 from ffray.models.manifest import MODELS
 from scripts.make_test_models import write_all
 
@@ -130,6 +130,39 @@ def test_loader_prepares_checks_caches_and_falls_back(models, tmp_path):
                            "fp32", cache=tmp_path)
     _, v3 = loader2._prepared("w600k_r50", 4, fp16=False)
     assert v3["batch"] == 1 and not v3["tries"][0]["ok"] and v3["tries"][-1]["ok"]
+
+
+def test_loader_keeps_the_emap_in_the_nodes_cache(models, tmp_path):
+    """A later worker on the node gets inswapper's emap from the cache: it neither fetches the
+    model's bytes from the object store nor parses the graph."""
+    from ffray.faces.models import read_emap
+
+    data = (models / MODELS["inswapper_128"].file).read_bytes()
+    calls = []
+
+    def fetch(ref):
+        calls.append(ref)
+        return data
+
+    sha = {"inswapper_128": "d" * 64}
+    first = DeviceLoader({"inswapper_128": "ref"}, sha, 0, CPU, cache=tmp_path, fetch=fetch)
+    emap = first.derived("inswapper_128", "emap", read_emap)
+    assert calls == ["ref"] and emap.shape == (512, 512)
+    np.testing.assert_array_equal(emap, read_emap(data))
+
+    def refuse(ref):
+        raise AssertionError("fetched the model although its emap was cached")
+
+    later = DeviceLoader({"inswapper_128": "ref"}, sha, 0, CPU, cache=tmp_path, fetch=refuse)
+    np.testing.assert_array_equal(later.derived("inswapper_128", "emap", read_emap), emap)
+    # another model (digest) does not share the entry
+    other = DeviceLoader({"inswapper_128": data}, {"inswapper_128": "e" * 64}, 0, CPU, cache=tmp_path)
+    np.testing.assert_array_equal(other.derived("inswapper_128", "emap", lambda b: read_emap(b) * 2),
+                                  emap * 2)
+    # the cache's trim keeps a model's arrays while one of its prepared graphs is kept
+    (tmp_path / ("d" * 20 + "-b8-h.onnx")).write_bytes(b"x")
+    trim(tmp_path, 1 << 20)
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["d" * 20 + "-emap.npy"]
 
 
 def test_model_digests_are_remembered_in_ffrays_cache_and_follow_changes(tmp_path):

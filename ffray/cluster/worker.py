@@ -120,6 +120,7 @@ class ChunkWorker:
                                            encoder_threads=spec.options.encoder_threads,
                                            slots=spec.options.slots, window=spec.options.window)
         self._codecs: CodecPool | None = None
+        phases = {"context_s": time.perf_counter() - t}
         if spec.options.codec_processes and kind in ("identity", "faceswap"):
             # started first: the codec processes come up while the models load
             lay = spec.stream.layout()
@@ -131,8 +132,10 @@ class ChunkWorker:
             from ffray.video.encode import check_encoder
 
             check_encoder(spec.encode, spec.stream.width, spec.stream.height)
+        phases["codecs_start_s"] = time.perf_counter() - t - sum(phases.values())
         built = build_engine(spec.processor, wctx, spec.stream, self._budget, self._ordinal,
                              spec.options, fetch=ray.get)
+        phases["engine_s"] = time.perf_counter() - t - sum(phases.values())
         # on the GPU (or with no frame work) the CPU only decodes and encodes: more encoders fit
         self._budget = plan_budget(cpus, gpu=light or built.backend == "gpu",
                                    encoder_threads=spec.options.encoder_threads,
@@ -147,6 +150,8 @@ class ChunkWorker:
         self._slot_lock = threading.Lock()
         self._share = ShareClock(self._gpus)
         self._setup_s = time.perf_counter() - t
+        phases["rings_s"] = self._setup_s - sum(phases.values())  # codec ready + page-locking
+        self._setup_phases = {k: round(v, 3) for k, v in phases.items()}
 
     def _cpu_share(self) -> float:
         """This worker's share of its node's CPUs: its fraction of the node's GPUs, or the whole
@@ -171,6 +176,7 @@ class ChunkWorker:
                 "rotation": self._spec.stream.rotation,
                 "slots": self._budget.slots, "codec_pids": self.codec_pids(),
                 "budget": self._budget.to_json(), "setup_s": self._setup_s,
+                "setup_phases": self._setup_phases,
                 "created": self._created, "notes": self._built.notes}
 
     def process(self, payload: ChunkPayload, attempt: int) -> dict:

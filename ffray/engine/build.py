@@ -3,6 +3,7 @@ job's processor spec and the stream's format. Runs once per worker, in its const
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,6 +70,7 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
                  ordinal: int | None, options: WorkerOptions, fetch=None) -> Built:
     """``ordinal``: the CUDA device of the worker's GPU (None without one). ``fetch`` turns an
     object ref of model bytes into bytes (only called on a cache miss)."""
+    t_in = time.perf_counter()
     lay, mat = fmt.layout(), fmt.matrix()
     space, rng = sws_space(fmt.color, fmt.height), sws_range(fmt.color)
     if spec.kind == "identity":  # frames go from the decoder to the encoder untouched
@@ -84,6 +86,7 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
 
     params = FaceSwapParams.from_dict(spec.params)
     want_gpu = params.frame_ops
+    t0 = time.perf_counter()
     ops, loader, why = None, None, ""
     if ordinal is not None and want_gpu in ("auto", "gpu") and params.blend != "poisson":
         from ffray.engine.ops_gpu import available
@@ -111,6 +114,7 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
         ops = CpuOps(lay, mat, space, rng, rotation=fmt.rotation)
         loader = HostLoader(models, params.providers, threads=budget.ort_threads,
                             device_id=ordinal or 0)
+    t1 = time.perf_counter()  # frame backend and loader made (CUDA context, kernels)
     batches = {**GPU_BATCHES, **options.gpu_batches} if ops.name == "gpu" else None
     model_stages = ("det", "swap", "enhance")
     pipe = FacePipeline(ctx, params, ops, loader, gpu_batches=batches,
@@ -123,7 +127,10 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
             st.threads = int(options.stage_threads[st.name])
         if st.name in options.stage_batches:
             st.batch = max(1, int(options.stage_batches[st.name]))
-    notes = {"models": getattr(loader, "notes", {}), "cpu_reason": why or None}
+    t2 = time.perf_counter()  # sessions made and warmed, source faces found
+    notes = {"models": getattr(loader, "notes", {}), "cpu_reason": why or None,
+             "setup": {"imports_s": round(t0 - t_in, 3), "backend_s": round(t1 - t0, 3),
+                       "stages_s": round(t2 - t1, 3)}}
     return Built(Engine(stages, queue_size=16), ops.name, pipe.description, notes,
                  pin=ops.pin if ops.name == "gpu" else None,
                  gpu_ops=ops if ops.name == "gpu" else None)

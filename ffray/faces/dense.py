@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy.spatial import Delaunay
 
 from ffray.faces.align import Face, align_matrix, crop
 from ffray.faces.landmarks import EYES, INNER_LIPS, JAW, SCALE, SIZE, Landmarks68
@@ -38,6 +37,8 @@ COLOUR_SIGMA = 0.6  # local colour transfer blur (Gaussian sigma) in eye distanc
 
 def triangulate(points: np.ndarray) -> np.ndarray:
     """(T, 3) vertex indices of a Delaunay triangulation of ``points`` (N, 2)."""
+    from scipy.spatial import Delaunay  # ~0.4 s to import: only the dense warp needs it
+
     return Delaunay(np.asarray(points, np.float64)).simplices.astype(np.int32)
 
 

@@ -24,6 +24,11 @@ class HostLoader:
                              "or pass --model-dir")
         return data
 
+    def derived(self, name: str, tag: str, compute):
+        """``compute(raw bytes of model name)``: on the host the bytes are here, and no node cache
+        is kept (``DeviceLoader.derived`` keeps one for GPU workers)."""
+        return compute(self.raw(name))
+
     def runner(self, name: str, flat_outputs: bool = False, batch: int = 1,
                sessions: int = 1) -> HostRunner:
         """One session whatever ``sessions`` says: on the CPU a session's runs from several

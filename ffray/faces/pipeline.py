@@ -115,7 +115,7 @@ class FacePipeline:
             self.landmarks = Landmarks68() if self.warp == "dense" else None
         if swapper == "inswapper":
             self.inswapper = InSwapper(loader.runner("inswapper_128", batch=b["swap"], sessions=t["swap"]),
-                                       read_emap(loader.raw("inswapper_128")))
+                                       loader.derived("inswapper_128", "emap", read_emap))
         named = dict(ctx.named)
         self.targets = None
         if p.mapping:

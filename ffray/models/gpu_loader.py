@@ -22,6 +22,7 @@ from ffray.errors import FFrayError
 from ffray.models.device import DeviceRunner
 from ffray.models.manifest import check_contract, get
 from ffray.models.sessions import first_provider, make_session, with_cuda_graphs, with_cuda_options
+from ffray.models.store import cached_array
 from ffray.settings import atomic_write_bytes, atomic_write_text
 
 FP16_TOL = 0.02  # max |fp16 - fp32| / max |fp32| over the probe outputs
@@ -62,6 +63,13 @@ class DeviceLoader:
                 data = self.fetch(data)
                 self.models[name] = data
             return data
+
+    def derived(self, name: str, tag: str, compute) -> np.ndarray:
+        """``compute(raw bytes of model name)``, an array, kept in the node's cache beside the
+        prepared graphs (keyed by the model's digest): later workers neither fetch the model's
+        bytes nor parse its graph (inswapper's emap: a full protobuf parse of ~550 MB)."""
+        path = self.cache / f"{self.sha.get(name, name)[:20]}-{tag}.npy"
+        return cached_array(path, lambda: compute(self.raw(name)))
 
     def session(self, path):
         return make_session(path, self.providers, 1, what=str(path))
@@ -200,7 +208,8 @@ def _run_group(session, feeds: dict, n: int, k: int) -> list[list[np.ndarray]]:
 
 
 def trim(folder: Path, limit: int) -> None:
-    """Delete the least recently used prepared graphs beyond ``limit`` bytes (never the newest)."""
+    """Delete the least recently used prepared graphs beyond ``limit`` bytes (never the newest),
+    and the arrays derived from models none of whose graphs is left."""
     files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
     total = 0
     for i, p in enumerate(files):
@@ -208,3 +217,7 @@ def trim(folder: Path, limit: int) -> None:
         if i > 0 and total > limit:
             p.unlink(missing_ok=True)
             p.with_suffix(".json").unlink(missing_ok=True)
+    kept = {p.name[:20] for p in folder.glob("*.onnx")}  # digests with a prepared graph left
+    for p in folder.glob("*.npy"):  # arrays derived from a model (``derived``) go with its graphs
+        if p.name[:20] not in kept:
+            p.unlink(missing_ok=True)

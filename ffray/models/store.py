@@ -3,6 +3,7 @@ and load an ORT session whose I/O is checked against the manifest contract."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import urllib.error
@@ -10,9 +11,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from ffray.errors import FFrayError
 from ffray.models.manifest import ModelEntry, check_contract, get
-from ffray.settings import sha256_file
+from ffray.settings import atomic_write_bytes, sha256_file
 
 
 def _recorded(cache: Path) -> dict:
@@ -150,3 +153,21 @@ def load(name: str, dirs: list[Path], providers: list | None = None):
         raise FFrayError(f"cannot load {path}: {str(e).splitlines()[0][:200]}") from None
     check_contract(session, entry, str(path))
     return session
+
+
+def cached_array(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The array saved at ``path`` (``.npy``), else ``compute()``'s, saved there (temp name +
+    rename) for the next worker on the node: e.g. inswapper's emap, whose reading means fetching
+    the model's bytes and parsing its whole graph."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        pass
+    arr = np.ascontiguousarray(compute())
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:  # a read-only or full cache: the array still serves this worker
+        pass
+    return arr
