@@ -464,6 +464,7 @@ def test_pinned_codec_processes_run_on_their_cpus(chunk, monkeypatch):
     pool = CodecPool(lay, slots=2, ring=ring_slots(lay, 6))
     try:
         data, _ = pool.run(1, _job(video, payload, passthrough=True))
+        pool.get(0).wait_ready()  # slot 0 ran nothing: it may still be starting (and unpinned)
         for slot, pid in enumerate(pool.pids()):
             want = {mask[slot % len(mask)]}
             for tid in os.listdir(f"/proc/{pid}/task"):
@@ -471,3 +472,50 @@ def test_pinned_codec_processes_run_on_their_cpus(chunk, monkeypatch):
     finally:
         pool.close()
     assert data == _in_process(video, payload)
+
+
+def test_rings_lock_in_the_background_and_close_waits_for_a_locking(chunk):
+    """``pin_rings(background=True)`` returns while the page-locking still runs (the worker is
+    ready without waiting for it), a chunk runs on a ring that is not locked yet (its frames are
+    staged: the same bytes), every ring ends locked, and ``close`` waits for a locking in progress
+    and unlocks every ring it locked."""
+    import threading
+
+    video, payload = chunk
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    pool = CodecPool(lay, slots=3, ring=ring_slots(lay, 6))
+    go, locked, unlocked = threading.Event(), [], []
+
+    def pin(buf):
+        assert go.wait(timeout=60)
+        locked.append(id(buf))
+        return lambda: unlocked.append(id(buf))
+
+    try:
+        pool.pin_rings(pin, background=True)
+        assert locked == []  # returned with every locking still waiting
+        procs = [pool.get(i) for i in range(3)]
+        assert not any(p.pinned for p in procs)
+        data, _ = pool.run(2, _job(video, payload, passthrough=True))
+        go.set()
+        pool._pinning.join(timeout=60)
+        assert len(locked) == 3 and all(p.pinned for p in procs)
+    finally:
+        go.set()
+        pool.close()
+    assert sorted(unlocked) == sorted(locked) and not any(p.pinned for p in procs)
+    assert data == _in_process(video, payload)
+
+    # close while a locking blocks: it waits for it, then unlocks
+    pool = CodecPool(lay, slots=1, ring=ring_slots(lay, 6))
+    go.clear()
+    locked.clear()
+    unlocked.clear()
+    pool.pin_rings(pin, background=True)
+    closer = threading.Thread(target=pool.close)
+    closer.start()
+    closer.join(timeout=0.5)
+    assert closer.is_alive()  # held by the locking in progress
+    go.set()
+    closer.join(timeout=60)
+    assert not closer.is_alive() and len(locked) == 1 and unlocked == locked

@@ -142,7 +142,8 @@ class ChunkWorker:
                                    slots=spec.options.slots, window=spec.options.window)
         if self._codecs is not None:
             self._codecs.resize(self._budget.slots)
-            self._codecs.pin_rings(built.pin)  # GPU: frames go up and down by DMA from the rings
+            # GPU: frames go up and down by DMA from the rings, locked while the first chunks run
+            self._codecs.pin_rings(built.pin, background=True)
         self._built = built
         self._engine = built.engine
         self._slots = threading.BoundedSemaphore(self._budget.slots)
@@ -150,7 +151,7 @@ class ChunkWorker:
         self._slot_lock = threading.Lock()
         self._share = ShareClock(self._gpus)
         self._setup_s = time.perf_counter() - t
-        phases["rings_s"] = self._setup_s - sum(phases.values())  # codec ready + page-locking
+        phases["rings_s"] = self._setup_s - sum(phases.values())  # slots resized, locking started
         self._setup_phases = {k: round(v, 3) for k, v in phases.items()}
 
     def _cpu_share(self) -> float:
