@@ -84,33 +84,45 @@ def _decode_worker(args) -> tuple[int, float]:
     return n, time.perf_counter() - t
 
 
-def _transcode_worker(args) -> tuple[int, float]:
-    """Decode (1 thread) and encode (libx264 1 thread) the first ``n`` frames in one process:
-    the CPU work of one chunk slot, with nothing else in between."""
-    path, n, auto = args
+def _transcode(path: str, auto: bool, start: int | None = None, end: int | None = None,
+               limit: int | None = None) -> tuple[int, float]:
+    """Decode (1 thread) and encode (libx264 1 thread, the job's options) in one process, from
+    pts ``start`` (a keyframe; None: the first frame) to before ``end`` or ``limit`` frames: one
+    chunk slot's CPU work, with nothing else in between. (frames, seconds)."""
     buf = io.BytesIO()
     t = time.perf_counter()
     k = 0
     with av.open(path) as c, av.open(buf, "w", format="nut") as out:
         st = c.streams.video[0]
         st.thread_type, st.thread_count = "FRAME", 1
+        if start is not None:
+            c.seek(start, stream=st, backward=True, any_frame=False)
         s = out.add_stream("libx264", rate=30, options=x264_options(auto))
         s.width, s.height, s.pix_fmt = st.width, st.height, "yuv420p"
         s.codec_context.thread_count, s.codec_context.thread_type = 1, "FRAME"
         for f in c.decode(st):
+            if start is not None and f.pts < start:
+                continue
+            if end is not None and f.pts >= end:
+                break
             f.pts, f.pict_type = k, av.video.frame.PictureType.NONE
             out.mux(s.encode(f))
             k += 1
-            if k >= n:
+            if limit is not None and k >= limit:
                 break
         out.mux(s.encode(None))
     return k, time.perf_counter() - t
 
 
+def _transcode_worker(args) -> tuple[int, float]:
+    """The first ``n`` frames (the 240-frame ceiling's work)."""
+    path, n, auto = args
+    return _transcode(path, auto, limit=n)
+
+
 def keyframe_spans(path: str, parts: int) -> list[tuple[int, int | None]]:
     """The input cut into ``parts`` spans of about equal frame counts, each starting on a keyframe:
     [(start pts, end pts or None for the last)], from the packets alone (nothing decoded)."""
-    keys, n = [], 0
     with av.open(path) as c:
         st = c.streams.video[0]
         pts = sorted((p.pts, p.is_keyframe) for p in c.demux(st) if p.pts is not None)
@@ -127,29 +139,9 @@ def keyframe_spans(path: str, parts: int) -> list[tuple[int, int | None]]:
 
 
 def _transcode_span(args) -> tuple[int, float]:
-    """Decode (1 thread) and encode (libx264 1 thread, the job's options) the frames of one span
-    (from a keyframe): one chunk slot's CPU work on this part of the input."""
+    """The frames of one keyframe-aligned span: one chunk slot's CPU work on this part of the input."""
     path, start, end, auto = args
-    buf = io.BytesIO()
-    t = time.perf_counter()
-    k = 0
-    with av.open(path) as c, av.open(buf, "w", format="nut") as out:
-        st = c.streams.video[0]
-        st.thread_type, st.thread_count = "FRAME", 1
-        c.seek(start, stream=st, backward=True, any_frame=False)
-        s = out.add_stream("libx264", rate=30, options=x264_options(auto))
-        s.width, s.height, s.pix_fmt = st.width, st.height, "yuv420p"
-        s.codec_context.thread_count, s.codec_context.thread_type = 1, "FRAME"
-        for f in c.decode(st):
-            if f.pts < start:
-                continue
-            if end is not None and f.pts >= end:
-                break
-            f.pts, f.pict_type = k, av.video.frame.PictureType.NONE
-            out.mux(s.encode(f))
-            k += 1
-        out.mux(s.encode(None))
-    return k, time.perf_counter() - t
+    return _transcode(path, auto, start, end)
 
 
 def whole_transcode_ceiling(path: str, procs: int, auto: bool = False) -> dict:
