@@ -131,7 +131,7 @@ def keyframe_spans(path: str, parts: int) -> list[tuple[int, int | None]]:
     starts = []
     for j in range(parts):
         want = j * n / parts
-        i, t = min(keys, key=lambda kt: abs(kt[0] - want))
+        _, t = min(keys, key=lambda kt: abs(kt[0] - want))
         if t not in starts:
             starts.append(t)
     starts.sort()
@@ -146,9 +146,9 @@ def _transcode_span(args) -> tuple[int, float]:
 
 def whole_transcode_ceiling(path: str, procs: int, auto: bool = False) -> dict:
     """The transcode ceiling on the *whole* input: ``procs`` processes, each decoding and encoding
-    its own keyframe-aligned part. A video's cost per frame varies along it (the 2-minute benchmark
-    inputs: ~41 core-ms a frame to encode in their first 240 frames, 48-54 further on), so a
-    ceiling measured on its opening frames overstates what the node can do with the rest.
+    its own keyframe-aligned part: the job's own work, where the 240-frame ceiling sees only the
+    opening (on the 2-core VM 7 % cheaper than the rest; on the H200 both ceilings agreed within
+    the node's swings: docs/benchmarks.md, twelfth pass).
     ``fps_aggregate``: all frames / the slowest part's time; ``fps_sum_of_rates``: the parts' own
     rates added up (every core busy to the end: the stricter, higher figure)."""
     spans = keyframe_spans(path, procs)

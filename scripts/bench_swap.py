@@ -156,8 +156,7 @@ def transcode_ceiling(path: str, frames: int) -> float:
 
 def whole_ceiling(path: str) -> dict:
     """bench_ceilings' transcode ceiling on the whole input (one keyframe-aligned part a CPU):
-    the same work as the job's codecs, where a ceiling on the opening frames sees only the
-    cheapest part of the video."""
+    the same frames as the job's codecs, where the 240-frame ceiling sees only the opening."""
     from bench_ceilings import whole_transcode_ceiling as measure
 
     return measure(path, os.cpu_count() or 1)

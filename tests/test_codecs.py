@@ -475,7 +475,7 @@ def test_pinned_codec_processes_run_on_their_cpus(chunk, monkeypatch):
 
 
 def test_rings_lock_in_the_background_and_close_waits_for_a_locking(chunk):
-    """``pin_rings(background=True)`` returns while the page-locking still runs (the worker is
+    """``pin_rings`` returns while the page-locking still runs (the worker is
     ready without waiting for it), a chunk runs on a ring that is not locked yet (its frames are
     staged: the same bytes), every ring ends locked, and ``close`` waits for a locking in progress
     and unlocks every ring it locked."""
@@ -492,7 +492,7 @@ def test_rings_lock_in_the_background_and_close_waits_for_a_locking(chunk):
         return lambda: unlocked.append(id(buf))
 
     try:
-        pool.pin_rings(pin, background=True)
+        pool.pin_rings(pin)
         assert locked == []  # returned with every locking still waiting
         procs = [pool.get(i) for i in range(3)]
         assert not any(p.pinned for p in procs)
@@ -511,7 +511,7 @@ def test_rings_lock_in_the_background_and_close_waits_for_a_locking(chunk):
     go.clear()
     locked.clear()
     unlocked.clear()
-    pool.pin_rings(pin, background=True)
+    pool.pin_rings(pin)
     closer = threading.Thread(target=pool.close)
     closer.start()
     closer.join(timeout=0.5)

@@ -306,7 +306,8 @@ def test_swap_with_contract_models_and_per_person_mapping(cluster, contract_mode
         phases = {**w["setup_phases"], **w["notes"]["setup"]}
         assert {"context_s", "codecs_start_s", "engine_s", "rings_s", "imports_s", "backend_s",
                 "stages_s"} <= set(phases) and min(phases.values()) >= 0
-        assert abs(sum(w["setup_phases"].values()) - w["setup_s"]) < 0.01
+        # the phases fit inside the driver's wait from the workers' creation to their readiness
+        assert sum(w["setup_phases"].values()) <= ledger.spec["startup"]["workers_ready_s"] + 0.01
         assert w["notes"]["setup"]["stages_s"] <= w["setup_phases"]["engine_s"]
     a, b = frames(video), frames(out)
     assert len(b) == len(a) == 20 and res.chunks >= 3

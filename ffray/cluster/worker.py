@@ -120,7 +120,12 @@ class ChunkWorker:
                                            encoder_threads=spec.options.encoder_threads,
                                            slots=spec.options.slots, window=spec.options.window)
         self._codecs: CodecPool | None = None
-        phases = {"context_s": time.perf_counter() - t}
+        phases: dict[str, float] = {}
+
+        def lap(name: str) -> None:  # the time since the previous lap (the constructor's start)
+            phases[name] = time.perf_counter() - t - sum(phases.values())
+
+        lap("context_s")
         if spec.options.codec_processes and kind in ("identity", "faceswap"):
             # started first: the codec processes come up while the models load
             lay = spec.stream.layout()
@@ -132,10 +137,10 @@ class ChunkWorker:
             from ffray.video.encode import check_encoder
 
             check_encoder(spec.encode, spec.stream.width, spec.stream.height)
-        phases["codecs_start_s"] = time.perf_counter() - t - sum(phases.values())
+        lap("codecs_start_s")
         built = build_engine(spec.processor, wctx, spec.stream, self._budget, self._ordinal,
                              spec.options, fetch=ray.get)
-        phases["engine_s"] = time.perf_counter() - t - sum(phases.values())
+        lap("engine_s")
         # on the GPU (or with no frame work) the CPU only decodes and encodes: more encoders fit
         self._budget = plan_budget(cpus, gpu=light or built.backend == "gpu",
                                    encoder_threads=spec.options.encoder_threads,
@@ -143,15 +148,15 @@ class ChunkWorker:
         if self._codecs is not None:
             self._codecs.resize(self._budget.slots)
             # GPU: frames go up and down by DMA from the rings, locked while the first chunks run
-            self._codecs.pin_rings(built.pin, background=True)
+            self._codecs.pin_rings(built.pin)
         self._built = built
         self._engine = built.engine
         self._slots = threading.BoundedSemaphore(self._budget.slots)
         self._slot_ids = list(range(self._budget.slots))
         self._slot_lock = threading.Lock()
         self._share = ShareClock(self._gpus)
-        self._setup_s = time.perf_counter() - t
-        phases["rings_s"] = self._setup_s - sum(phases.values())  # slots resized, locking started
+        lap("rings_s")  # slots resized, locking started
+        self._setup_s = sum(phases.values())
         self._setup_phases = {k: round(v, 3) for k, v in phases.items()}
 
     def _cpu_share(self) -> float:

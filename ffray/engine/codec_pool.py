@@ -257,21 +257,17 @@ class CodecPool:
             CodecProcess(lay, ring, slot_cpus(i, self._per)) for i in range(slots)]
         self._lock = threading.Lock()
         self._pin: Callable | None = None
-        self._pinning: threading.Thread | None = None  # pin_rings(background=True)
+        self._pinning: threading.Thread | None = None  # pin_rings' thread
 
-    def pin_rings(self, pin: Callable | None, background: bool = False) -> None:
-        """Page-lock every ring, and those of replaced processes (``Built.pin``; None: no GPU).
-        ``background``: on a thread of its own, ring by ring from slot 0, so that the worker is
-        ready without waiting (16 rings of 96 MiB: ~0.6 s on the H200); a chunk whose ring is
-        not locked yet stages its frames."""
+    def pin_rings(self, pin: Callable | None) -> None:
+        """Page-lock every ring (``Built.pin``; None: no GPU) on a thread of its own, ring by ring
+        from slot 0, so that the worker is ready without waiting (16 rings of 96 MiB: ~0.6 s on
+        the H200); a chunk whose ring is not locked yet stages its frames. Replaced processes'
+        rings are locked when they are made (``get``)."""
         with self._lock:
             self._pin = pin
             procs = [p for p in self._procs if p is not None]
         if pin is None:
-            return
-        if not background:
-            for p in procs:
-                p.pin(pin)
             return
         self._pinning = threading.Thread(target=lambda: [p.pin(pin) for p in procs],
                                          name="ffray-pin-rings", daemon=True)

@@ -28,6 +28,7 @@ from ffray.settings import atomic_write_bytes, atomic_write_text
 FP16_TOL = 0.02  # max |fp16 - fp32| / max |fp32| over the probe outputs
 BATCH_TOL = 1e-3  # the batch edit must not change outputs beyond float32 reordering
 CACHE_BYTES = 8 << 30  # prepared graphs kept per node (least recently used go first)
+KEY_CHARS = 20  # the model digest's characters that name its files in the cache
 FP16_DEFAULT = {"det_10g": False, "inswapper_128": True, "gfpgan_1.4": True, "w600k_r50": False}
 
 
@@ -68,8 +69,12 @@ class DeviceLoader:
         """``compute(raw bytes of model name)``, an array, kept in the node's cache beside the
         prepared graphs (keyed by the model's digest): later workers neither fetch the model's
         bytes nor parse its graph (inswapper's emap: a full protobuf parse of ~550 MB)."""
-        path = self.cache / f"{self.sha.get(name, name)[:20]}-{tag}.npy"
+        path = self.cache / f"{self._key(name)}-{tag}.npy"
         return cached_array(path, lambda: compute(self.raw(name)))
+
+    def _key(self, name: str) -> str:
+        """What names model ``name``'s files in the cache: its digest's first characters."""
+        return self.sha.get(name, name)[:KEY_CHARS]
 
     def session(self, path):
         return make_session(path, self.providers, 1, what=str(path))
@@ -108,7 +113,7 @@ class DeviceLoader:
                             graphs=verdict["cuda_graph"], note=verdict, streams=streams)
 
     def _prepared(self, name: str, batch: int, fp16: bool) -> tuple[Path, dict]:
-        key = f"{self.sha.get(name, name)[:20]}-b{batch}-{'h' if fp16 else 'f'}"
+        key = f"{self._key(name)}-b{batch}-{'h' if fp16 else 'f'}"
         meta = self.cache / f"{key}.json"
         if meta.is_file():
             try:
@@ -217,7 +222,7 @@ def trim(folder: Path, limit: int) -> None:
         if i > 0 and total > limit:
             p.unlink(missing_ok=True)
             p.with_suffix(".json").unlink(missing_ok=True)
-    kept = {p.name[:20] for p in folder.glob("*.onnx")}  # digests with a prepared graph left
+    kept = {p.name[:KEY_CHARS] for p in folder.glob("*.onnx")}  # digests with a graph left
     for p in folder.glob("*.npy"):  # arrays derived from a model (``derived``) go with its graphs
-        if p.name[:20] not in kept:
+        if p.name[:KEY_CHARS] not in kept:
             p.unlink(missing_ok=True)
