@@ -5,10 +5,12 @@ granted, and the slot semaphore (real Ray actors) frees the slot of a driver tha
 from __future__ import annotations
 
 import shlex
+import time
 
 import pytest
 
 from ffray.cli import build_parser, main
+from ffray.cluster import slots as slot_mod
 from ffray.cluster.slots import GRANTED, QUEUED, RELEASED, _actor_classes, slot_state, slot_times
 from ffray.cluster.submit import expand_inputs, metadata, plan_submissions, row, swap_entrypoint
 
@@ -101,8 +103,12 @@ def test_slot_semaphore_frees_the_slot_of_a_dead_driver(cluster):
         assert not ray.get(slots.acquire.remote("b", 1, [two]))
         assert ray.get(slots.acquire.remote("b", 2, [two]))  # the latest limit counts
         ray.get(slots.release.remote("b"))
-        ray.kill(one)
-        assert ray.get(slots.acquire.remote("b", 1, [two]))
+        ray.kill(one)  # asynchronous: a ping sent before the kill lands may still answer
+        deadline, got = time.monotonic() + 30, False
+        while not got and time.monotonic() < deadline:  # the waiting driver's own poll
+            got = ray.get(slots.acquire.remote("b", 1, [two]))
+            time.sleep(0 if got else slot_mod.POLL_S)
+        assert got, "the dead holder's slot never came back"
         assert ray.get(slots.holders.remote()) == ["b"]
     finally:
         for a in (slots, one, two):
