@@ -16,19 +16,35 @@ def _md5(path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def test_identity_output_is_byte_identical_across_layouts(cluster, media, data_dir, tmp_path):
-    """On a tapered plan (whole and half-length chunks, as a long video's default plan has)."""
+@pytest.mark.parametrize("processor", ["identity", "stamp"])
+def test_output_is_byte_identical_across_layouts(processor, cluster, media, data_dir, tmp_path):
+    """On a tapered plan (whole and half-length chunks, as a long video's default plan has);
+    ``stamp``: a BGR processor (YUV -> BGR -> processor -> YUV in the worker)."""
     outs = []
     for i, layout in enumerate([dict(actors=1, slots=None), dict(actors=3, slots=1),
                                 dict(actors=2, slots=4)]):
         out = tmp_path / f"id{i}.mp4"
-        ledger, res = swap(media.faces_video, out, data_dir / str(i), gpu_per_actor=1,
-                           chunk_seconds=0.3, chunk_taper=0.5, **layout)
+        ledger, res = swap(media.faces_video, out, data_dir / str(i), processor=processor,
+                           gpu_per_actor=1, chunk_seconds=0.3, chunk_taper=0.5, **layout)
         plan = [c.frames for c in ledger.load_plan()]
         assert res.chunks >= 4 and max(plan[-3:]) < min(plan[:2]), plan
         assert len({s["actor_id"] for s in ledger.chunk_stats()}) == min(layout["actors"], res.chunks)
         outs.append(out)
     assert len({_md5(o) for o in outs}) == 1
+
+
+def test_matroska_output_is_byte_identical_run_to_run(cluster, media, data_dir, tmp_path):
+    """Matroska's muxer writes the date and a random segment UID unless told ``bitexact``: two
+    runs of one job (one worker, then two) give the same file, audio included."""
+    import av
+
+    outs = [tmp_path / f"m{i}.mkv" for i in range(2)]
+    for i, out in enumerate(outs):
+        swap(media.vfr_mkv, out, data_dir / f"m{i}", processor="stamp", actors=1 + i,
+             gpu_per_actor=1, chunk_seconds=0.5)
+    with av.open(str(outs[0])) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"] and c.format.name.startswith("matroska")
+    assert _md5(outs[0]) == _md5(outs[1])
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,7 @@ def test_a_worker_node_removed_mid_job_is_survived(cluster, media, data_dir, tmp
 
 
 def test_chunk_files_are_deleted_after_assembly_unless_kept(cluster, media, data_dir, tmp_path):
-    # identity: reproducible to the byte (BGR processors such as stamp are not: design.md limits)
+    # identity and stamp are byte-reproducible (test_determinism); identity is the cheaper
     ledger, res = swap(media.cfr_silent, tmp_path / "a.mp4", data_dir, processor="identity",
                        actors=2, gpu_per_actor=1, chunk_seconds=0.5)
     chunks = ledger.root / "chunks"

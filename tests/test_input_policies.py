@@ -129,7 +129,9 @@ def test_damaged_packets_are_concealed_and_counted(tmp_path, monkeypatch):
         for k in ("concealed", "bad_packets", "black"):
             setattr(total, k, getattr(total, k) + getattr(r, k))
     assert n == 36
-    assert total.bad_packets >= 1 and 1 <= total.concealed <= 12 and total.black == 0
+    # at most the lost GOP (12 frames) and the B-frames (2) before it in display order that are
+    # decoded after its keyframe and refer to it
+    assert total.bad_packets >= 1 and 1 <= total.concealed <= 12 + 2 and total.black == 0
     # frames kept on the GPU cannot be copied to conceal a loss: where NVDEC really decodes,
     # such a chunk is refused (the worker decodes it on the CPU); where the CPU decoder took
     # over (no GPU here) its frames are mended as usual

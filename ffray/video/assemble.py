@@ -48,6 +48,18 @@ def output_format(path: str | os.PathLike) -> str:
     return CONTAINERS[ext]
 
 
+def muxer_options(fmt: str, time_base: Fraction) -> dict[str, str]:
+    """The output muxer's options. MP4/MOV: the index up front, the chunks' time base as the movie
+    timescale. Matroska: ``bitexact``, since its muxer otherwise writes the wall-clock date and a
+    random segment UID, and the same job must give the same bytes (the writing-app tag then says
+    ``Lavf`` without a version)."""
+    if fmt in ("mp4", "mov"):
+        return {"movflags": "+faststart", "movie_timescale": str(time_base.denominator)}
+    if fmt == "matroska":
+        return {"fflags": "+bitexact"}
+    return {}
+
+
 @dataclass(frozen=True)
 class ChunkCheck:
     params: tuple
@@ -176,9 +188,7 @@ def assemble(chunk_paths: list[Path], specs: list[ChunkSpec], source: str, info:
     offset = int(frame_pts[0]) if trimmed else 0
     delay = max(c.reorder_delay for c in checks)
     tmp = output.with_name(f".{output.name}.ffray-tmp-{os.getpid()}{output.suffix}")
-    opts = {}
-    if fmt in ("mp4", "mov"):
-        opts = {"movflags": "+faststart", "movie_timescale": str(ctb.denominator)}
+    opts = muxer_options(fmt, ctb)
     try:
         with av.open(str(chunk_paths[0])) as tpl, open_input(source) as src, \
                 av.open(str(tmp), "w", format=fmt, options=opts) as out:

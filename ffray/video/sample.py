@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from ffray.errors import FFrayError
+from ffray.video.encode import x264_asm
 
 
 def faces_image() -> np.ndarray:
@@ -55,9 +56,11 @@ def write_video(path: str | os.PathLike, frames: Iterator[np.ndarray], *, fps: f
         for bgr in frames:
             if vs is None:
                 h, w = bgr.shape[:2]
+                asm = x264_asm() if codec == "libx264" else None  # as the jobs do: same bytes
                 vs = out.add_stream(codec, rate=rate, options={
                     "g": str(gop), "bf": str(bframes), "crf": str(crf), "preset": "veryfast",
                     **({"x265-params": "log-level=error"} if codec == "libx265" else {}),
+                    **({"x264-params": f"asm={asm}"} if asm else {}),
                     **(codec_options or {})})
                 vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
                 vs.time_base = tb
