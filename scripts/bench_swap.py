@@ -330,6 +330,8 @@ def main() -> None:
     report["switches_per_frame"] = switches_per_frame(sampler, rows, first, last, res.frames)
     report["codec_affinity_cpus"] = dict(Counter(sampler.affinity[q] for q in sampler.codec_pids
                                                  if q in sampler.affinity))
+    report["worker_affinity_cpus"] = dict(Counter(sampler.affinity[q] for q in sampler.pids
+                                                  if q in sampler.affinity))
     if a.ceiling_frames:
         ceilings.append(transcode_ceiling(str(src), a.ceiling_frames))
         ceiling = sum(ceilings) / 2

@@ -474,6 +474,50 @@ def test_slot_cpus_spread_the_slots_over_the_mask():
     assert slot_cpus(0, 9, mask) == tuple(mask)  # never more than the mask
 
 
+def test_worker_cpus_split_the_mask_between_the_worker_and_its_codec_processes():
+    from ffray.engine.codec_pool import split_cpus
+
+    assert split_cpus([9, 8, 3, 2, 1, 0], 2) == ((8, 9), (0, 1, 2, 3))  # the last CPUs: the worker's
+    assert split_cpus([0, 1], 1) == ((1,), (0,))
+    assert split_cpus([0, 1, 2], 0) is None and split_cpus([0, 1], 2) is None  # off; nothing left
+    assert split_cpus([0], 1) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="Linux affinity calls, two CPUs")
+def test_worker_cpus_keep_codec_processes_off_the_workers_cpus(chunk, monkeypatch):
+    """FFRAY_WORKER_CPUS=1: the pool's codec processes (a replaced one too) run on every CPU but
+    the last, which it names as the worker's; ``pin_to`` moves every thread of a process, and a
+    thread started after it inherits the mask. The chunk's bytes are the unpinned ones."""
+    video, payload = chunk
+    mask = sorted(os.sched_getaffinity(0))
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    monkeypatch.setenv("FFRAY_WORKER_CPUS", "1")
+    pool = CodecPool(lay, slots=2, ring=ring_slots(lay, 6))
+    try:
+        assert pool.worker_cpus == (mask[-1],)
+        pool.get(1).kill()  # a process that died: its replacement gets the same CPUs
+        data, _ = pool.run(1, _job(video, payload, passthrough=True))
+        pool.get(0).wait_ready()
+        for pid in pool.pids():
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                assert os.sched_getaffinity(int(tid)) == set(mask[:-1]), (pid, tid)
+    finally:
+        pool.close()
+    assert data == _in_process(video, payload)
+    # the worker's side, in a process of its own: threads already running and started after
+    code = ("import os, threading, time\n"
+            "from ffray.engine.codec_child import pin_to\n"
+            "ev = threading.Event(); t = threading.Thread(target=ev.wait); t.start()\n"
+            f"pin_to('{mask[-1]}')\n"
+            "seen = []; u = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))\n"
+            "u.start(); u.join()\n"
+            "print(sorted({min(os.sched_getaffinity(int(x))) for x in os.listdir('/proc/self/task')}),"
+            " sorted(seen[0])); ev.set()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == [f"[{mask[-1]}]", f"[{mask[-1]}]"], out
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux affinity calls")
 def test_pinned_codec_processes_run_on_their_cpus(chunk, monkeypatch):
     """FFRAY_CODEC_AFFINITY=1: every thread of a slot's codec process, the decoder's and the

@@ -22,7 +22,7 @@ from ffray.engine.api import WorkerContext
 from ffray.engine.budget import Budget, node_cpus, plan_budget
 from ffray.engine.build import StreamFormat, WorkerOptions, build_engine
 from ffray.engine.chunk import ChunkTimes, run_chunk
-from ffray.engine.codec_child import ChunkJob
+from ffray.engine.codec_child import ChunkJob, pin_to
 from ffray.engine.codec_pool import CodecPool, ring_slots
 from ffray.engine.frames import Frame
 from ffray.engine.pipeline import ChunkRun
@@ -84,7 +84,7 @@ def experiment_options(o: WorkerOptions, env) -> WorkerOptions:
 EXPERIMENT_SWITCHES = ("FFRAY_GPU_BATCHES", "FFRAY_STAGE_THREADS", "FFRAY_MODEL_SESSIONS",
                        "FFRAY_STAGE_BATCH", "FFRAY_NVDEC", "FFRAY_WORKER_DECODE", "FFRAY_CODEC_NICE",
                        "FFRAY_SWITCH_INTERVAL", "FFRAY_CUDA_GRAPH", "FFRAY_WINDOW",
-                       "FFRAY_SHARED_STREAM", "FFRAY_CODEC_AFFINITY")
+                       "FFRAY_SHARED_STREAM", "FFRAY_CODEC_AFFINITY", "FFRAY_WORKER_CPUS")
 
 
 def experiment_env(environ=None) -> dict[str, str]:
@@ -131,6 +131,8 @@ class ChunkWorker:
             lay = spec.stream.layout()
             self._codecs = CodecPool(lay, self._budget.slots,
                                      0 if light else ring_slots(lay, self._budget.window))
+            if self._codecs.worker_cpus:  # FFRAY_WORKER_CPUS: threads started later inherit it
+                pin_to(",".join(map(str, self._codecs.worker_cpus)))
         wctx = WorkerContext(gpu_ids=self._gpu_ids, node_id=self._node_id, sources=tuple(spec.sources),
                              named=dict(spec.named), models=dict(spec.models))
         if spec.encode.nvenc:
@@ -181,6 +183,7 @@ class ChunkWorker:
                 "backend": self._built.backend, "pipeline": self._built.description,
                 "rotation": self._spec.stream.rotation,
                 "slots": self._budget.slots, "codec_pids": self.codec_pids(),
+                "worker_cpus": list(self._codecs.worker_cpus or ()) if self._codecs else [],
                 "budget": self._budget.to_json(), "setup_s": self._setup_s,
                 "setup_phases": self._setup_phases,
                 "created": self._created, "notes": self._built.notes}

@@ -36,6 +36,21 @@ RING_BYTES = 96 << 20  # shared frame memory per codec process (frames between d
 # from the (i*N)-th on (wrapping), so that its decoder and encoder stay on warm caches instead of
 # migrating among 30-odd runnable threads. 0: the kernel places them (the default).
 CODEC_AFFINITY = 0
+# Experiment switch FFRAY_WORKER_CPUS=K: the worker's own threads (its stage threads, ONNX
+# Runtime's and CUDA's, all started after this) on the last K CPUs of its mask and the codec
+# processes on the others, so that the encoders' caches are not shared with the GPU stages'
+# frequent wake-ups (the 1-face job's codec processes cost ~20 % more CPU a frame than a plain
+# transcode on the H200 node). 0: off, everything anywhere (the default).
+WORKER_CPUS = 0
+
+
+def split_cpus(mask, k: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(the worker's CPUs, the codec processes' CPUs): the last ``k`` of ``mask`` (sorted) and
+    the others; None when ``k`` is 0 or would leave either side without a CPU."""
+    cpus = sorted(mask)
+    if k <= 0 or k >= len(cpus):
+        return None
+    return tuple(cpus[-k:]), tuple(cpus[:-k])
 
 
 def slot_cpus(slot: int, per: int, mask: list[int] | None = None) -> tuple[int, ...] | None:
@@ -253,11 +268,24 @@ class CodecPool:
     def __init__(self, lay: Layout, slots: int, ring: int):
         self.lay, self.ring = lay, ring
         self._per = int(os.environ.get("FFRAY_CODEC_AFFINITY", CODEC_AFFINITY))
+        mask = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        split = split_cpus(mask, int(os.environ.get("FFRAY_WORKER_CPUS", WORKER_CPUS)))
+        # the worker pins itself to these once its codec processes run (None: it stays anywhere)
+        self.worker_cpus: tuple[int, ...] | None = split[0] if split else None
+        self._codec_cpus: tuple[int, ...] | None = split[1] if split else None
+        self._mask = list(self._codec_cpus or mask)  # as at the start: replacements get the same
         self._procs: list[CodecProcess | None] = [
-            CodecProcess(lay, ring, slot_cpus(i, self._per)) for i in range(slots)]
+            CodecProcess(lay, ring, self._cpus(i)) for i in range(slots)]
         self._lock = threading.Lock()
         self._pin: Callable | None = None
         self._pinning: threading.Thread | None = None  # pin_rings' thread
+
+    def _cpus(self, slot: int) -> tuple[int, ...] | None:
+        """Where slot's codec process runs: its own CPUs (``FFRAY_CODEC_AFFINITY``), else the
+        codec processes' share (``FFRAY_WORKER_CPUS``), else anywhere (None)."""
+        if self._per > 0:
+            return slot_cpus(slot, self._per, self._mask)
+        return self._codec_cpus
 
     def pin_rings(self, pin: Callable | None) -> None:
         """Page-lock every ring (``Built.pin``; None: no GPU) on a thread of its own, ring by ring
@@ -279,7 +307,7 @@ class CodecPool:
             if p is None or not p.alive:
                 if p is not None:
                     p.close()
-                p = self._procs[slot] = CodecProcess(self.lay, self.ring, slot_cpus(slot, self._per))
+                p = self._procs[slot] = CodecProcess(self.lay, self.ring, self._cpus(slot))
                 p.pin(self._pin)
             return p
 
