@@ -88,10 +88,12 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
     want_gpu = params.frame_ops
     t0 = time.perf_counter()
     ops, loader, why = None, None, ""
+    laps: dict[str, float] = {}  # parts of backend_s, for the set-up figures
     if ordinal is not None and want_gpu in ("auto", "gpu") and params.blend != "poisson":
         from ffray.engine.ops_gpu import available
 
         why = available(ordinal) or ""
+        laps["cuda_s"] = time.perf_counter() - t0  # CuPy imported, CUDA context, two kernels
         if not why:
             from ffray.engine.ops_gpu import GpuOps
             from ffray.models.gpu_loader import DeviceLoader
@@ -100,7 +102,9 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
             providers = choose_providers(list(params.providers) if params.providers else None,
                                          device_id=ordinal)
             if uses_gpu(providers):
+                t_ops = time.perf_counter()
                 ops = GpuOps(lay, mat, ordinal, space, rng, rotation=fmt.rotation)
+                laps["kernels_s"] = time.perf_counter() - t_ops  # the frame kernels' module
                 loader = DeviceLoader(ctx.models, params.model_sha256, ordinal, providers,
                                       params.precision, fetch=fetch,
                                       graphs=params.cuda_graphs if options.cuda_graphs is None
@@ -130,7 +134,7 @@ def build_engine(spec: ProcessorSpec, ctx: WorkerContext, fmt: StreamFormat, bud
     t2 = time.perf_counter()  # sessions made and warmed, source faces found
     notes = {"models": getattr(loader, "notes", {}), "cpu_reason": why or None,
              "setup": {"imports_s": round(t0 - t_in, 3), "backend_s": round(t1 - t0, 3),
-                       "stages_s": round(t2 - t1, 3)}}
+                       "stages_s": round(t2 - t1, 3), **{k: round(v, 3) for k, v in laps.items()}}}
     return Built(Engine(stages, queue_size=16), ops.name, pipe.description, notes,
                  pin=ops.pin if ops.name == "gpu" else None,
                  gpu_ops=ops if ops.name == "gpu" else None)
