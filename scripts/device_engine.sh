@@ -5,6 +5,7 @@
 #           benchmark inputs (2-minute 1080p30, 1 and 6 face markers) in /tmp/media
 # topology: lscpu and SMT siblings into $OUT/topology.txt
 # selftest: scripts/gpu_selftest.py (GPU vs CPU frame ops, prepared models, determinism)
+# gputests: the CI tests that skip without a GPU (frame ops, anchors), here where they run
 # bench   : scripts/bench_swap.py at default settings on /tmp/media/faces$FACES_1080p.mp4
 # benchenv: the same with experiment switches set for that run only (alternated runs in one call:
 #           "bench a 1" "benchenv FFRAY_SHARED_STREAM=1 b 1" "bench c 1" ...)
@@ -53,6 +54,8 @@ for phase in "$@"; do
     topology)  # the CPUs: SMT siblings, caches, frequency (for reading the CPU-per-frame figures)
       { lscpu; echo; for c in 0 1 8 15; do echo "cpu$c siblings $(cat /sys/devices/system/cpu/cpu$c/topology/thread_siblings_list 2>/dev/null)"; done; } > "$OUT/topology.txt" 2>&1
       grep -E 'Model name|Thread|Core|Socket|L2|L3|MHz' "$OUT/topology.txt"; grep siblings "$OUT/topology.txt" ;;
+    gputests)
+      timeout 300 python3 -m pytest -q -p no:cacheprovider -rs tests/test_frame_ops.py tests/test_anchors.py 2>&1 | tail -8 ;;
     selftest)
       timeout 300 python3 scripts/gpu_selftest.py --models /tmp/cm --background .devdata/t1.jpg --out "$OUT/selftest.json" 2>&1 | tail -40 ;;
     bench|benchenv)  # bench NAME FACES [extra bench_swap args]; benchenv VAR=VALUE[,VAR=VALUE] NAME FACES [extra]

@@ -181,6 +181,71 @@ def test_poisson_paste_clones_the_face_in_and_still_leaves_unmasked_pixels_alone
     assert yp[inside].std() > yf[inside].std()
 
 
+@pytest.mark.parametrize("fmt,size", [("yuv420p", (64, 37)), ("yuv422p", (50, 20)),
+                                      ("yuv444p", (33, 17)), ("yuv420p", (1920, 1080))])
+def test_band_spans_bring_back_every_pixel_a_paste_box_writes(fmt, size):
+    """A device frame changed as the paste kernel changes it (luma rows ``c0*sy..c1*sy``, chroma
+    rows ``c0..c1`` of each box, clipped) equals its host copy once ``band_spans``' ranges alone
+    are copied back; overlapping and touching bands merge, and small bands copy a small part."""
+    from ffray.engine.frames import band_spans
+
+    w, h = size
+    lay = layout_for(fmt, w, h)
+    rng = np.random.default_rng(w)
+    for trial in range(40):
+        host = rng.integers(0, 256, lay.nbytes, dtype=np.uint8)
+        dev = host.copy()
+        bands = []
+        for _ in range(int(rng.integers(0, 5))):
+            c0 = int(rng.integers(0, lay.ch))
+            c1 = int(min(lay.ch, c0 + rng.integers(1, max(2, lay.ch // 3))))
+            x0 = int(rng.integers(0, lay.cw))
+            x1 = int(min(lay.cw, x0 + rng.integers(1, lay.cw + 1)))
+            bands.append((c0, c1))
+            y, u, v = planes(dev, lay)
+            y[c0 * lay.sy:min(h, c1 * lay.sy), x0 * lay.sx:min(w, x1 * lay.sx)] ^= 0x5A
+            u[c0:c1, x0:x1] ^= 0x33
+            v[c0:c1, x0:x1] ^= 0x66
+        spans = band_spans(lay, bands)
+        assert all(a < b for a, b in spans) and all(b < a for (_, b), (a, _) in zip(spans, spans[1:]))
+        for a, b in spans:
+            host[a:b] = dev[a:b]
+        assert np.array_equal(host, dev), (fmt, size, trial, bands, spans)
+    assert band_spans(lay, []) == [] and band_spans(lay, [(3, 3)]) == []
+    assert band_spans(lay, [(0, lay.ch)]) == [(0, lay.nbytes)]  # everything: one range
+    assert len(band_spans(lay, [(0, 2), (2, 4), (1, 3)])) == 3  # one band in each plane
+    if lay.ch > 40:
+        assert sum(b - a for a, b in band_spans(lay, [(10, 30)])) < lay.nbytes // 10
+
+
+def test_partial_download_gives_the_full_downloads_bytes_when_a_gpu_is_here(photo, monkeypatch):
+    """FFRAY_PARTIAL_DOWNLOAD=1: after pastes of two faces, copying back only the pasted rows
+    leaves the host frame byte for byte as a whole-frame download does."""
+    from ffray.engine.ops_gpu import available
+
+    why = available(0)
+    if why:
+        pytest.skip(f"no usable CUDA device here ({why})")
+    from ffray.engine.ops_gpu import GpuOps
+
+    vf = _frame(photo)
+    lay = layout_for("yuv420p", 1280, 720)
+    mat = Matrix.of(Color(1, 1, 1, 1), 720)
+    got = []
+    for partial in ("0", "1"):
+        monkeypatch.setenv("FFRAY_PARTIAL_DOWNLOAD", partial)
+        ops = GpuOps(lay, mat, 0)
+        f = Frame(host=unpack(vf, lay))
+        ops.upload([f])
+        mats = [similarity(p, insightface_template(128)) for p in _faces(2, 1280, 720, seed=3)]
+        crops = np.full((2, 3, 128, 128), 0.8, np.float32)
+        ops.paste([f, f], crops, mats, face_mask(128, pts=insightface_template(128)), 255.0, 0.0)
+        assert partial == "0" or 0 < len(f.bands) <= 2
+        ops.download([f])
+        got.append(f.host.copy())
+    assert np.array_equal(got[0], got[1]) and not np.array_equal(got[0], unpack(vf, lay))
+
+
 def test_kernel_argument_struct_has_the_c_layout():
     """The per-launch arguments go to the GPU kernels by value as ``struct Items``: the host's
     structured dtype must have C's layout (sizes, offsets, padding), here as ctypes lays it out

@@ -84,7 +84,8 @@ def experiment_options(o: WorkerOptions, env) -> WorkerOptions:
 EXPERIMENT_SWITCHES = ("FFRAY_GPU_BATCHES", "FFRAY_STAGE_THREADS", "FFRAY_MODEL_SESSIONS",
                        "FFRAY_STAGE_BATCH", "FFRAY_NVDEC", "FFRAY_WORKER_DECODE", "FFRAY_CODEC_NICE",
                        "FFRAY_SWITCH_INTERVAL", "FFRAY_CUDA_GRAPH", "FFRAY_WINDOW",
-                       "FFRAY_SHARED_STREAM", "FFRAY_CODEC_AFFINITY", "FFRAY_WORKER_CPUS")
+                       "FFRAY_SHARED_STREAM", "FFRAY_CODEC_AFFINITY", "FFRAY_WORKER_CPUS",
+                       "FFRAY_PARTIAL_DOWNLOAD")
 
 
 def experiment_env(environ=None) -> dict[str, str]:

@@ -109,6 +109,32 @@ def planes(buf, lay: Layout):
     return y, u, v
 
 
+def band_spans(lay: Layout, bands) -> list[tuple[int, int]]:
+    """The byte ranges of a packed buffer that hold chroma rows ``[c0, c1)`` of each band (the
+    luma rows ``c0*sy .. c1*sy`` and those rows of U and V: what a paste box writes), bands
+    merged and clipped, in buffer order: a device frame whose changes all lie in ``bands`` is
+    brought back by copying these ranges alone."""
+    merged: list[list[int]] = []
+    for c0, c1 in sorted((max(0, int(a)), min(lay.ch, int(b))) for a, b in bands):
+        if c1 <= c0:
+            continue
+        if merged and c0 <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], c1)
+        else:
+            merged.append([c0, c1])
+    w, ys, cs = lay.width, lay.y_size, lay.c_size
+    spans = [(c0 * lay.sy * w, min(lay.height, c1 * lay.sy) * w) for c0, c1 in merged]
+    spans += [(ys + c0 * lay.cw, ys + c1 * lay.cw) for c0, c1 in merged]
+    spans += [(ys + cs + c0 * lay.cw, ys + cs + c1 * lay.cw) for c0, c1 in merged]
+    out: list[tuple[int, int]] = []
+    for a, b in spans:  # a band that reaches the last luma row runs on into U: one range
+        if out and a == out[-1][1]:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
 def unpack(frame: av.VideoFrame, lay: Layout, out: np.ndarray | None = None,
            space: int = 1, rng: int = 1) -> np.ndarray:
     """Copy a decoded frame's planes into a packed buffer (``out`` if given, e.g. pinned host
@@ -174,3 +200,6 @@ class Frame:
     bgr: np.ndarray | None = None  # full-frame BGR for BGR processors (adapter stage)
     slot: int | None = None  # the codec process's ring slot ``host`` views (codec processes)
     pinned: bool = False  # ``host`` is page-locked (a registered ring): DMA to and from it
+    # chroma-row bands the device copy changed since it equalled ``host`` (None: unknown, or no
+    # host copy): with FFRAY_PARTIAL_DOWNLOAD only these rows come back (``band_spans``)
+    bands: list | None = None

@@ -13,6 +13,7 @@ left unsynchronised: the runner that consumes them on the same thread synchronis
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from ffray.engine import anchors
 from ffray.engine.colour import Matrix
-from ffray.engine.frames import Frame, Layout, back_matrix, compose, unpack, upright
+from ffray.engine.frames import Frame, Layout, back_matrix, band_spans, compose, unpack, upright
 from ffray.engine.kernels import ITEMS, MAX_ITEMS, SOURCE
 from ffray.engine.ops_cpu import fit, roi
 from ffray.models.streams import thread_stream
@@ -39,6 +40,8 @@ class GpuOps:
             raise ValueError("the GPU backend works on YUV frames")
         self.cp, self.lay, self.mat, self.ordinal = cp, lay, mat, ordinal
         self._space, self._rng = space, rng
+        # experiment switch: bring back only the rows the pastes changed (not measured yet)
+        self._partial = os.environ.get("FFRAY_PARTIAL_DOWNLOAD") == "1"
         self.device = cp.cuda.Device(ordinal)
         with self.device:
             mod = cp.RawModule(code=SOURCE + anchors.KERNEL, options=("--std=c++14",))
@@ -113,6 +116,7 @@ class GpuOps:
             k = 0
             for f in todo:
                 f.device = cp.empty(nb, cp.uint8)
+                f.bands = [] if f.host is not None else None  # device == host from here
                 if f.pinned and f.host is not None:  # a registered ring slot: DMA from it
                     f.device.set(f.host, stream=s)
                     continue
@@ -155,7 +159,11 @@ class GpuOps:
         with self.device, s:
             for f in frames:
                 if f.dirty and f.device is not None:
-                    if f.host is not None and f.host.size == f.device.size:
+                    if self._partial and f.host is not None and f.bands is not None \
+                            and f.host.size == f.device.size:  # only the rows pastes changed
+                        for a, b in band_spans(self.lay, f.bands):
+                            f.device[a:b].get(stream=s, out=f.host[a:b])
+                    elif f.host is not None and f.host.size == f.device.size:
                         f.device.get(stream=s, out=f.host)  # e.g. back into a codec ring slot
                     else:
                         f.host = self.cp.asnumpy(f.device, stream=s)
@@ -327,6 +335,9 @@ class GpuOps:
                     boxes = np.array(boxes, np.int32)
                     bw = int(max(1, (boxes[:, 2] - boxes[:, 0]).max()))
                     bh = int(max(1, (boxes[:, 3] - boxes[:, 1]).max()))
+                    for i, b in zip(idx, boxes):  # the chroma rows this launch writes
+                        if frames[i].bands is not None:
+                            frames[i].bands.append((int(b[1]), int(b[3])))
                     items = self._items([frames[i] for i in idx], [mats[i] for i in idx], boxes, idx)
                     self._paste(((bw + 15) // 16, (bh + 15) // 16, len(idx)), (16, 16, 1), (
                         items, crops, mask, np.int32(size * size if per_face else 0), np.int32(size),
