@@ -474,6 +474,15 @@ def test_slot_cpus_spread_the_slots_over_the_mask():
     assert slot_cpus(0, 9, mask) == tuple(mask)  # never more than the mask
 
 
+def _pool_with(chunk, monkeypatch, switch: str):
+    """A two-slot pool started with ``switch``=1: (video, payload, the CPU mask, pool)."""
+    video, payload = chunk
+    lay = layout_for(video.pix_fmt, video.width, video.height)
+    monkeypatch.setenv(switch, "1")
+    return video, payload, sorted(os.sched_getaffinity(0)), CodecPool(lay, slots=2,
+                                                                       ring=ring_slots(lay, 6))
+
+
 def test_worker_cpus_split_the_mask_between_the_worker_and_its_codec_processes():
     from ffray.engine.codec_pool import split_cpus
 
@@ -489,11 +498,7 @@ def test_worker_cpus_keep_codec_processes_off_the_workers_cpus(chunk, monkeypatc
     """FFRAY_WORKER_CPUS=1: the pool's codec processes (a replaced one too) run on every CPU but
     the last, which it names as the worker's; ``pin_to`` moves every thread of a process, and a
     thread started after it inherits the mask. The chunk's bytes are the unpinned ones."""
-    video, payload = chunk
-    mask = sorted(os.sched_getaffinity(0))
-    lay = layout_for(video.pix_fmt, video.width, video.height)
-    monkeypatch.setenv("FFRAY_WORKER_CPUS", "1")
-    pool = CodecPool(lay, slots=2, ring=ring_slots(lay, 6))
+    video, payload, mask, pool = _pool_with(chunk, monkeypatch, "FFRAY_WORKER_CPUS")
     try:
         assert pool.worker_cpus == (mask[-1],)
         pool.get(1).kill()  # a process that died: its replacement gets the same CPUs
@@ -522,11 +527,7 @@ def test_worker_cpus_keep_codec_processes_off_the_workers_cpus(chunk, monkeypatc
 def test_pinned_codec_processes_run_on_their_cpus(chunk, monkeypatch):
     """FFRAY_CODEC_AFFINITY=1: every thread of a slot's codec process, the decoder's and the
     encoder's included, runs on that slot's CPU, and the chunk's bytes are the unpinned ones."""
-    video, payload = chunk
-    mask = sorted(os.sched_getaffinity(0))
-    lay = layout_for(video.pix_fmt, video.width, video.height)
-    monkeypatch.setenv("FFRAY_CODEC_AFFINITY", "1")
-    pool = CodecPool(lay, slots=2, ring=ring_slots(lay, 6))
+    video, payload, mask, pool = _pool_with(chunk, monkeypatch, "FFRAY_CODEC_AFFINITY")
     try:
         data, _ = pool.run(1, _job(video, payload, passthrough=True))
         pool.get(0).wait_ready()  # slot 0 ran nothing: it may still be starting (and unpinned)

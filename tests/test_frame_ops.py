@@ -142,7 +142,8 @@ def test_paste_back_in_yuv_leaves_every_unmasked_pixel_as_decoded(photo):
     assert d.mean() < 3.0
 
 
-def test_gpu_backend_agrees_with_the_host_one_when_a_gpu_is_here(photo):
+def _gpu_or_skip(photo):
+    """(GpuOps, the photo as a decoded frame, its layout, matrix); skips without a usable GPU."""
     from ffray.engine.ops_gpu import available
 
     why = available(0)
@@ -150,9 +151,11 @@ def test_gpu_backend_agrees_with_the_host_one_when_a_gpu_is_here(photo):
         pytest.skip(f"no usable CUDA device here ({why})")
     from ffray.engine.ops_gpu import GpuOps
 
-    vf = _frame(photo)
-    lay = layout_for("yuv420p", 1280, 720)
-    mat = Matrix.of(Color(1, 1, 1, 1), 720)
+    return GpuOps, _frame(photo), layout_for("yuv420p", 1280, 720), Matrix.of(Color(1, 1, 1, 1), 720)
+
+
+def test_gpu_backend_agrees_with_the_host_one_when_a_gpu_is_here(photo):
+    GpuOps, vf, lay, mat = _gpu_or_skip(photo)
     cpu, gpu = CpuOps(lay, mat), GpuOps(lay, mat, 0)
     fc, fg = Frame(decoded=vf), Frame(decoded=vf)
     cpu.upload([fc])
@@ -221,16 +224,7 @@ def test_band_spans_bring_back_every_pixel_a_paste_box_writes(fmt, size):
 def test_partial_download_gives_the_full_downloads_bytes_when_a_gpu_is_here(photo, monkeypatch):
     """FFRAY_PARTIAL_DOWNLOAD=1: after pastes of two faces, copying back only the pasted rows
     leaves the host frame byte for byte as a whole-frame download does."""
-    from ffray.engine.ops_gpu import available
-
-    why = available(0)
-    if why:
-        pytest.skip(f"no usable CUDA device here ({why})")
-    from ffray.engine.ops_gpu import GpuOps
-
-    vf = _frame(photo)
-    lay = layout_for("yuv420p", 1280, 720)
-    mat = Matrix.of(Color(1, 1, 1, 1), 720)
+    GpuOps, vf, lay, mat = _gpu_or_skip(photo)
     got = []
     for partial in ("0", "1"):
         monkeypatch.setenv("FFRAY_PARTIAL_DOWNLOAD", partial)
