@@ -18,7 +18,8 @@
 # nvdec   : scripts/bench_nvdec.py (a job's chunks decoded in one process: CPU vs NVDEC on the GPU)
 # ceilings: scripts/bench_ceilings.py (decode, parallel libx264, transcode on the first 240 frames
 #           and on the whole input, models at batch 1..16, fp32/fp16)
-# Results go to $OUT; record them in docs/benchmarks.md. Expects .devdata/t1.jpg (carried).
+# Results go to $OUT (the bench rows also as $OUT/table.md: scripts/bench_table.py); record them
+# in docs/benchmarks.md. Expects .devdata/t1.jpg (carried).
 set -uo pipefail
 SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export PYTHONPATH="/tmp/site:$PWD" RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1 FFRAY_HOME=/tmp/ffray-home
@@ -33,6 +34,7 @@ swapon() {
 }
 # swap20 PROC NAME [bench_swap args]: the 20 s 6-face input
 swap20() { swapon /tmp/media20/faces6_1080p.mp4 "$@"; }
+benches=()  # the bench reports of this call, as one markdown table at the end
 for phase in "$@"; do
   set -- $phase
   case $1 in
@@ -64,7 +66,7 @@ for phase in "$@"; do
       ( [ -n "$envs" ] && export $(echo "$envs" | tr ',' ' ')
         timeout 540 python3 scripts/bench_swap.py --processor faceswap --input "/tmp/media/faces${faces}_1080p.mp4" \
           --source /tmp/media/source.png --model-dir /tmp/cm --workdir "/tmp/b-$name" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err" )
-      echo "== $name rc=$?"; python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min','core_ms_per_frame_steady','ceiling_transcode_before_after','share_processing','share_steady','encoder_busy_share','cuda_graphs','workers','wall_s','plan_s','startup','assemble_s','after_last_chunk_s','report_s','teardown_wait_s','switches_per_frame','codec_affinity_cpus','worker_affinity_cpus','worker_setup_phases','ceiling_whole_sum_of_rates','ceiling_whole_aggregate','ceiling_whole_parts_fps','share_whole_processing','share_whole_steady','share_whole_processing_aggregate')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
+      echo "== $name rc=$?"; benches+=("$OUT/$name.json"); python3 -c "import json,sys; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','start_to_first_chunk_s','gpu_util_mean_processing','host_cpu_percent_processing','backend','slots_per_worker','chunks','stage_busy_share','gpu_mem_gib_first_min','gpu_mem_gib_last_min','worker_rss_gib_first_min','worker_rss_gib_last_min','codec_rss_gib_first_min','codec_rss_gib_last_min','core_ms_per_frame_steady','ceiling_transcode_before_after','share_processing','share_steady','encoder_busy_share','cuda_graphs','workers','wall_s','plan_s','startup','assemble_s','after_last_chunk_s','report_s','teardown_wait_s','switches_per_frame','codec_affinity_cpus','worker_affinity_cpus','worker_setup_phases','ceiling_whole_sum_of_rates','ceiling_whole_aggregate','ceiling_whole_parts_fps','share_whole_processing','share_whole_steady','share_whole_processing_aggregate')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
     identity)  # identity NAME FACES [extra]
       name=$2 faces=$3; shift 3
       timeout 540 python3 scripts/bench_swap.py --processor identity --input "/tmp/media/faces${faces}_1080p.mp4" \
@@ -128,3 +130,4 @@ for phase in "$@"; do
       python3 -c "import json; d=json.load(open('$OUT/$name.json')); print({k: d.get(k) for k in ('fps_whole_job','fps_processing','fps_steady','steady_s','gpu_util_mean_steady','host_cpu_percent_processing','stage_busy_share')})" 2>/dev/null || tail -20 "$OUT/$name.err" ;;
   esac
 done
+if [ ${#benches[@]} -gt 0 ]; then python3 scripts/bench_table.py "${benches[@]}" 2>&1 | tee "$OUT/table.md"; fi
