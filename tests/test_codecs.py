@@ -511,7 +511,7 @@ def test_worker_cpus_keep_codec_processes_off_the_workers_cpus(chunk, monkeypatc
         pool.close()
     assert data == _in_process(video, payload)
     # the worker's side, in a process of its own: threads already running and started after
-    code = ("import os, threading, time\n"
+    code = ("import os, threading\n"
             "from ffray.engine.codec_child import pin_to\n"
             "ev = threading.Event(); t = threading.Thread(target=ev.wait); t.start()\n"
             f"pin_to('{mask[-1]}')\n"

@@ -10,8 +10,7 @@ import time
 import pytest
 
 from ffray.cli import build_parser, main
-from ffray.cluster import slots as slot_mod
-from ffray.cluster.slots import GRANTED, QUEUED, RELEASED, _actor_classes, slot_state, slot_times
+from ffray.cluster.slots import GRANTED, POLL_S, QUEUED, RELEASED, _actor_classes, slot_state, slot_times
 from ffray.cluster.submit import expand_inputs, metadata, plan_submissions, row, swap_entrypoint
 
 
@@ -107,7 +106,7 @@ def test_slot_semaphore_frees_the_slot_of_a_dead_driver(cluster):
         deadline, got = time.monotonic() + 30, False
         while not got and time.monotonic() < deadline:  # the waiting driver's own poll
             got = ray.get(slots.acquire.remote("b", 1, [two]))
-            time.sleep(0 if got else slot_mod.POLL_S)
+            time.sleep(0 if got else POLL_S)
         assert got, "the dead holder's slot never came back"
         assert ray.get(slots.holders.remote()) == ["b"]
     finally:

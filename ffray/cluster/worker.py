@@ -184,7 +184,6 @@ class ChunkWorker:
                 "backend": self._built.backend, "pipeline": self._built.description,
                 "rotation": self._spec.stream.rotation,
                 "slots": self._budget.slots, "codec_pids": self.codec_pids(),
-                "worker_cpus": list(self._codecs.worker_cpus or ()) if self._codecs else [],
                 "budget": self._budget.to_json(), "setup_s": self._setup_s,
                 "setup_phases": self._setup_phases,
                 "created": self._created, "notes": self._built.notes}

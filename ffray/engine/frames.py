@@ -200,6 +200,6 @@ class Frame:
     bgr: np.ndarray | None = None  # full-frame BGR for BGR processors (adapter stage)
     slot: int | None = None  # the codec process's ring slot ``host`` views (codec processes)
     pinned: bool = False  # ``host`` is page-locked (a registered ring): DMA to and from it
-    # chroma-row bands the device copy changed since it equalled ``host`` (None: unknown, or no
-    # host copy): with FFRAY_PARTIAL_DOWNLOAD only these rows come back (``band_spans``)
+    # with FFRAY_PARTIAL_DOWNLOAD: the chroma-row bands the device copy changed since it equalled
+    # ``host``, the only rows that come back (``band_spans``); None: the whole frame comes back
     bands: list | None = None

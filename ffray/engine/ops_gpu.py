@@ -116,7 +116,8 @@ class GpuOps:
             k = 0
             for f in todo:
                 f.device = cp.empty(nb, cp.uint8)
-                f.bands = [] if f.host is not None else None  # device == host from here
+                # device == host from here: pastes record the rows they change (the switch on)
+                f.bands = [] if self._partial and f.host is not None else None
                 if f.pinned and f.host is not None:  # a registered ring slot: DMA from it
                     f.device.set(f.host, stream=s)
                     continue
@@ -159,12 +160,10 @@ class GpuOps:
         with self.device, s:
             for f in frames:
                 if f.dirty and f.device is not None:
-                    if self._partial and f.host is not None and f.bands is not None \
-                            and f.host.size == f.device.size:  # only the rows pastes changed
-                        for a, b in band_spans(self.lay, f.bands):
+                    if f.host is not None and f.host.size == f.device.size:  # e.g. a ring slot
+                        spans = [(0, f.host.size)] if f.bands is None else band_spans(self.lay, f.bands)
+                        for a, b in spans:  # the whole frame, or only the rows pastes changed
                             f.device[a:b].get(stream=s, out=f.host[a:b])
-                    elif f.host is not None and f.host.size == f.device.size:
-                        f.device.get(stream=s, out=f.host)  # e.g. back into a codec ring slot
                     else:
                         f.host = self.cp.asnumpy(f.device, stream=s)
                     f.host_current = True
